@@ -1,0 +1,123 @@
+"""`genlab` command line: parses arguments and calls the Python API; user errors end in one line, exit 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from genlab.errors import GenlabError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="genlab")
+def cli() -> None:
+    """genlab: measure your data, train the model family that fits, prove what the samples are worth."""
+
+
+@cli.command(context_settings={"ignore_unknown_options": False})
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("overrides", nargs=-1)
+@click.option("--runs-dir", default="runs", show_default=True, help="Folder that holds run directories.")
+@click.option("--resume", is_flag=True, help="Continue the run from its latest checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Delete an existing run of the same name first.")
+def train(config: Path, overrides: tuple[str, ...], runs_dir: str, resume: bool, overwrite: bool) -> None:
+    """Train from a YAML recipe CONFIG with optional key=value OVERRIDES (e.g. train.steps=200)."""
+    from genlab.pipeline import train as train_run
+
+    run, summary = train_run(config, overrides, runs_dir, resume=resume, overwrite=overwrite)
+    click.echo(f"trained {run.root} ({summary['steps']} steps, {summary['train_seconds']:.1f} s, "
+               f"stopped by {summary['stop_reason']}; weights: {summary['weights']})")
+
+
+@cli.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--n", "n", default=64, show_default=True, help="Number of samples.")
+@click.option("--label", type=int, default=None, help="Class to condition on (conditional models).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="FILE.png or FILE.npz")
+def sample(run: Path, n: int, label: int | None, seed: int, out: Path) -> None:
+    """Generate N samples from a trained RUN into a PNG grid or an .npz array."""
+    from genlab.pipeline import generate, open_run, save_samples
+
+    if out.suffix not in (".png", ".npz"):
+        raise GenlabError(f"--out must end in .png or .npz, got {out.name}")
+    loaded = open_run(run)
+    images = generate(loaded, n, label=label, seed=seed)
+    save_samples(images, out)
+    click.echo(f"wrote {n} samples to {out}")
+
+
+@cli.command(name="eval")
+@click.argument("run", type=click.Path(path_type=Path))
+def evaluate(run: Path) -> None:
+    """Evaluate a trained RUN: likelihood (where defined) and memorisation; writes metrics.json."""
+    from genlab.metrics.evaluate import evaluate_run
+    from genlab.pipeline import open_run
+    from genlab.train.trainer import quiet
+
+    loaded = open_run(run)
+    metrics = evaluate_run(loaded, quiet=quiet())
+    click.echo(json.dumps(_headline(metrics), indent=2))
+    click.echo(f"wrote {loaded.paths.metrics}")
+
+
+def _headline(metrics: dict) -> dict:
+    out = {}
+    if "likelihood" in metrics:
+        lk = metrics["likelihood"]
+        out["test_elbo_nats"] = round(lk["test_elbo_nats"], 3)
+        out[f"test_iwae_nats (K={lk['iwae_k']}, {lk['iwae_images']} images)"] = round(lk["test_iwae_nats"], 3)
+    memo = metrics["memorisation"]
+    out["memorisation"] = memo["verdict"]
+    out["sample/test nearest-train distance ratio"] = round(memo["median_ratio"], 3)
+    return out
+
+
+@cli.command()
+@click.argument("run", type=click.Path(path_type=Path))
+def report(run: Path) -> None:
+    """Write RUN/report.html: config, dataset, loss curves, samples and metrics in one file."""
+    from genlab.report.html import write_report
+    from genlab.runs import RunPaths
+
+    paths = RunPaths(run)
+    if not paths.config.is_file():
+        raise GenlabError(f"{run} is not a genlab run (no config.yaml)")
+    write_report(paths)
+    click.echo(str(paths.report.resolve()))
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("overrides", nargs=-1)
+def describe(config: Path, overrides: tuple[str, ...]) -> None:
+    """Describe the dataset a recipe uses: counts, shape, class balance, pixel stats, fingerprint."""
+    from genlab.config import load_config
+    from genlab.data.images import load_image_dataset
+
+    cfg = load_config(config, overrides)
+    click.echo(json.dumps(load_image_dataset(cfg.data).describe(), indent=2))
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except GenlabError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("interrupted; resume with --resume", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

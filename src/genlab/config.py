@@ -1,0 +1,222 @@
+"""Typed run configuration: YAML recipes plus `key=value` overrides, with unknown keys reported as errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from genlab.errors import GenlabError
+
+
+@dataclass
+class DataConfig:
+    source: str = "digits"  # digits | idx | npz | folder
+    path: str | None = None  # file or folder for idx / npz / folder sources
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1  # ignored when the source ships its own test split (IDX t10k files)
+    split_seed: int = 0
+    resize: int | None = None  # square side to resize to; images of mixed sizes are an error without it
+    binarize: bool = False  # dynamic binarisation: pixels drawn as Bernoulli(intensity) each batch
+    limit: int | None = None  # keep only the first N images of the source (quick experiments)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    max_seconds: float | None = None  # wall-clock budget for the training loop; stops early when reached
+    batch_size: int = 128
+    optimizer: str = "adam"  # adam | adamw
+    lr: float = 1e-3
+    lr_by_phase: dict[str, float] = field(default_factory=dict)  # e.g. {discriminator: 4e-4}
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    betas_by_phase: dict[str, list[float]] = field(default_factory=dict)
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # constant | cosine | linear (decay to min_lr_ratio * lr)
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
+    grad_clip: float | None = None
+    ema_decay: float = 0.0  # 0 disables; otherwise EMA weights are used for validation and sampling
+    val_every: int = 500
+    val_batches: int | None = None  # None: the whole validation split
+    early_stopping_metric: str | None = None  # a validation metric name, e.g. neg_elbo
+    early_stopping_mode: str = "min"  # min | max
+    patience: int | None = None  # validations without improvement before stopping; None: never stop
+    checkpoint_every: int = 500
+    keep_last: int = 2
+    log_every: int = 50
+    seed: int = 0
+    threads: int | None = None  # torch intra-op threads; None leaves torch's default
+
+
+@dataclass
+class EvalConfig:
+    iwae_k: int = 1000  # importance samples per image for the IWAE log-likelihood
+    iwae_images: int | None = 1000  # test images used for IWAE; None: the whole test split
+    n_samples: int = 1000  # generated samples for the memorisation check
+    memorisation_reference: int = 2000  # test images that set the typical test-to-train distance
+    seed: int = 0
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    family: str = "vae"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: Any = None  # the family's own config dataclass
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Read a YAML recipe (or start from defaults), apply `a.b=value` overrides, validate every key."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise GenlabError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise GenlabError(f"config {path} is not valid YAML: {exc}".replace("\n", " ")) from None
+        if not isinstance(raw, dict):
+            raise GenlabError(f"config {path} must be a mapping of keys to values")
+    for item in overrides:
+        _apply_override(raw, item)
+    return config_from_dict(raw)
+
+
+def config_from_dict(raw: dict[str, Any]) -> RunConfig:
+    from genlab.registry import family_class
+
+    raw = dict(raw)
+    model_raw = raw.pop("model", None) or {}
+    cfg = _build(RunConfig, raw, "")
+    model_cls = family_class(cfg.family).config_class
+    cfg.model = _build(model_cls, model_raw, "model.")
+    return cfg
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    if "=" not in item:
+        raise GenlabError(f"override {item!r} must look like key=value, e.g. train.steps=200")
+    key, _, text = item.partition("=")
+    try:
+        value = yaml.safe_load(text) if text else None
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise GenlabError(f"override {key!r}: {part!r} is not a section")
+    node[parts[-1]] = value
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise GenlabError(f"config section {prefix.rstrip('.') or 'top level'} must be a mapping")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in raw if k not in names]
+    if unknown:
+        raise GenlabError(
+            f"unknown config key {prefix + str(unknown[0])!r}; valid keys here: "
+            + ", ".join(prefix + n for n in names)
+        )
+    values = {}
+    for key, value in raw.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            values[key] = _build(hint, value if value is not None else {}, f"{prefix}{key}.")
+        elif key == "model" and cls is RunConfig:
+            values[key] = value
+        else:
+            values[key] = _coerce(value, hint, prefix + key)
+    try:
+        obj = cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise GenlabError(f"config {prefix.rstrip('.') or 'top level'}: {exc}") from None
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        validate()
+    return obj
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check `value` against a type hint; numbers written as strings (YAML's `1e-3`) become numbers."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except GenlabError as exc:
+                errors.append(str(exc))
+        raise GenlabError(errors[0])
+    if origin is list:
+        if not isinstance(value, list):
+            raise GenlabError(f"config key {key!r} must be a list, got {value!r}")
+        return [_coerce(v, args[0], key) for v in value] if args else value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise GenlabError(f"config key {key!r} must be a mapping, got {value!r}")
+        return {str(k): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()} if args else value
+    if hint is Any:
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(float(value)) if float(value).is_integer() else _fail(key, hint, value)
+            except ValueError:
+                pass
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    return _fail(key, hint, value)
+
+
+def _fail(key: str, hint: Any, value: Any) -> Any:
+    name = getattr(hint, "__name__", str(hint))
+    raise GenlabError(f"config key {key!r} must be {name}, got {value!r}")
+
+
+def choice(key: str, value: str, options: tuple[str, ...]) -> None:
+    """Raise a clear config error when `value` is not one of `options`."""
+    if value not in options:
+        raise GenlabError(f"config key {key!r} is {value!r}; choose one of: {', '.join(options)}")
+
+
+def save_config(cfg: RunConfig, path: Path) -> None:
+    from genlab.runs import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,0 +1,9 @@
+"""Errors a user can cause: the CLI prints them as one line and exits 2."""
+
+
+class GenlabError(Exception):
+    """A problem with the user's input (path, file, config, data); the message names the thing and the fix."""
+
+
+class TrainingDiverged(GenlabError):
+    """A loss term became NaN or infinite; the last good checkpoint is left untouched."""

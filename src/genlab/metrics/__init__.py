@@ -1,0 +1,1 @@
+"""Metrics: likelihood bounds, memorisation, and (later) image, text and tabular quality metrics."""

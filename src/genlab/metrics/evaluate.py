@@ -1,0 +1,45 @@
+"""`genlab eval`: every metric that applies to a run, written to metrics.json."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from genlab.data.images import images_to_unit
+from genlab.metrics.likelihood import test_log_likelihood
+from genlab.metrics.memorisation import memorisation_report
+from genlab.pipeline import LoadedRun, generate, save_samples
+from genlab.runs import atomic_write_json
+
+
+def evaluate_run(run: LoadedRun, quiet: bool = True) -> dict:
+    cfg, ds, model = run.config, run.dataset, run.model
+    ec = cfg.eval
+    metrics: dict = {"family": cfg.family, "dataset_fingerprint": ds.fingerprint, "timings_seconds": {}}
+    if model.supports_likelihood:
+        t0 = time.perf_counter()
+        metrics["likelihood"] = test_log_likelihood(
+            model, ds.split_images("test"), ds.split_labels("test"), ec.iwae_k, ec.iwae_images, ec.seed,
+            cfg.data.binarize, quiet)
+        metrics["timings_seconds"]["likelihood"] = round(time.perf_counter() - t0, 3)
+
+    t0 = time.perf_counter()
+    samples = generate(run, ec.n_samples, seed=ec.seed)
+    train = images_to_unit(ds.split_images("train"))
+    test = images_to_unit(ds.split_images("test")[: ec.memorisation_reference])
+    memo = memorisation_report(samples, train, test)
+    metrics["memorisation"] = memo
+    metrics["timings_seconds"]["memorisation"] = round(time.perf_counter() - t0, 3)
+
+    run.paths.samples.mkdir(exist_ok=True)
+    save_samples(samples[:64], run.paths.samples / "grid.png")
+    closest = samples[memo["closest_samples"]]
+    neighbours = train[memo["closest_train_indices"]]
+    save_samples(torch.cat([closest, neighbours]), run.paths.samples / "closest_to_train.png", ncol=len(closest))
+    if model.conditional:
+        per_class = min(10, max(1, 100 // ds.num_classes))
+        rows = [generate(run, per_class, label=c, seed=ec.seed + c) for c in range(ds.num_classes)]
+        save_samples(torch.cat(rows), run.paths.samples / "by_class.png", ncol=per_class)
+    atomic_write_json(run.paths.metrics, metrics)
+    return metrics

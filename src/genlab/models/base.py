@@ -1,0 +1,96 @@
+"""The model-family protocol: what the family-agnostic trainer, sampler and evaluator rely on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from genlab.data.images import Batch
+from genlab.errors import GenlabError
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a family needs to know about the data to size itself."""
+
+    channels: int
+    height: int
+    width: int
+    num_classes: int  # 0 when the data has no labels
+
+
+@dataclass
+class Phase:
+    """One optimisation step of a training iteration: its own optimizer over `modules`, run `repeats` times.
+
+    A VAE has one phase; a GAN has a discriminator phase (repeated n_critic times) then a generator phase.
+    Each repeat draws a fresh batch.
+    """
+
+    name: str
+    modules: list[nn.Module]
+    repeats: int = 1
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [p for m in self.modules for p in m.parameters()]
+
+
+class GenerativeModel(nn.Module):
+    """Base class of every family. Subclasses set `config_class` and implement the methods below."""
+
+    family_name: str = ""
+    config_class: type
+    supports_likelihood: bool = False
+
+    def __init__(self, config, spec: DataSpec):
+        super().__init__()
+        self.config, self.spec = config, spec
+
+    @property
+    def conditional(self) -> bool:
+        return bool(getattr(self.config, "conditional", False))
+
+    def phases(self) -> list[Phase]:
+        raise NotImplementedError
+
+    def phase_loss(self, phase: str, batch: Batch, noise: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The scalar to minimise in `phase`, and named terms to log (each checked for NaN/inf)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def validation_metrics(self, batch: Batch, noise: torch.Generator) -> dict[str, torch.Tensor]:
+        """Per-image means on a validation batch; the trainer averages them over the split."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def sample(self, n: int, labels: torch.Tensor | None = None, noise: torch.Generator | None = None) -> torch.Tensor:
+        """n images as float32 in [0, 1], N x C x H x W."""
+        raise NotImplementedError
+
+    def log_likelihood(self, batch: Batch, k: int, noise: torch.Generator) -> dict[str, torch.Tensor]:
+        """Per-image log-likelihood figures in nats (families with `supports_likelihood`)."""
+        raise NotImplementedError(f"{self.family_name} has no likelihood")
+
+    def sample_labels(self, n: int, labels: torch.Tensor | None, noise: torch.Generator | None) -> torch.Tensor | None:
+        """Labels to condition on: the ones given, uniform random ones for a conditional model, else None."""
+        if labels is not None:
+            if not self.conditional:
+                raise GenlabError(f"this {self.family_name} model is not class-conditional; drop --label")
+            labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1).expand(n) if labels.numel() == 1 else labels
+            if labels.min() < 0 or labels.max() >= self.spec.num_classes:
+                raise GenlabError(f"label must be in 0..{self.spec.num_classes - 1}")
+            return labels.long()
+        if self.conditional:
+            return torch.randint(self.spec.num_classes, (n,), generator=noise)
+        return None
+
+
+def class_embedding(config, spec: DataSpec, dim: int) -> nn.Embedding | None:
+    """An embedding table for conditional families; an error when the data has no labels."""
+    if not getattr(config, "conditional", False):
+        return None
+    if spec.num_classes < 2:
+        raise GenlabError("model.conditional=true needs a labelled dataset with at least 2 classes")
+    return nn.Embedding(spec.num_classes, dim)

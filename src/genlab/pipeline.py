@@ -1,0 +1,149 @@
+"""The Python API behind the CLI: train a run, open a finished run, generate images from it."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from genlab.config import RunConfig, config_from_dict, load_config, save_config
+from genlab.data.images import ImageDataset, load_image_dataset
+from genlab.errors import GenlabError
+from genlab.models.base import GenerativeModel
+from genlab.runs import RunPaths, atomic_write_bytes, atomic_write_json, existing_run, load_tensors, read_json
+from genlab.train.trainer import Trainer, build_model, data_spec
+
+# Keys that may differ between the original run and a resumed one (extend the budget, nothing else).
+RESUMABLE_CHANGES = {("train", "steps"), ("train", "max_seconds")}
+
+
+def train(config_path: str | Path | None, overrides=(), runs_dir: str | Path = "runs", resume: bool = False,
+          overwrite: bool = False) -> tuple[RunPaths, dict]:
+    cfg = load_config(config_path, overrides)
+    run = RunPaths(Path(runs_dir) / cfg.name)
+    if run.root.exists() and any(run.root.iterdir()):
+        if overwrite:
+            shutil.rmtree(run.root)
+        elif not resume:
+            raise GenlabError(f"run {run.root} already exists; pass --resume to continue it or --overwrite to restart")
+        else:
+            _check_same_config(run, cfg)
+    dataset = load_image_dataset(cfg.data)
+    if resume and run.dataset.is_file():
+        old = read_json(run.dataset)["fingerprint"]
+        if old != dataset.fingerprint:
+            raise GenlabError(f"data changed since run {run.root} started (fingerprint {old} -> {dataset.fingerprint})")
+    run.root.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run.config)
+    atomic_write_json(run.dataset, dataset.describe())
+    model = build_model(cfg, data_spec(dataset))
+    summary = Trainer(cfg, run, dataset, model).fit(resume=resume)
+    return run, summary
+
+
+def _check_same_config(run: RunPaths, cfg: RunConfig) -> None:
+    if not run.config.is_file():
+        return
+    old = yaml.safe_load(run.config.read_text())
+    new = cfg.to_dict()
+    for section in set(old) | set(new):
+        a, b = old.get(section), new.get(section)
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in set(a) | set(b):
+                if a.get(key) != b.get(key) and (section, key) not in RESUMABLE_CHANGES:
+                    raise GenlabError(f"cannot resume {run.root}: {section}.{key} changed ({a.get(key)!r} -> "
+                                      f"{b.get(key)!r}); only train.steps and train.max_seconds may change")
+        elif a != b:
+            raise GenlabError(f"cannot resume {run.root}: {section} changed ({a!r} -> {b!r})")
+
+
+@dataclass
+class LoadedRun:
+    paths: RunPaths
+    config: RunConfig
+    dataset: ImageDataset
+    model: GenerativeModel
+
+
+def open_run(path: str | Path) -> LoadedRun:
+    """A trained run with its final weights loaded, in eval mode."""
+    paths = existing_run(path)
+    raw = yaml.safe_load(paths.config.read_text())
+    cfg = config_from_dict(raw)
+    dataset = load_image_dataset(cfg.data)
+    recorded = read_json(paths.dataset).get("fingerprint") if paths.dataset.is_file() else None
+    if recorded and recorded != dataset.fingerprint:
+        raise GenlabError(f"the data behind run {paths.root} changed (fingerprint {recorded} -> {dataset.fingerprint})")
+    model = build_model(cfg, data_spec(dataset))
+    try:
+        model.load_state_dict(load_tensors(paths.final_weights))
+    except RuntimeError as exc:
+        raise GenlabError(f"{paths.final_weights} does not match the run's config: {str(exc)[:300]}") from None
+    model.eval()
+    return LoadedRun(paths, cfg, dataset, model)
+
+
+def generate(run: LoadedRun, n: int, label: int | None = None, seed: int = 0, batch_size: int = 500) -> torch.Tensor:
+    """n samples as float [0, 1] images; the same seed gives the same images."""
+    if n < 1:
+        raise GenlabError("--n must be at least 1")
+    noise = torch.Generator().manual_seed(seed)
+    labels = None if label is None else torch.tensor([label])
+    parts = []
+    for start in range(0, n, batch_size):
+        m = min(batch_size, n - start)
+        parts.append(run.model.sample(m, None if labels is None else labels.expand(m), noise))
+    return torch.cat(parts)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+def image_grid(images: torch.Tensor, ncol: int | None = None, pad: int = 1) -> np.ndarray:
+    """N x C x H x W float [0, 1] -> one H' x W' (x 3) uint8 picture."""
+    arr = to_uint8(images)
+    n, c, h, w = arr.shape
+    ncol = ncol or int(np.ceil(np.sqrt(n)))
+    nrow = int(np.ceil(n / ncol))
+    grid = np.full((c, nrow * (h + pad) + pad, ncol * (w + pad) + pad), 255, np.uint8)
+    for i in range(n):
+        r, col = divmod(i, ncol)
+        grid[:, pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = arr[i]
+    return grid[0] if c == 1 else grid.transpose(1, 2, 0)
+
+
+def png_bytes(picture: np.ndarray, scale: int = 1) -> bytes:
+    import io
+
+    from PIL import Image
+
+    im = Image.fromarray(picture)
+    if scale > 1:
+        im = im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def save_samples(images: torch.Tensor, out: str | Path, labels: torch.Tensor | None = None,
+                 ncol: int | None = None) -> Path:
+    out = Path(out)
+    if out.suffix == ".png":
+        atomic_write_bytes(out, png_bytes(image_grid(images, ncol), scale=2 if images.shape[-1] < 32 else 1))
+    elif out.suffix == ".npz":
+        import io
+
+        buf = io.BytesIO()
+        arrays = {"images": to_uint8(images)}
+        if labels is not None:
+            arrays["labels"] = labels.numpy()
+        np.savez_compressed(buf, **arrays)
+        atomic_write_bytes(out, buf.getvalue())
+    else:
+        raise GenlabError(f"--out must end in .png or .npz, got {out.name}")
+    return out

@@ -1,0 +1,60 @@
+"""Training log: a long-format CSV (step, split, metric, value) plus TensorBoard scalars."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from genlab.runs import atomic_write_text
+
+HEADER = ["step", "split", "metric", "value"]
+
+
+class RunLog:
+    def __init__(self, csv_path: Path, tensorboard_dir: Path | None, resume_step: int = 0):
+        self.csv_path = Path(csv_path)
+        if resume_step and self.csv_path.is_file():
+            self._truncate_after(resume_step)
+        elif not self.csv_path.is_file() or not resume_step:
+            atomic_write_text(self.csv_path, ",".join(HEADER) + "\n")
+        self._fh = self.csv_path.open("a", newline="")
+        self._writer = csv.writer(self._fh)
+        self._tb = None
+        if tensorboard_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(tensorboard_dir), purge_step=resume_step or None)
+
+    def _truncate_after(self, step: int) -> None:
+        """A resumed run rewrites history from its checkpoint, so rows logged after it are dropped."""
+        rows = list(csv.reader(io.StringIO(self.csv_path.read_text())))
+        kept = [rows[0]] + [r for r in rows[1:] if len(r) == 4 and int(r[0]) <= step]
+        buf = io.StringIO()
+        csv.writer(buf).writerows(kept)
+        atomic_write_text(self.csv_path, buf.getvalue())
+
+    def write(self, step: int, split: str, values: dict[str, float]) -> None:
+        for name, value in values.items():
+            self._writer.writerow([step, split, name, f"{value:.6g}"])
+            if self._tb is not None:
+                self._tb.add_scalar(f"{split}/{name}", value, step)
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_log(path: Path) -> dict[tuple[str, str], tuple[list[int], list[float]]]:
+    """(split, metric) -> (steps, values), for plots and reports."""
+    series: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
+    if not Path(path).is_file():
+        return series
+    with Path(path).open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            steps, values = series.setdefault((row["split"], row["metric"]), ([], []))
+            steps.append(int(row["step"]))
+            values.append(float(row["value"]))
+    return series

@@ -1,0 +1,257 @@
+"""The one training loop for every family: phases, optimizers, EMA, validation, checkpoints, exact resume.
+
+It never asks which family it is training: a model declares its phases (optimizer groups and how often
+each runs) and returns a loss per phase; everything else here is shared.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from genlab.config import RunConfig, choice
+from genlab.data.images import BatchStream, ImageDataset, iterate_batches
+from genlab.errors import GenlabError, TrainingDiverged
+from genlab.models.base import DataSpec, GenerativeModel
+from genlab.registry import family_class
+from genlab.runs import RunPaths, atomic_save_tensors, atomic_write_json
+from genlab.train.checkpoint import CheckpointStore, optimizer_from_flat, optimizer_to_flat
+from genlab.train.ema import EMA, weights_swapped
+from genlab.train.log import RunLog
+
+VAL_NOISE_SEED = 12345
+
+
+def data_spec(dataset: ImageDataset) -> DataSpec:
+    c, h, w = dataset.shape
+    return DataSpec(c, h, w, dataset.num_classes)
+
+
+def build_model(cfg: RunConfig, spec: DataSpec) -> GenerativeModel:
+    """The family's model with weights initialised from the run's seed."""
+    torch.manual_seed(cfg.train.seed)
+    return family_class(cfg.family)(cfg.model, spec)
+
+
+def quiet() -> bool:
+    return bool(os.environ.get("CI")) or bool(os.environ.get("GENLAB_QUIET")) or not sys.stderr.isatty()
+
+
+def lr_factor(step: int, cfg) -> float:
+    """Warm-up then constant, cosine or linear decay to min_lr_ratio, as a function of the step alone."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    shape = 0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1 - progress
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * shape
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, run: RunPaths, dataset: ImageDataset, model: GenerativeModel):
+        tc = cfg.train
+        choice("train.optimizer", tc.optimizer, ("adam", "adamw"))
+        choice("train.schedule", tc.schedule, ("constant", "cosine", "linear"))
+        choice("train.early_stopping_mode", tc.early_stopping_mode, ("min", "max"))
+        self.cfg, self.tc, self.run, self.dataset, self.model = cfg, tc, run, dataset, model
+        if tc.threads:
+            torch.set_num_threads(tc.threads)
+        self.phases = model.phases()
+        self.optimizers = {p.name: self._optimizer(p) for p in self.phases}
+        self._phase_params = {p.name: set(map(id, p.parameters())) for p in self.phases}
+        self.ema = EMA(model, tc.ema_decay) if tc.ema_decay > 0 else None
+        self.stream = BatchStream(dataset.split_images("train"), dataset.split_labels("train"),
+                                  tc.batch_size, tc.seed, binarize=cfg.data.binarize)
+        self.noise = torch.Generator().manual_seed(tc.seed + 1)
+        self.store = CheckpointStore(run.checkpoints, tc.keep_last)
+        self.step = 0
+        self.elapsed = 0.0
+        self.best: dict[str, Any] = {"value": None, "step": None, "bad_validations": 0}
+
+    def _optimizer(self, phase) -> torch.optim.Optimizer:
+        tc = self.tc
+        lr = tc.lr_by_phase.get(phase.name, tc.lr)
+        betas = tuple(tc.betas_by_phase.get(phase.name, tc.betas))
+        cls = torch.optim.AdamW if tc.optimizer == "adamw" else torch.optim.Adam
+        opt = cls(phase.parameters(), lr=lr, betas=betas, weight_decay=tc.weight_decay)
+        for group in opt.param_groups:
+            group["base_lr"] = lr
+        return opt
+
+    # -- checkpoints ----------------------------------------------------------------------------------
+    def save_checkpoint(self) -> Path:
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        if self.ema is not None:
+            tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
+        optim_meta = {}
+        for name, opt in self.optimizers.items():
+            flat, meta = optimizer_to_flat(name, opt)
+            tensors.update(flat)
+            optim_meta[name] = meta
+        tensors["rng.noise"] = self.noise.get_state()
+        tensors["rng.torch"] = torch.get_rng_state()
+        state = {"step": self.step, "elapsed_seconds": self.elapsed, "stream": self.stream.state(),
+                 "optimizers": optim_meta, "best": self.best, "family": self.cfg.family}
+        return self.store.save(self.step, tensors, state)
+
+    def load_checkpoint(self, path: Path) -> None:
+        tensors, state = self.store.load(path)
+        model_sd = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+        try:
+            self.model.load_state_dict(model_sd)
+        except RuntimeError as exc:
+            raise GenlabError(f"checkpoint {path} does not fit this model/config: {str(exc)[:300]}") from None
+        if self.ema is not None:
+            self.ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+        for name, opt in self.optimizers.items():
+            optimizer_from_flat(name, opt, tensors, state["optimizers"][name])
+        self.noise.set_state(tensors["rng.noise"])
+        torch.set_rng_state(tensors["rng.torch"])
+        self.stream.load_state(state["stream"])
+        self.step, self.elapsed, self.best = state["step"], state["elapsed_seconds"], state["best"]
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> dict[str, Any]:
+        tc = self.tc
+        if resume and (latest := self.store.latest()) is not None:
+            self.load_checkpoint(latest)
+        log = RunLog(self.run.log, self.run.tensorboard, resume_step=self.step)
+        multi_phase = len(self.phases) > 1
+        sums: dict[str, torch.Tensor] = {}
+        counts: dict[str, int] = {}
+        stop_reason = "steps"
+        self.model.train()
+        bar = tqdm(total=tc.steps, initial=self.step, disable=quiet(), desc=f"train {self.cfg.name}",
+                   dynamic_ncols=True)
+        try:
+            while self.step < tc.steps:
+                if tc.max_seconds is not None and self.elapsed >= tc.max_seconds:
+                    stop_reason = "max_seconds"
+                    break
+                t0 = time.perf_counter()
+                factor = lr_factor(self.step, tc)
+                for phase in self.phases:
+                    opt = self.optimizers[phase.name]
+                    for group in opt.param_groups:
+                        group["lr"] = group["base_lr"] * factor
+                    if multi_phase:
+                        wanted = self._phase_params[phase.name]
+                        for p in self.model.parameters():
+                            p.requires_grad_(id(p) in wanted)
+                    for _ in range(phase.repeats):
+                        batch = self.stream.next(self.noise)
+                        loss, terms = self.model.phase_loss(phase.name, batch, self.noise)
+                        self._check_finite(phase.name, loss, terms)
+                        opt.zero_grad(set_to_none=True)
+                        loss.backward()
+                        if tc.grad_clip:
+                            torch.nn.utils.clip_grad_norm_(phase.parameters(), tc.grad_clip)
+                        opt.step()
+                        for k, v in terms.items():
+                            sums[k] = sums.get(k, 0.0) + v.detach()
+                            counts[k] = counts.get(k, 0) + 1
+                if self.ema is not None:
+                    self.ema.update(self.model, self.step)
+                self.step += 1
+                self.elapsed += time.perf_counter() - t0
+                bar.update(1)
+                if self.step % tc.log_every == 0 or self.step == tc.steps:
+                    means = {k: float(v) / counts[k] for k, v in sums.items()}
+                    means["lr_factor"] = factor
+                    log.write(self.step, "train", means)
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in list(means.items())[:3]})
+                    sums, counts = {}, {}
+                if tc.val_every and self.step % tc.val_every == 0:
+                    if self._validate(log):
+                        stop_reason = "early_stopping"
+                        break
+                if tc.checkpoint_every and self.step % tc.checkpoint_every == 0:
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+        if tc.val_every and self.step % tc.val_every != 0 and stop_reason != "early_stopping":
+            self._validate(log)
+        self.save_checkpoint()
+        log.close()
+        return self._finish(stop_reason)
+
+    def _check_finite(self, phase: str, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
+        values = torch.stack([loss.detach(), *[t.detach().float() for t in terms.values()]])
+        if bool(torch.isfinite(values).all()):
+            return
+        bad = next((k for k, v in terms.items() if not torch.isfinite(v).all()), "loss")
+        latest = self.store.latest()
+        where = f"last good checkpoint: {latest}" if latest else "no checkpoint was written yet"
+        raise TrainingDiverged(
+            f"training diverged at step {self.step + 1}: loss term {bad!r} of phase {phase!r} is "
+            f"{float(terms.get(bad, loss))}; {where}. Try a lower train.lr or set train.grad_clip"
+        )
+
+    @torch.no_grad()
+    def _validate(self, log: RunLog) -> bool:
+        """Validation metrics (EMA weights when enabled); returns True when early stopping says stop."""
+        tc = self.tc
+        metrics = self.validation_metrics()
+        log.write(self.step, "val", metrics)
+        name = tc.early_stopping_metric
+        if name is None:
+            return False
+        if name not in metrics:
+            raise GenlabError(f"train.early_stopping_metric={name!r} is not a validation metric of this family; "
+                              f"choose one of: {', '.join(metrics)}")
+        value, best = metrics[name], self.best["value"]
+        improved = best is None or (value < best if tc.early_stopping_mode == "min" else value > best)
+        if improved:
+            self.best = {"value": value, "step": self.step, "bad_validations": 0}
+            atomic_save_tensors(self.run.checkpoints / "best.safetensors", self.sampling_weights())
+        else:
+            self.best["bad_validations"] += 1
+        return tc.patience is not None and self.best["bad_validations"] >= tc.patience
+
+    def validation_metrics(self) -> dict[str, float]:
+        ds, tc = self.dataset, self.tc
+        noise = torch.Generator().manual_seed(VAL_NOISE_SEED)
+        images, labels = ds.split_images("val"), ds.split_labels("val")
+        if images.shape[0] == 0:
+            return {}
+        binarize = VAL_NOISE_SEED if self.cfg.data.binarize else None
+        totals: dict[str, float] = {}
+        n = 0
+        self.model.eval()
+        with weights_swapped(self.model, self.ema.state_dict() if self.ema else None):
+            for i, batch in enumerate(iterate_batches(images, labels, max(tc.batch_size, 256), binarize)):
+                if tc.val_batches is not None and i >= tc.val_batches:
+                    break
+                b = batch.x.shape[0]
+                for k, v in self.model.validation_metrics(batch, noise).items():
+                    totals[k] = totals.get(k, 0.0) + float(v) * b
+                n += b
+        self.model.train()
+        return {k: v / n for k, v in totals.items()}
+
+    def sampling_weights(self) -> dict[str, torch.Tensor]:
+        return dict(self.ema.state_dict() if self.ema is not None else self.model.state_dict())
+
+    def _finish(self, stop_reason: str) -> dict[str, Any]:
+        """Write model.safetensors: the best validated weights when early stopping tracks a metric, else the last."""
+        best_path = self.run.checkpoints / "best.safetensors"
+        if self.tc.early_stopping_metric and best_path.is_file():
+            from genlab.runs import load_tensors
+
+            weights, source = load_tensors(best_path), f"best at step {self.best['step']}"
+        else:
+            weights, source = self.sampling_weights(), f"last (step {self.step})"
+        atomic_save_tensors(self.run.final_weights, weights, metadata={"family": self.cfg.family})
+        summary = {"steps": self.step, "stop_reason": stop_reason, "train_seconds": round(self.elapsed, 3),
+                   "weights": source + (" with EMA" if self.ema else ""), "best": self.best,
+                   "parameters": sum(p.numel() for p in self.model.parameters())}
+        atomic_write_json(self.run.summary, summary)
+        return summary
