@@ -103,7 +103,7 @@ def load_image_dataset(cfg: DataConfig) -> ImageDataset:
         raise GenlabError(
             f"dataset {cfg.path}: {labels.shape[0]} labels for {images.shape[0]} images; the counts must match"
         )
-    images_t = torch.from_numpy(np.ascontiguousarray(images))
+    images_t = torch.from_numpy(np.require(images, requirements=["C", "W"]))
     labels_t = None if labels is None else torch.from_numpy(labels.astype(np.int64))
     fingerprint = _fingerprint(images_t, labels_t)
     splits = _make_splits(images_t.shape[0], n_test, cfg)
@@ -226,7 +226,8 @@ def _load_folder(path: Path, cfg: DataConfig):
         raise GenlabError(f"data.source=folder needs a folder, got file {path}")
     subdirs = sorted(p for p in path.iterdir() if p.is_dir())
     if subdirs:
-        files = [(f, i) for i, d in enumerate(subdirs) for f in sorted(d.rglob("*")) if f.suffix.lower() in IMAGE_SUFFIXES]
+        files = [(f, i) for i, d in enumerate(subdirs)
+                 for f in sorted(d.rglob("*")) if f.suffix.lower() in IMAGE_SUFFIXES]
         names = [d.name for d in subdirs]
     else:
         files = [(f, -1) for f in sorted(path.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
@@ -310,7 +311,8 @@ class BatchStream:
         self._order = self._permutation(self.epoch)
 
 
-def iterate_batches(images: torch.Tensor, labels: torch.Tensor | None, batch_size: int, binarize_seed: int | None = None):
+def iterate_batches(images: torch.Tensor, labels: torch.Tensor | None, batch_size: int,
+                    binarize_seed: int | None = None):
     """Fixed-order batches over a whole split (validation, evaluation); binarised with a fixed seed if asked."""
     gen = torch.Generator().manual_seed(binarize_seed) if binarize_seed is not None else None
     for start in range(0, images.shape[0], batch_size):

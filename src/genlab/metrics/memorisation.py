@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 
-def nearest_neighbours(queries: torch.Tensor, reference: torch.Tensor, chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+def nearest_neighbours(queries: torch.Tensor, reference: torch.Tensor,
+                       chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
     """Euclidean distance from each query row to its nearest reference row, and that row's index.
 
     Uses ||q||^2 + ||r||^2 - 2 q.r in float64 chunks: one matrix product per chunk, no Python loop per row.

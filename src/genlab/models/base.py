@@ -55,7 +55,8 @@ class GenerativeModel(nn.Module):
     def phases(self) -> list[Phase]:
         raise NotImplementedError
 
-    def phase_loss(self, phase: str, batch: Batch, noise: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def phase_loss(self, phase: str, batch: Batch,
+                   noise: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The scalar to minimise in `phase`, and named terms to log (each checked for NaN/inf)."""
         raise NotImplementedError
 
@@ -73,7 +74,8 @@ class GenerativeModel(nn.Module):
         """Per-image log-likelihood figures in nats (families with `supports_likelihood`)."""
         raise NotImplementedError(f"{self.family_name} has no likelihood")
 
-    def sample_labels(self, n: int, labels: torch.Tensor | None, noise: torch.Generator | None) -> torch.Tensor | None:
+    def sample_labels(self, n: int, labels: torch.Tensor | None,
+                      noise: torch.Generator | None) -> torch.Tensor | None:
         """Labels to condition on: the ones given, uniform random ones for a conditional model, else None."""
         if labels is not None:
             if not self.conditional:

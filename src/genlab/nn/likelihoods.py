@@ -28,7 +28,8 @@ def discretized_logistic_log_prob(mean: torch.Tensor, log_scale: torch.Tensor, x
     cdf_delta = torch.sigmoid(plus_in) - torch.sigmoid(min_in)
     mid_in = inv_s * centered
     log_pdf_mid = mid_in - log_scale - 2.0 * F.softplus(mid_in)
-    log_mid = torch.where(cdf_delta > 1e-5, torch.log(cdf_delta.clamp(min=1e-12)), log_pdf_mid - torch.log(torch.tensor(127.5)))
+    log_mid = torch.where(cdf_delta > 1e-5, torch.log(cdf_delta.clamp(min=1e-12)),
+                          log_pdf_mid - torch.log(torch.tensor(127.5)))
     log_p = torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, log_mid))
     return log_p.flatten(1).sum(1)
 

@@ -75,7 +75,8 @@ def write_report(paths: RunPaths) -> RunPaths:
                                                  "training image (bottom)")):
         path = paths.samples / name
         if path.is_file():
-            sections.append(f"<h2>{title}</h2>" + _img(path.read_bytes(), title, width=560 if name == "grid.png" else None))
+            width = 560 if name == "grid.png" else None
+            sections.append(f"<h2>{title}</h2>" + _img(path.read_bytes(), title, width=width))
     if metrics:
         sections.append("<h2>Metrics</h2>" + _html_table(_table(metrics)))
     else:

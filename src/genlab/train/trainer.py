@@ -192,7 +192,7 @@ class Trainer:
         where = f"last good checkpoint: {latest}" if latest else "no checkpoint was written yet"
         raise TrainingDiverged(
             f"training diverged at step {self.step + 1}: loss term {bad!r} of phase {phase!r} is "
-            f"{float(terms.get(bad, loss))}; {where}. Try a lower train.lr or set train.grad_clip"
+            f"{float(terms.get(bad, loss).detach())}; {where}. Try a lower train.lr or set train.grad_clip"
         )
 
     @torch.no_grad()

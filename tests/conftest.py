@@ -1,0 +1,62 @@
+"""Shared fixtures: small configs and a way to call the CLI in-process and see its exit code and output."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from genlab import cli
+from genlab.config import config_from_dict
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture
+def run_cli(monkeypatch, capsys):
+    """Call `genlab ARGS...` like a shell would; returns (exit code, stdout, stderr)."""
+
+    def call(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["genlab", *map(str, args)])
+        code = 0
+        try:
+            cli.main()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return call
+
+
+def assert_one_line_error(code: int, err: str, *needles: str) -> None:
+    assert code == 2, err
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line, got: {err!r}"
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
+
+
+def tiny_config(family: str = "vae", **sections):
+    """A digits run small enough for unit tests; `sections` override parts, e.g. train={"steps": 5}."""
+    raw = {
+        "name": "t",
+        "family": family,
+        "data": {"source": "digits"},
+        "model": {"conditional": True},
+        "train": {"steps": 6, "batch_size": 16, "val_every": 0, "checkpoint_every": 0, "log_every": 2},
+        "eval": {"n_samples": 50, "iwae_k": 20, "iwae_images": 30},
+    }
+    if family == "vae":
+        raw["model"].update({"widths": [8, 16], "latent_dim": 4})
+    else:
+        raw["model"].update({"generator_widths": [8, 16], "discriminator_widths": [8, 16], "latent_dim": 8})
+    for key, value in sections.items():
+        if isinstance(value, dict):
+            raw.setdefault(key, {}).update(value)
+        else:
+            raw[key] = value
+    return config_from_dict(raw)
