@@ -49,3 +49,14 @@ def test_bad_files(tmp_path):
     bad.write_text("train: [unclosed\n")
     with pytest.raises(GenlabError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_out_of_range_values_are_errors():
+    for override, needle in (("train.steps=0", "train.steps' must be > 0"),
+                             ("train.ema_decay=1.5", "train.ema_decay"),
+                             ("data.val_fraction=1.2", "data.val_fraction"),
+                             ("data.source=s3", "data.source"),
+                             ("train.schedule=exp", "train.schedule"),
+                             ("eval.iwae_k=0", "eval.iwae_k")):
+        with pytest.raises(GenlabError, match=needle):
+            load_config(None, [override])

@@ -25,6 +25,13 @@ class DataConfig:
     binarize: bool = False  # dynamic binarisation: pixels drawn as Bernoulli(intensity) each batch
     limit: int | None = None  # keep only the first N images of the source (quick experiments)
 
+    def validate(self) -> None:
+        choice("data.source", self.source, ("digits", "idx", "npz", "folder"))
+        for key in ("val_fraction", "test_fraction"):
+            if not 0 <= getattr(self, key) < 1:
+                raise GenlabError(f"config key 'data.{key}' must be in [0, 1)")
+        positive("data", {"resize": self.resize, "limit": self.limit})
+
 
 @dataclass
 class TrainConfig:
@@ -53,6 +60,16 @@ class TrainConfig:
     seed: int = 0
     threads: int | None = None  # torch intra-op threads; None leaves torch's default
 
+    def validate(self) -> None:
+        choice("train.optimizer", self.optimizer, ("adam", "adamw"))
+        choice("train.schedule", self.schedule, ("constant", "cosine", "linear"))
+        choice("train.early_stopping_mode", self.early_stopping_mode, ("min", "max"))
+        positive("train", {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr,
+                           "max_seconds": self.max_seconds, "keep_last": self.keep_last, "log_every": self.log_every,
+                           "threads": self.threads, "patience": self.patience, "grad_clip": self.grad_clip})
+        if not 0 <= self.ema_decay < 1:
+            raise GenlabError("config key 'train.ema_decay' must be in [0, 1); 0 disables EMA")
+
 
 @dataclass
 class EvalConfig:
@@ -61,6 +78,10 @@ class EvalConfig:
     n_samples: int = 1000  # generated samples for the memorisation check
     memorisation_reference: int = 2000  # test images that set the typical test-to-train distance
     seed: int = 0
+
+    def validate(self) -> None:
+        positive("eval", {"iwae_k": self.iwae_k, "iwae_images": self.iwae_images, "n_samples": self.n_samples,
+                          "memorisation_reference": self.memorisation_reference})
 
 
 @dataclass
@@ -214,6 +235,13 @@ def choice(key: str, value: str, options: tuple[str, ...]) -> None:
     """Raise a clear config error when `value` is not one of `options`."""
     if value not in options:
         raise GenlabError(f"config key {key!r} is {value!r}; choose one of: {', '.join(options)}")
+
+
+def positive(section: str, values: dict[str, float | None]) -> None:
+    """Raise a clear config error for the first value that is set but not > 0."""
+    for key, value in values.items():
+        if value is not None and value <= 0:
+            raise GenlabError(f"config key '{section}.{key}' must be > 0, got {value}")
 
 
 def save_config(cfg: RunConfig, path: Path) -> None:

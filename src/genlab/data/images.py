@@ -10,11 +10,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from genlab.config import DataConfig, choice
+from genlab.config import DataConfig
 from genlab.data.idx import labels_path_for, read_idx
 from genlab.errors import GenlabError
 
-SOURCES = ("digits", "idx", "npz", "folder")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 
 
@@ -82,7 +81,6 @@ class ImageDataset:
 
 
 def load_image_dataset(cfg: DataConfig) -> ImageDataset:
-    choice("data.source", cfg.source, SOURCES)
     if cfg.source == "digits":
         images, labels, names, n_test = _load_digits()
     else:

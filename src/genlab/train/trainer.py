@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from genlab.config import RunConfig, choice
+from genlab.config import RunConfig
 from genlab.data.images import BatchStream, ImageDataset, iterate_batches
 from genlab.errors import GenlabError, TrainingDiverged
 from genlab.models.base import DataSpec, GenerativeModel
@@ -58,9 +58,6 @@ def lr_factor(step: int, cfg) -> float:
 class Trainer:
     def __init__(self, cfg: RunConfig, run: RunPaths, dataset: ImageDataset, model: GenerativeModel):
         tc = cfg.train
-        choice("train.optimizer", tc.optimizer, ("adam", "adamw"))
-        choice("train.schedule", tc.schedule, ("constant", "cosine", "linear"))
-        choice("train.early_stopping_mode", tc.early_stopping_mode, ("min", "max"))
         self.cfg, self.tc, self.run, self.dataset, self.model = cfg, tc, run, dataset, model
         if tc.threads:
             torch.set_num_threads(tc.threads)
