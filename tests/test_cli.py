@@ -62,6 +62,7 @@ def test_eval_and_report(vae_run, run_cli):
     html = (vae_run / "report.html").read_text()
     assert out.strip().endswith("report.html")
     assert html.count("<img") >= 3  # curves, samples, closest-to-train strip (+ by-class)
+    assert (vae_run / "loss_curves.png").read_bytes()[:4] == b"\x89PNG"
     assert "test_iwae_nats" in html and "Resolved config" in html and "fingerprint" in html
 
 

@@ -57,6 +57,8 @@ def test_resume_is_bit_identical(tmp_path, family, extra):
     resumed = make_trainer(cfg, tmp_path / "cut")
     resumed.fit(resume=True)
     assert resumed.step == 12
+    kept = sorted(p.name for p in (tmp_path / "whole" / "checkpoints").glob("step_*"))
+    assert kept == ["step_00000010", "step_00000012"]  # keep_last=2
     assert_same_weights(weights_of(whole.model), weights_of(resumed.model))
     assert_same_weights(whole.ema.state_dict(), resumed.ema.state_dict())
     for name in whole.optimizers:

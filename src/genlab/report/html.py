@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from genlab.runs import RunPaths, atomic_write_text, read_json  # noqa: E402
+from genlab.runs import RunPaths, atomic_write_bytes, atomic_write_text, read_json  # noqa: E402
 from genlab.train.log import read_log  # noqa: E402
 
 
@@ -69,6 +69,8 @@ def write_report(paths: RunPaths) -> RunPaths:
     if summary:
         sections.append("<h2>Training</h2>" + _html_table(_table(summary)))
     curves = loss_curves_png(paths)
+    if curves:
+        atomic_write_bytes(paths.root / "loss_curves.png", curves)
     sections.append("<h2>Loss curves</h2>" + (_img(curves, "loss curves") if curves else "<p>No log yet.</p>"))
     for name, title in (("grid.png", "Samples"), ("by_class.png", "Samples by class (one row per class)"),
                         ("closest_to_train.png", "Samples closest to training images (top) and their nearest "

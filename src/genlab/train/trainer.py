@@ -174,6 +174,8 @@ class Trainer:
                     self.save_checkpoint()
         finally:
             bar.close()
+            for p in self.model.parameters():
+                p.requires_grad_(True)
         if tc.val_every and self.step % tc.val_every != 0 and stop_reason != "early_stopping":
             self._validate(log)
         self.save_checkpoint()
