@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import pytest
@@ -11,6 +12,13 @@ from genlab import cli
 from genlab.config import config_from_dict
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory):
+    """Classifier weights and cached features go to a per-session folder, never the user's cache."""
+    os.environ["GENLAB_CACHE"] = str(tmp_path_factory.mktemp("genlab-cache"))
+    os.environ["GENLAB_INCEPTION_WEIGHTS"] = str(tmp_path_factory.mktemp("no-weights") / "missing.pth")
 
 
 @pytest.fixture

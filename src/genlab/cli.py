@@ -70,6 +70,10 @@ def _headline(metrics: dict) -> dict:
         lk = metrics["likelihood"]
         out["test_elbo_nats"] = round(lk["test_elbo_nats"], 3)
         out[f"test_iwae_nats (K={lk['iwae_k']}, {lk['iwae_images']} images)"] = round(lk["test_iwae_nats"], 3)
+    for name, value in metrics.get("image", {}).items():
+        if isinstance(value, dict):
+            shown = {k: round(v, 4) for k, v in value.items() if isinstance(v, float) and k != "seconds"}
+            out[f"{name} ({metrics['image']['extractor']})"] = value.get("error") or shown
     memo = metrics["memorisation"]
     out["memorisation"] = memo["verdict"]
     out["sample/test nearest-train distance ratio"] = round(memo["median_ratio"], 3)
@@ -100,6 +104,41 @@ def describe(config: Path, overrides: tuple[str, ...]) -> None:
 
     cfg = load_config(config, overrides)
     click.echo(json.dumps(load_image_dataset(cfg.data).describe(), indent=2))
+
+
+@cli.group()
+def features() -> None:
+    """Feature extractors for image metrics (domain classifiers)."""
+
+
+@features.command(name="train")
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("overrides", nargs=-1)
+@click.option("--epochs", default=4, show_default=True)
+def features_train(config: Path, overrides: tuple[str, ...], epochs: int) -> None:
+    """Train the domain classifier for the dataset of recipe CONFIG; cached by dataset fingerprint."""
+    from genlab.config import load_config
+    from genlab.data.images import load_image_dataset
+    from genlab.metrics.features import classifier_dir, train_domain_classifier
+    from genlab.train.trainer import quiet
+
+    dataset = load_image_dataset(load_config(config, overrides).data)
+    info = train_domain_classifier(dataset, epochs=epochs, quiet=quiet())
+    click.echo(f"domain classifier for {dataset.fingerprint}: test accuracy {info['test_accuracy']:.4f} "
+               f"on {info['test_images']} images ({info['train_seconds']} s); saved in {classifier_dir(dataset)}")
+
+
+@cli.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("compare"),
+              show_default=True, help="Folder for compare.csv and compare.png")
+def compare(runs: tuple[Path, ...], out: Path) -> None:
+    """Image metrics of several RUNS side by side, on the same real features (evaluates runs as needed)."""
+    from genlab.report.compare import compare_runs
+
+    table = compare_runs(list(runs), out)
+    click.echo(table)
+    click.echo(f"wrote {out / 'compare.csv'} and {out / 'compare.png'}")
 
 
 def main() -> None:

@@ -13,6 +13,8 @@ import yaml
 
 from genlab.errors import GenlabError
 
+IMAGE_METRICS = ("fid", "kid", "inception_score", "precision_recall", "density_coverage")
+
 
 @dataclass
 class DataConfig:
@@ -78,10 +80,18 @@ class EvalConfig:
     n_samples: int = 1000  # generated samples for the memorisation check
     memorisation_reference: int = 2000  # test images that set the typical test-to-train distance
     seed: int = 0
+    extractor: str = "classifier"  # classifier (domain CNN, offline, fast) | inception (FID Inception-v3)
+    image_metrics: list[str] = field(default_factory=lambda: list(IMAGE_METRICS))
+    metric_samples: int = 10000  # generated images compared with the test split
+    train_classifier: bool = True  # train the domain classifier when none is cached for the dataset
 
     def validate(self) -> None:
         positive("eval", {"iwae_k": self.iwae_k, "iwae_images": self.iwae_images, "n_samples": self.n_samples,
-                          "memorisation_reference": self.memorisation_reference})
+                          "memorisation_reference": self.memorisation_reference,
+                          "metric_samples": self.metric_samples})
+        choice("eval.extractor", self.extractor, ("classifier", "inception"))
+        for name in self.image_metrics:
+            choice("eval.image_metrics", name, IMAGE_METRICS)
 
 
 @dataclass

@@ -7,6 +7,7 @@ import time
 import torch
 
 from genlab.data.images import images_to_unit
+from genlab.metrics.image_eval import compute_image_metrics
 from genlab.metrics.likelihood import test_log_likelihood
 from genlab.metrics.memorisation import memorisation_report
 from genlab.pipeline import LoadedRun, generate, save_samples
@@ -31,6 +32,13 @@ def evaluate_run(run: LoadedRun, quiet: bool = True) -> dict:
     memo = memorisation_report(samples, train, test)
     metrics["memorisation"] = memo
     metrics["timings_seconds"]["memorisation"] = round(time.perf_counter() - t0, 3)
+
+    t0 = time.perf_counter()
+    n_metric = ec.metric_samples
+    metric_samples = samples if n_metric <= samples.shape[0] else generate(run, n_metric, seed=ec.seed + 1)
+    metrics["image"] = compute_image_metrics(ds, metric_samples[:n_metric], ec.extractor, ec.image_metrics,
+                                             ec.train_classifier, quiet)
+    metrics["timings_seconds"]["image_metrics"] = round(time.perf_counter() - t0, 3)
 
     run.paths.samples.mkdir(exist_ok=True)
     save_samples(samples[:64], run.paths.samples / "grid.png")
