@@ -60,3 +60,8 @@ def test_out_of_range_values_are_errors():
                              ("eval.iwae_k=0", "eval.iwae_k")):
         with pytest.raises(GenlabError, match=needle):
             load_config(None, [override])
+
+
+def test_wgan_gp_refuses_batch_norm_in_the_critic():
+    with pytest.raises(GenlabError, match="discriminator_norm=batch breaks the per-sample gradient penalty"):
+        load_config(None, ["family=gan", "model.loss=wgan-gp", "model.discriminator_norm=batch"])

@@ -78,10 +78,10 @@ def test_discretized_logistic_is_a_distribution_over_256_values():
 
 @pytest.mark.parametrize("loss", ["ns", "hinge", "wgan-gp"])
 @pytest.mark.parametrize("conditional", [False, True])
-@pytest.mark.parametrize("spectral_norm", [False, True])
-def test_gan_shapes_and_finite_losses(loss, conditional, spectral_norm):
+@pytest.mark.parametrize("spectral_norm, norm", [(False, "none"), (True, "none"), (False, "group")])
+def test_gan_shapes_and_finite_losses(loss, conditional, spectral_norm, norm):
     cfg = GANConfig(latent_dim=4, generator_widths=[4, 8], discriminator_widths=[4, 8], loss=loss,
-                    conditional=conditional, spectral_norm=spectral_norm)
+                    conditional=conditional, spectral_norm=spectral_norm, discriminator_norm=norm)
     model = GAN(cfg, SPEC)
     assert [p.name for p in model.phases()] == ["discriminator", "generator"]
     noise = torch.Generator().manual_seed(0)

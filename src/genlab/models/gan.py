@@ -10,6 +10,7 @@ from torch import nn
 
 from genlab.config import choice
 from genlab.data.images import Batch
+from genlab.errors import GenlabError
 from genlab.models.base import DataSpec, GenerativeModel, Phase, class_embedding
 from genlab.nn.blocks import ConvDecoder, ConvEncoder
 from genlab.registry import register_family
@@ -23,12 +24,17 @@ class GANConfig:
     loss: str = "ns"  # ns (non-saturating) | hinge | wgan-gp
     gp_weight: float = 10.0
     spectral_norm: bool = False
+    discriminator_norm: str = "none"  # none | batch (DCGAN paper) | group; wgan-gp needs none or group
     n_critic: int = 1  # discriminator steps per generator step
     conditional: bool = False
     embed_dim: int = 32
 
     def validate(self) -> None:
         choice("model.loss", self.loss, ("ns", "hinge", "wgan-gp"))
+        choice("model.discriminator_norm", self.discriminator_norm, ("none", "batch", "group"))
+        if self.loss == "wgan-gp" and self.discriminator_norm == "batch":
+            raise GenlabError("model.discriminator_norm=batch breaks the per-sample gradient penalty of wgan-gp; "
+                              "use none or group")
 
 
 class Generator(nn.Module):
@@ -52,7 +58,8 @@ class Discriminator(nn.Module):
         super().__init__()
         sn = nn.utils.parametrizations.spectral_norm if config.spectral_norm else (lambda m: m)
         self.body = ConvEncoder(spec.channels, (spec.height, spec.width), config.discriminator_widths,
-                                activation="leaky_relu", spectral_norm=config.spectral_norm)
+                                norm=config.discriminator_norm, activation="leaky_relu",
+                                spectral_norm=config.spectral_norm)
         self.head = sn(nn.Linear(self.body.out_features, 1))
         self.embed = class_embedding(config, spec, self.body.out_features)
         if self.embed is not None and config.spectral_norm:
