@@ -94,6 +94,8 @@ def test_bad_inputs_end_in_one_line(tmp_path, run_cli, vae_run):
         (("sample", vae_run, "--out", tmp_path / "x.jpg"), ["--out must end in .png or .npz"]),
         (("sample", vae_run, "--label", "12", "--out", tmp_path / "x.png"), ["label must be in 0..9"]),
         (("eval", tmp_path / "nope"), ["run directory not found"]),
+        (("sample", vae_run, "--n", "0", "--out", tmp_path / "x.png"), ["--n must be between 1 and 100,000"]),
+        (("sample", vae_run, "--n", "10000000", "--out", tmp_path / "x.npz"), ["--n must be between"]),
         (("report", tmp_path), ["not a genlab run"]),
     ]
     for args, needles in cases:

@@ -17,6 +17,8 @@ from genlab.models.base import GenerativeModel
 from genlab.runs import RunPaths, atomic_write_bytes, atomic_write_json, existing_run, load_tensors, read_json
 from genlab.train.trainer import Trainer, build_model, data_spec
 
+MAX_SAMPLES = 100_000
+
 # Keys that may differ between the original run and a resumed one (extend the budget, nothing else).
 RESUMABLE_CHANGES = {("train", "steps"), ("train", "max_seconds")}
 
@@ -89,8 +91,8 @@ def open_run(path: str | Path) -> LoadedRun:
 
 def generate(run: LoadedRun, n: int, label: int | None = None, seed: int = 0, batch_size: int = 500) -> torch.Tensor:
     """n samples as float [0, 1] images; the same seed gives the same images."""
-    if n < 1:
-        raise GenlabError("--n must be at least 1")
+    if not 1 <= n <= MAX_SAMPLES:
+        raise GenlabError(f"--n must be between 1 and {MAX_SAMPLES:,} (draw larger sets in several calls)")
     noise = torch.Generator().manual_seed(seed)
     labels = None if label is None else torch.tensor([label])
     parts = []
