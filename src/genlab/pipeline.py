@@ -136,7 +136,7 @@ def save_samples(images: torch.Tensor, out: str | Path, labels: torch.Tensor | N
                  ncol: int | None = None) -> Path:
     out = Path(out)
     if out.suffix == ".png":
-        atomic_write_bytes(out, png_bytes(image_grid(images, ncol), scale=2 if images.shape[-1] < 32 else 1))
+        atomic_write_bytes(out, png_bytes(image_grid(images, ncol), scale=max(1, 64 // images.shape[-1])))
     elif out.suffix == ".npz":
         import io
 
