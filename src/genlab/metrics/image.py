@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from genlab.metrics.memorisation import nearest_neighbours
+from genlab.metrics.memorisation import nearest_neighbours, squared_distance_chunks
 
 
 def _as_float64(features) -> torch.Tensor:
@@ -126,27 +126,14 @@ def inception_score(probabilities, splits: int = 10, shuffle: bool = True, seed:
     return float(s.mean()), float(s.std(unbiased=False))
 
 
-def _kth_neighbour_radii(x: torch.Tensor, k: int, chunk: int = 2048) -> torch.Tensor:
+def _kth_neighbour_radii(x: torch.Tensor, k: int) -> torch.Tensor:
     """Distance from each row of x to its k-th nearest other row (the row itself excluded)."""
-    sq = x.pow(2).sum(1)
-    radii = []
-    for start in range(0, x.shape[0], chunk):
-        xc = x[start : start + chunk]
-        d2 = (sq[start : start + chunk, None] + sq[None] - 2.0 * xc @ x.T).clamp_min(0)
-        radii.append(d2.kthvalue(k + 1, dim=1).values.sqrt())  # +1: the zero distance to itself
-    return torch.cat(radii)
+    return torch.cat([d2.kthvalue(k + 1, dim=1).values.sqrt() for _, d2 in squared_distance_chunks(x, x)])
 
 
-def _within_balls(queries: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor,
-                  chunk: int = 2048) -> torch.Tensor:
+def _within_balls(queries: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
     """For each query, how many balls B(centre_i, radius_i) contain it."""
-    c_sq = centres.pow(2).sum(1)
-    counts = []
-    for start in range(0, queries.shape[0], chunk):
-        q = queries[start : start + chunk]
-        d = (q.pow(2).sum(1, keepdim=True) + c_sq[None] - 2.0 * q @ centres.T).clamp_min(0).sqrt()
-        counts.append((d <= radii[None]).sum(1))
-    return torch.cat(counts)
+    return torch.cat([(d2.sqrt() <= radii[None]).sum(1) for _, d2 in squared_distance_chunks(queries, centres)])
 
 
 def precision_recall(real_features, fake_features, k: int = 3) -> tuple[float, float]:

@@ -5,21 +5,26 @@ from __future__ import annotations
 import torch
 
 
-def nearest_neighbours(queries: torch.Tensor, reference: torch.Tensor,
-                       chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
-    """Euclidean distance from each query row to its nearest reference row, and that row's index.
+def squared_distance_chunks(queries: torch.Tensor, reference: torch.Tensor, chunk: int = 2048):
+    """Yield (start, ||q - r||^2 for queries[start:start+chunk] x all reference rows), in float64.
 
-    Uses ||q||^2 + ||r||^2 - 2 q.r in float64 chunks: one matrix product per chunk, no Python loop per row.
+    One matrix product per chunk via ||q||^2 + ||r||^2 - 2 q.r: no Python loop per row, bounded memory.
     """
     q = queries.reshape(queries.shape[0], -1).to(torch.float64)
     r = reference.reshape(reference.shape[0], -1).to(torch.float64)
     r_sq = r.pow(2).sum(1)
-    dists, idxs = [], []
     for start in range(0, q.shape[0], chunk):
         qc = q[start : start + chunk]
-        d2 = qc.pow(2).sum(1, keepdim=True) + r_sq[None] - 2.0 * qc @ r.T
+        yield start, (qc.pow(2).sum(1, keepdim=True) + r_sq[None] - 2.0 * qc @ r.T).clamp_min_(0)
+
+
+def nearest_neighbours(queries: torch.Tensor, reference: torch.Tensor,
+                       chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+    """Euclidean distance from each query row to its nearest reference row, and that row's index."""
+    dists, idxs = [], []
+    for _, d2 in squared_distance_chunks(queries, reference, chunk):
         best, idx = d2.min(1)
-        dists.append(best.clamp_min(0).sqrt())
+        dists.append(best.sqrt())
         idxs.append(idx)
     return torch.cat(dists), torch.cat(idxs)
 
