@@ -130,3 +130,11 @@ def test_unconditional_model_refuses_a_label(tmp_path, run_cli):
     assert code == 0, err
     code, _, err = run_cli("sample", tmp_path / "digits-vae", "--label", "1", "--out", tmp_path / "x.png")
     assert_one_line_error(code, err, "not class-conditional")
+
+
+def test_describe_prints_the_dataset(run_cli):
+    code, out, err = run_cli("describe", RECIPES / "digits-vae.yaml")
+    assert code == 0, err
+    desc = json.loads(out)
+    assert desc["num_images"] == 1797 and desc["shape_chw"] == [1, 8, 8]
+    assert sum(desc["splits"].values()) == 1797 and len(desc["classes"]) == 10
