@@ -55,6 +55,8 @@ def test_eval_and_report(vae_run, run_cli):
     lk = metrics["likelihood"]
     assert lk["iwae_k"] == 50 and lk["iwae_images"] == 40
     assert lk["test_iwae_nats"] >= lk["test_elbo_same_images_nats"]
+    agreement = metrics["image"]["label_agreement"]  # the digits VAE is class-conditional
+    assert agreement["n"] == 100 and 0 <= agreement["accuracy"] <= 1 and len(agreement["per_class"]) == 10
     memo = metrics["memorisation"]
     assert memo["n_samples"] == 100 and memo["copies"] >= 0 and memo["test_to_train_median"] > 0
     code, out, err = run_cli("report", vae_run)

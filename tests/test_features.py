@@ -110,3 +110,16 @@ def test_features_train_and_compare_through_the_cli(tmp_path, run_cli):
     assert metrics["image"]["fid"]["n_fake"] == 200
     code, _, err = run_cli("compare", tmp_path / "nope")
     assert_one_line_error(code, err, "run directory not found")
+
+
+def test_label_agreement_tells_obeyed_labels_from_ignored_ones(digits):
+    from genlab.metrics.image_eval import label_agreement
+
+    ds, info = digits
+    images = images_to_unit(ds.split_images("test"))
+    labels = ds.split_labels("test")
+    obeyed = label_agreement(ds, images, labels, "classifier")
+    ignored = label_agreement(ds, images, (labels + 1) % 10, "classifier")
+    assert obeyed["accuracy"] == pytest.approx(info["test_accuracy"])
+    assert ignored["accuracy"] < 0.1
+    assert "error" in label_agreement(ds, images, labels, "inception")

@@ -72,7 +72,8 @@ def _headline(metrics: dict) -> dict:
         out[f"test_iwae_nats (K={lk['iwae_k']}, {lk['iwae_images']} images)"] = round(lk["test_iwae_nats"], 3)
     for name, value in metrics.get("image", {}).items():
         if isinstance(value, dict):
-            shown = {k: round(v, 4) for k, v in value.items() if isinstance(v, float) and k != "seconds"}
+            shown = {k: round(v, 4) for k, v in value.items()
+                     if isinstance(v, float) and k not in ("seconds", "classifier_test_accuracy")}
             out[f"{name} ({metrics['image']['extractor']})"] = value.get("error") or shown
     memo = metrics["memorisation"]
     out["memorisation"] = memo["verdict"]

@@ -7,7 +7,7 @@ import time
 import torch
 
 from genlab.data.images import images_to_unit
-from genlab.metrics.image_eval import compute_image_metrics
+from genlab.metrics.image_eval import compute_image_metrics, label_agreement
 from genlab.metrics.likelihood import test_log_likelihood
 from genlab.metrics.memorisation import memorisation_report
 from genlab.pipeline import LoadedRun, generate, save_samples
@@ -46,8 +46,12 @@ def evaluate_run(run: LoadedRun, quiet: bool = True) -> dict:
     neighbours = train[memo["closest_train_indices"]]
     save_samples(torch.cat([closest, neighbours]), run.paths.samples / "closest_to_train.png", ncol=len(closest))
     if model.conditional:
-        per_class = min(10, max(1, 100 // ds.num_classes))
+        per_class = max(1, ec.n_samples // ds.num_classes)
         rows = [generate(run, per_class, label=c, seed=ec.seed + c) for c in range(ds.num_classes)]
-        save_samples(torch.cat(rows), run.paths.samples / "by_class.png", ncol=per_class)
+        labels = torch.arange(ds.num_classes).repeat_interleave(per_class)
+        metrics["image"]["label_agreement"] = label_agreement(ds, torch.cat(rows), labels, ec.extractor,
+                                                              ec.train_classifier, quiet)
+        shown = min(10, per_class)
+        save_samples(torch.cat([r[:shown] for r in rows]), run.paths.samples / "by_class.png", ncol=shown)
     atomic_write_json(run.paths.metrics, metrics)
     return metrics

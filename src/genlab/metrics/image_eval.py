@@ -100,3 +100,20 @@ def compute_image_metrics(dataset: ImageDataset, samples: torch.Tensor, extracto
         used = min(n_fake, n_real) if name in ("precision_recall", "density_coverage") else n_fake
         out[name] = {**result, "n_real": n_real, "n_fake": used, "seconds": round(time.perf_counter() - t0, 3)}
     return out
+
+
+def label_agreement(dataset: ImageDataset, samples: torch.Tensor, labels: torch.Tensor, extractor_name: str,
+                    train_classifier: bool = True, quiet: bool = True) -> dict[str, Any]:
+    """For class-conditional samples: how often the domain classifier predicts the requested label."""
+    if extractor_name != "classifier":
+        return {"error": "label agreement needs the domain classifier (eval.extractor=classifier)"}
+    try:
+        extractor = extractor_for(dataset, extractor_name, train_classifier, quiet)
+    except GenlabError as exc:
+        return {"error": str(exc)}
+    t0 = time.perf_counter()
+    predicted = extractor.extract(samples, quiet=quiet)["probs"].argmax(1)
+    per_class = [float((predicted[labels == c] == c).double().mean()) for c in range(dataset.num_classes)]
+    return {"accuracy": float((predicted == labels).double().mean()), "per_class": per_class,
+            "classifier_test_accuracy": extractor.info["test_accuracy"], "n": int(labels.numel()),
+            "seconds": round(time.perf_counter() - t0, 3)}
