@@ -92,7 +92,8 @@ def test_inception_weights_load_from_a_local_file(tmp_path):
         load_fid_inception(tmp_path / "bad.pth")
 
 
-def test_features_train_and_compare_through_the_cli(tmp_path, run_cli):
+def test_features_train_and_compare_through_the_cli(tmp_path, run_cli, monkeypatch):
+    monkeypatch.setenv("GENLAB_CACHE", str(tmp_path / "cache"))  # its 1-epoch classifier stays its own
     code, out, err = run_cli("features", "train", RECIPES / "digits-vae.yaml", "--epochs", "1")
     assert code == 0, err
     assert "test accuracy" in out
