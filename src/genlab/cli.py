@@ -152,7 +152,8 @@ def main() -> None:
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
-        exc.show()
+        command = exc.ctx.command_path if getattr(exc, "ctx", None) else "genlab"
+        click.echo(f"error: {exc.format_message()} (see `{command} --help`)", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         click.echo("interrupted; resume with --resume", err=True)
