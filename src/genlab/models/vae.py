@@ -79,7 +79,7 @@ class VAE(GenerativeModel):
     def log_px_given_z(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if self.config.likelihood == "bernoulli":
             return bernoulli_log_prob(out, x)
-        mean, log_scale = out.chunk(2, dim=1)
+        mean, log_scale = out.chunk(2, dim=-3)
         return discretized_logistic_log_prob(torch.tanh(mean), log_scale, x)
 
     def elbo_terms(self, batch: Batch, noise: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,10 +124,9 @@ class VAE(GenerativeModel):
             kc = min(per_chunk, k - start)
             eps = torch.randn((kc, b, mu.shape[1]), generator=noise)
             z = mu + torch.exp(0.5 * logvar) * eps  # kc x b x d
-            zf = z.reshape(kc * b, -1)
             yf = None if y is None else y.repeat(kc)
-            xf = x.repeat(kc, 1, 1, 1)
-            log_px = self.log_px_given_z(self.decode(zf, yf), xf).view(kc, b)
+            out = self.decode(z.reshape(kc * b, -1), yf)
+            log_px = self.log_px_given_z(out.view(kc, b, *out.shape[1:]), x)  # x broadcasts over the K axis
             log_w.append(log_px + standard_normal_log_prob(z) - diagonal_normal_log_prob(z, mu, logvar))
         log_w = torch.cat(log_w)
         iwae = torch.logsumexp(log_w, 0) - math.log(k)

@@ -7,12 +7,16 @@ import torch.nn.functional as F
 
 
 def bernoulli_log_prob(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Sum over pixels of log Bernoulli(x | sigmoid(logits)); x in [0, 1] (grey levels act as soft targets)."""
-    return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+    """Sum over pixels (the last 3 dims) of log Bernoulli(x | sigmoid(logits)) = x*l - softplus(l).
+
+    x in [0, 1] (grey levels act as soft targets) and broadcasts against logits, so K importance samples
+    of a batch need no copies of x.
+    """
+    return (x * logits - F.softplus(logits)).flatten(-3).sum(-1)
 
 
 def discretized_logistic_log_prob(mean: torch.Tensor, log_scale: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Sum over pixels of log P(x) for 8-bit pixels under a logistic discretised into 256 bins (PixelCNN++).
+    """Sum over pixels (last 3 dims) of log P(x), 8-bit pixels, logistic discretised into 256 bins (PixelCNN++).
 
     `x` is in [0, 1] with values k/255; `mean` lives in [-1, 1] space. The result is an exact discrete
     likelihood in nats, comparable across models on the same 8-bit data.
@@ -31,7 +35,7 @@ def discretized_logistic_log_prob(mean: torch.Tensor, log_scale: torch.Tensor, x
     log_mid = torch.where(cdf_delta > 1e-5, torch.log(cdf_delta.clamp(min=1e-12)),
                           log_pdf_mid - torch.log(torch.tensor(127.5)))
     log_p = torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, log_mid))
-    return log_p.flatten(1).sum(1)
+    return log_p.flatten(-3).sum(-1)
 
 
 def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
