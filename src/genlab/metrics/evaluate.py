@@ -7,7 +7,8 @@ import time
 import torch
 
 from genlab.data.images import images_to_unit
-from genlab.metrics.image_eval import compute_image_metrics, label_agreement
+from genlab.errors import GenlabError
+from genlab.metrics.image_eval import compute_image_metrics, extractor_for, label_agreement
 from genlab.metrics.likelihood import test_log_likelihood
 from genlab.metrics.memorisation import memorisation_report
 from genlab.pipeline import LoadedRun, generate, save_samples
@@ -34,9 +35,13 @@ def evaluate_run(run: LoadedRun, quiet: bool = True) -> dict:
     metrics["timings_seconds"]["memorisation"] = round(time.perf_counter() - t0, 3)
 
     t0 = time.perf_counter()
+    try:  # resolved once, shared by the image metrics and label agreement
+        extractor = extractor_for(ds, ec.extractor, ec.train_classifier, quiet)
+    except GenlabError:
+        extractor = ec.extractor  # each metric then reports the error itself
     n_metric = ec.metric_samples
     metric_samples = samples if n_metric <= samples.shape[0] else generate(run, n_metric, seed=ec.seed + 1)
-    metrics["image"] = compute_image_metrics(ds, metric_samples[:n_metric], ec.extractor, ec.image_metrics,
+    metrics["image"] = compute_image_metrics(ds, metric_samples[:n_metric], extractor, ec.image_metrics,
                                              ec.train_classifier, quiet)
     metrics["timings_seconds"]["image_metrics"] = round(time.perf_counter() - t0, 3)
 
@@ -49,7 +54,7 @@ def evaluate_run(run: LoadedRun, quiet: bool = True) -> dict:
         per_class = max(1, ec.n_samples // ds.num_classes)
         rows = [generate(run, per_class, label=c, seed=ec.seed + c) for c in range(ds.num_classes)]
         labels = torch.arange(ds.num_classes).repeat_interleave(per_class)
-        metrics["image"]["label_agreement"] = label_agreement(ds, torch.cat(rows), labels, ec.extractor,
+        metrics["image"]["label_agreement"] = label_agreement(ds, torch.cat(rows), labels, extractor,
                                                               ec.train_classifier, quiet)
         shown = min(10, per_class)
         save_samples(torch.cat([r[:shown] for r in rows]), run.paths.samples / "by_class.png", ncol=shown)

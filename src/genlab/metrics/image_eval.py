@@ -24,12 +24,22 @@ from genlab.metrics.features import (
 from genlab.runs import atomic_save_tensors, load_tensors
 
 
-def extractor_for(dataset: ImageDataset, name: str, train_if_missing: bool, quiet: bool) -> FeatureExtractor:
+def extractor_for(dataset: ImageDataset, name: str | FeatureExtractor, train_if_missing: bool,
+                  quiet: bool) -> FeatureExtractor:
+    """The named extractor (training the domain classifier first when asked); an instance passes through."""
+    if isinstance(name, FeatureExtractor):
+        return name
     if name == "classifier" and train_if_missing and not (classifier_dir(dataset) / "classifier.json").is_file():
         if not quiet:
             print(f"no domain classifier cached for dataset {dataset.fingerprint}: training one", flush=True)
         train_domain_classifier(dataset, quiet=quiet)
     return get_extractor(name, dataset)
+
+
+def extractor_kind(extractor: str | FeatureExtractor) -> str:
+    if isinstance(extractor, str):
+        return extractor
+    return "classifier" if isinstance(extractor, ClassifierFeatures) else extractor.name
 
 
 def real_stats(dataset: ImageDataset, extractor: FeatureExtractor, feats: torch.Tensor) -> image.GaussianStats:
@@ -44,9 +54,10 @@ def real_stats(dataset: ImageDataset, extractor: FeatureExtractor, feats: torch.
     return stats
 
 
-def compute_image_metrics(dataset: ImageDataset, samples: torch.Tensor, extractor_name: str, metrics: list[str],
+def compute_image_metrics(dataset: ImageDataset, samples: torch.Tensor, extractor_name: str | FeatureExtractor,
+                          metrics: list[str],
                           train_classifier: bool = True, quiet: bool = True) -> dict[str, Any]:
-    out: dict[str, Any] = {"extractor": extractor_name}
+    out: dict[str, Any] = {"extractor": extractor_kind(extractor_name)}
     try:
         extractor = extractor_for(dataset, extractor_name, train_classifier, quiet)
     except GenlabError as exc:
@@ -102,10 +113,11 @@ def compute_image_metrics(dataset: ImageDataset, samples: torch.Tensor, extracto
     return out
 
 
-def label_agreement(dataset: ImageDataset, samples: torch.Tensor, labels: torch.Tensor, extractor_name: str,
+def label_agreement(dataset: ImageDataset, samples: torch.Tensor, labels: torch.Tensor,
+                    extractor_name: str | FeatureExtractor,
                     train_classifier: bool = True, quiet: bool = True) -> dict[str, Any]:
     """For class-conditional samples: how often the domain classifier predicts the requested label."""
-    if extractor_name != "classifier":
+    if extractor_kind(extractor_name) != "classifier":
         return {"error": "label agreement needs the domain classifier (eval.extractor=classifier)"}
     try:
         extractor = extractor_for(dataset, extractor_name, train_classifier, quiet)
