@@ -60,6 +60,9 @@ def tiny_config(family: str = "vae", **sections):
     }
     if family == "vae":
         raw["model"].update({"widths": [8, 16], "latent_dim": 4})
+    elif family == "diffusion":
+        raw["model"].update({"base_channels": 8, "channel_mults": [1, 2], "timesteps": 50, "sample_steps": 4})
+        raw["eval"].update({"vlb_steps": 5, "vlb_images": 20})
     else:
         raw["model"].update({"generator_widths": [8, 16], "discriminator_widths": [8, 16], "latent_dim": 8})
     for key, value in sections.items():

@@ -143,3 +143,38 @@ def test_describe_prints_the_dataset(run_cli):
     desc = json.loads(out)
     assert desc["num_images"] == 1797 and desc["shape_chw"] == [1, 8, 8]
     assert sum(desc["splits"].values()) == 1797 and len(desc["classes"]) == 10
+
+
+def test_diffusion_through_the_cli(tmp_path, run_cli, vae_run):
+    args = ["train", RECIPES / "digits-ddpm.yaml", "train.steps=12", "train.val_every=6", "train.checkpoint_every=6",
+            "model.base_channels=8", "model.timesteps=100", "eval.vlb_steps=10", "eval.vlb_images=40",
+            "eval.n_samples=50", "eval.metric_samples=100", "--runs-dir", tmp_path]
+    code, out, err = run_cli(*args)
+    assert code == 0, err
+    assert "with EMA" in out  # EMA is the family's default
+    run = tmp_path / "digits-ddpm"
+    for extra in ([], ["--steps", "3", "--guidance", "3", "--label", "4"], ["--sampler", "ddim", "--eta", "0"],
+                  ["--sampler", "ddpm", "--steps", "8", "--guidance", "0"]):
+        code, _, err = run_cli("sample", run, "--n", "6", *extra, "--out", tmp_path / "s.npz")
+        assert code == 0, (extra, err)
+        assert np.load(tmp_path / "s.npz")["images"].shape == (6, 1, 8, 8)
+    code, out, err = run_cli("eval", run)
+    assert code == 0, err
+    lk = json.loads((run / "metrics.json").read_text())["likelihood"]
+    assert lk["vlb_steps"] == 10 and lk["vlb_images"] == 40 and lk["test_bits_per_dim"] > 0
+    assert lk["test_vlb_small_variance_nats"] < 0 and lk["test_vlb_large_variance_nats"] < 0
+    assert "test_bits_per_dim" in out
+    cases = [
+        (("sample", run, "--steps", "101", "--out", tmp_path / "x.png"), ["--steps must be between 1 and", "100"]),
+        (("sample", run, "--steps", "0", "--out", tmp_path / "x.png"), ["--steps"]),
+        (("sample", run, "--guidance", "-1", "--out", tmp_path / "x.png"), ["--guidance must be >= 0"]),
+        (("sample", run, "--sampler", "euler", "--out", tmp_path / "x.png"), ["--sampler"]),
+        (("sample", vae_run, "--steps", "5", "--out", tmp_path / "x.png"), ["--steps does not apply to the vae"]),
+        (("sample", vae_run, "--guidance", "2", "--out", tmp_path / "x.png"), ["--guidance does not apply"]),
+        (("train", RECIPES / "digits-ddpm.yaml", "model.sampler=euler"), ["model.sampler", "dpm++2m"]),
+        (("train", RECIPES / "digits-ddpm.yaml", "model.patch_size=3"), ["patch_size=3 must divide"]),
+        (("train", RECIPES / "digits-ddpm.yaml", "model.label_dropout=1.5"), ["label_dropout"]),
+    ]
+    for case, needles in cases:
+        code, _, err = run_cli(*case, "--runs-dir", tmp_path / "bad") if case[0] == "train" else run_cli(*case)
+        assert_one_line_error(code, err, *needles)

@@ -35,6 +35,7 @@ def assert_same_weights(a: dict, b: dict) -> None:
 @pytest.mark.parametrize("family, extra", [
     ("vae", {}),
     ("gan", {"model": {"loss": "wgan-gp", "n_critic": 2, "spectral_norm": True}}),
+    ("diffusion", {"model": {"prediction": "v", "min_snr_gamma": 5.0, "dropout": 0.1}}),
 ])
 def test_resume_is_bit_identical(tmp_path, family, extra):
     train = {"steps": 12, "checkpoint_every": 5, "ema_decay": 0.9, "val_every": 4, "schedule": "cosine"}

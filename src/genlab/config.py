@@ -50,7 +50,7 @@ class TrainConfig:
     warmup_steps: int = 0
     min_lr_ratio: float = 0.0
     grad_clip: float | None = None
-    ema_decay: float = 0.0  # 0 disables; otherwise EMA weights are used for validation and sampling
+    ema_decay: float | None = None  # None: the family's default; 0 disables; EMA weights validate and sample
     val_every: int = 500
     val_batches: int | None = None  # None: the whole validation split
     early_stopping_metric: str | None = None  # a validation metric name, e.g. neg_elbo
@@ -69,7 +69,7 @@ class TrainConfig:
         positive("train", {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr,
                            "max_seconds": self.max_seconds, "keep_last": self.keep_last, "log_every": self.log_every,
                            "threads": self.threads, "patience": self.patience, "grad_clip": self.grad_clip})
-        if not 0 <= self.ema_decay < 1:
+        if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
             raise GenlabError("config key 'train.ema_decay' must be in [0, 1); 0 disables EMA")
 
 
@@ -79,6 +79,8 @@ class EvalConfig:
     iwae_images: int | None = 1000  # test images used for IWAE; None: the whole test split
     n_samples: int = 1000  # generated samples for the memorisation check
     memorisation_reference: int = 2000  # test images that set the typical test-to-train distance
+    vlb_steps: int = 100  # diffusion: timesteps in the variational bound (all T is tightest, T/vlb_steps x cheaper)
+    vlb_images: int | None = 1000  # diffusion: test images for the bound; None: the whole test split
     seed: int = 0
     extractor: str = "classifier"  # classifier (domain CNN, offline, fast) | inception (FID Inception-v3)
     image_metrics: list[str] = field(default_factory=lambda: list(IMAGE_METRICS))
@@ -88,6 +90,7 @@ class EvalConfig:
     def validate(self) -> None:
         positive("eval", {"iwae_k": self.iwae_k, "iwae_images": self.iwae_images, "n_samples": self.n_samples,
                           "memorisation_reference": self.memorisation_reference,
+                          "vlb_steps": self.vlb_steps, "vlb_images": self.vlb_images,
                           "metric_samples": self.metric_samples})
         choice("eval.extractor", self.extractor, ("classifier", "inception"))
         for name in self.image_metrics:

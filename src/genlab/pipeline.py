@@ -89,16 +89,27 @@ def open_run(path: str | Path) -> LoadedRun:
     return LoadedRun(paths, cfg, dataset, model)
 
 
-def generate(run: LoadedRun, n: int, label: int | None = None, seed: int = 0, batch_size: int = 500) -> torch.Tensor:
-    """n samples as float [0, 1] images; the same seed gives the same images."""
+def generate(run: LoadedRun, n: int, label: int | None = None, seed: int = 0, batch_size: int = 500,
+             **options) -> torch.Tensor:
+    """n samples as float [0, 1] images; the same seed gives the same images.
+
+    `options` are the family's sampling options (e.g. steps, guidance, sampler for diffusion); None means
+    the run's default.
+    """
     if not 1 <= n <= MAX_SAMPLES:
         raise GenlabError(f"--n must be between 1 and {MAX_SAMPLES:,} (draw larger sets in several calls)")
+    options = {k: v for k, v in options.items() if v is not None}
+    unknown = [k for k in options if k not in run.model.sampling_options]
+    if unknown:
+        raise GenlabError(f"--{unknown[0]} does not apply to the {run.config.family} family"
+                          + (f" (it takes: {', '.join('--' + o for o in run.model.sampling_options)})"
+                             if run.model.sampling_options else ""))
     noise = torch.Generator().manual_seed(seed)
     labels = None if label is None else torch.tensor([label])
     parts = []
     for start in range(0, n, batch_size):
         m = min(batch_size, n - start)
-        parts.append(run.model.sample(m, None if labels is None else labels.expand(m), noise))
+        parts.append(run.model.sample(m, None if labels is None else labels.expand(m), noise, **options))
     return torch.cat(parts)
 
 

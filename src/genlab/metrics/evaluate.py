@@ -9,7 +9,6 @@ import torch
 from genlab.data.images import images_to_unit
 from genlab.errors import GenlabError
 from genlab.metrics.image_eval import compute_image_metrics, extractor_for, label_agreement
-from genlab.metrics.likelihood import test_log_likelihood
 from genlab.metrics.memorisation import memorisation_report
 from genlab.pipeline import LoadedRun, generate, save_samples
 from genlab.runs import atomic_write_json
@@ -21,9 +20,8 @@ def evaluate_run(run: LoadedRun, quiet: bool = True) -> dict:
     metrics: dict = {"family": cfg.family, "dataset_fingerprint": ds.fingerprint, "timings_seconds": {}}
     if model.supports_likelihood:
         t0 = time.perf_counter()
-        metrics["likelihood"] = test_log_likelihood(
-            model, ds.split_images("test"), ds.split_labels("test"), ec.iwae_k, ec.iwae_images, ec.seed,
-            cfg.data.binarize, quiet)
+        metrics["likelihood"] = model.test_likelihood(ds.split_images("test"), ds.split_labels("test"), ec,
+                                                      cfg.data.binarize, quiet)
         metrics["timings_seconds"]["likelihood"] = round(time.perf_counter() - t0, 3)
 
     t0 = time.perf_counter()

@@ -1,4 +1,5 @@
-"""Test-set likelihood figures (ELBO, importance-weighted log p(x)) in nats per image and bits per dimension."""
+"""Test-set likelihood of latent-variable models (ELBO, importance-weighted log p(x)) in nats per image and bits
+per dimension."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ def test_log_likelihood(model: GenerativeModel, images: torch.Tensor, labels: to
         iwae_sum += float(out["iwae"].sum())
         elbo_sub += float(out["elbo"].sum())
     return {
+        "headline": {"test_elbo_nats": elbo_sum / n, f"test_iwae_nats (K={k}, {m} images)": iwae_sum / m},
         "test_elbo_nats": elbo_sum / n,
         "test_elbo_images": n,
         "test_iwae_nats": iwae_sum / m,

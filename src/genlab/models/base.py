@@ -43,6 +43,8 @@ class GenerativeModel(nn.Module):
     family_name: str = ""
     config_class: type
     supports_likelihood: bool = False
+    default_ema_decay: float = 0.0  # used when train.ema_decay is not set
+    sampling_options: tuple[str, ...] = ()  # extra keyword arguments `sample` accepts (steps, guidance, ...)
 
     def __init__(self, config, spec: DataSpec):
         super().__init__()
@@ -70,8 +72,9 @@ class GenerativeModel(nn.Module):
         """n images as float32 in [0, 1], N x C x H x W."""
         raise NotImplementedError
 
-    def log_likelihood(self, batch: Batch, k: int, noise: torch.Generator) -> dict[str, torch.Tensor]:
-        """Per-image log-likelihood figures in nats (families with `supports_likelihood`)."""
+    def test_likelihood(self, images: torch.Tensor, labels: torch.Tensor | None, ec, binarize: bool,
+                        quiet: bool = True) -> dict:
+        """Test-set likelihood figures (families with `supports_likelihood`), with a `headline` dict for the CLI."""
         raise NotImplementedError(f"{self.family_name} has no likelihood")
 
     def sample_labels(self, n: int, labels: torch.Tensor | None,

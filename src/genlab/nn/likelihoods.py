@@ -44,3 +44,22 @@ def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
 
 def diagonal_normal_log_prob(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return (-0.5 * ((z - mu).pow(2) * torch.exp(-logvar) + logvar + torch.log(torch.tensor(2 * torch.pi)))).sum(-1)
+
+
+def _log_diff_ndtr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """log(Phi(b) - Phi(a)) for a < b, accurate in both tails (mirrored where the bin lies above zero)."""
+    upper = (a + b) > 0
+    a, b = torch.where(upper, -b, a), torch.where(upper, -a, b)
+    log_b, log_a = torch.special.log_ndtr(b), torch.special.log_ndtr(a)
+    return log_b + torch.log1p(-torch.exp((log_a - log_b).clamp(max=-1e-12)))
+
+
+def discretized_gaussian_log_prob(mean: torch.Tensor, log_scale: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Sum over pixels (last 3 dims) of log P(x) for 8-bit pixels under a Gaussian discretised into 256 bins
+    (the DDPM decoder, Ho et al. 2020); `x` in [0, 1] with values k/255, `mean` in [-1, 1] space."""
+    x = x * 2 - 1
+    inv_s = torch.exp(-log_scale)
+    lo, hi = inv_s * (x - mean - 1.0 / 255.0), inv_s * (x - mean + 1.0 / 255.0)
+    log_p = torch.where(x < -0.999, torch.special.log_ndtr(hi),
+                        torch.where(x > 0.999, torch.special.log_ndtr(-lo), _log_diff_ndtr(lo, hi)))
+    return log_p.flatten(-3).sum(-1)

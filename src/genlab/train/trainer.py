@@ -64,7 +64,8 @@ class Trainer:
         self.phases = model.phases()
         self.optimizers = {p.name: self._optimizer(p) for p in self.phases}
         self._phase_params = {p.name: set(map(id, p.parameters())) for p in self.phases}
-        self.ema = EMA(model, tc.ema_decay) if tc.ema_decay > 0 else None
+        ema_decay = model.default_ema_decay if tc.ema_decay is None else tc.ema_decay
+        self.ema = EMA(model, ema_decay) if ema_decay > 0 else None
         self.stream = BatchStream(dataset.split_images("train"), dataset.split_labels("train"),
                                   tc.batch_size, tc.seed, binarize=cfg.data.binarize)
         self.noise = torch.Generator().manual_seed(tc.seed + 1)

@@ -1,0 +1,200 @@
+"""Denoising diffusion (DDPM training, DDIM / DPM-Solver++ / ancestral sampling, classifier-free guidance).
+
+The network predicts eps or v; everything else (schedule, samplers, the variational bound) lives in
+`genlab.diffusion` and sees only a denoiser (x_t, t) -> (x0_hat, eps_hat).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from genlab.config import choice, positive
+from genlab.data.images import Batch, iterate_batches
+from genlab.diffusion.likelihood import variational_bound
+from genlab.diffusion.samplers import SAMPLERS, sample_loop
+from genlab.diffusion.schedule import NoiseSchedule
+from genlab.errors import GenlabError
+from genlab.models.base import DataSpec, GenerativeModel, Phase
+from genlab.nn.unet import UNet
+from genlab.registry import register_family
+
+
+@dataclass
+class DiffusionConfig:
+    timesteps: int = 1000
+    schedule: str = "cosine"  # linear | cosine
+    prediction: str = "eps"  # eps | v
+    min_snr_gamma: float | None = None  # min-SNR-gamma loss weighting (Hang et al. 2023); None: plain MSE
+    base_channels: int = 32
+    channel_mults: list[int] = field(default_factory=lambda: [1, 2, 2])  # one U-Net level each, halving size
+    blocks_per_level: int = 1
+    attention_max_size: int = 8  # self-attention on feature maps with side <= this (and in the middle)
+    heads: int = 4
+    dropout: float = 0.0
+    patch_size: int = 1  # >1: the U-Net runs on patch x patch space-to-depth pixels (cheaper on CPU)
+    conditional: bool = False
+    label_dropout: float = 0.1  # labels replaced by "no label" this often in training (classifier-free guidance)
+    sampler: str = "dpm++2m"  # ddpm | ddim | dpm++2m: the default at sample time
+    sample_steps: int = 50  # network calls per sample by default
+    guidance: float = 1.0  # default guidance scale: 0 unconditional, 1 plain conditional, >1 guided
+    eta: float = 0.0  # DDIM noise (0: deterministic)
+    clip_denoised: bool = True  # clip x0_hat to the data range [-1, 1] while sampling
+
+    def validate(self) -> None:
+        choice("model.schedule", self.schedule, ("linear", "cosine"))
+        choice("model.prediction", self.prediction, ("eps", "v"))
+        choice("model.sampler", self.sampler, tuple(SAMPLERS))
+        positive("model", {"timesteps": self.timesteps, "base_channels": self.base_channels,
+                           "blocks_per_level": self.blocks_per_level, "heads": self.heads,
+                           "patch_size": self.patch_size, "sample_steps": self.sample_steps,
+                           "min_snr_gamma": self.min_snr_gamma})
+        if not self.channel_mults or min(self.channel_mults) <= 0:
+            raise GenlabError("config key 'model.channel_mults' must be a non-empty list of positive integers")
+        if not 0 <= self.label_dropout < 1:
+            raise GenlabError("config key 'model.label_dropout' must be in [0, 1)")
+        if not 0 <= self.dropout < 1:
+            raise GenlabError("config key 'model.dropout' must be in [0, 1)")
+        if self.sample_steps > self.timesteps:
+            raise GenlabError("config key 'model.sample_steps' must be <= model.timesteps")
+
+
+@register_family("diffusion")
+class Diffusion(GenerativeModel):
+    config_class = DiffusionConfig
+    supports_likelihood = True
+    default_ema_decay = 0.999
+    sampling_options = ("steps", "guidance", "sampler", "eta")
+
+    def __init__(self, config: DiffusionConfig, spec: DataSpec):
+        super().__init__(config, spec)
+        if config.conditional and spec.num_classes < 2:
+            raise GenlabError("model.conditional=true needs a labelled dataset with at least 2 classes")
+        if spec.height % config.patch_size or spec.width % config.patch_size:
+            raise GenlabError(f"model.patch_size={config.patch_size} must divide the image size "
+                              f"{spec.height}x{spec.width}")
+        self.net = UNet(spec.channels, config.base_channels, tuple(config.channel_mults), config.blocks_per_level,
+                        config.attention_max_size, spec.height, config.heads, dropout=config.dropout,
+                        num_classes=spec.num_classes if config.conditional else 0, patch=config.patch_size)
+        self.schedule = NoiseSchedule.make(config.schedule, config.timesteps)
+
+    def phases(self) -> list[Phase]:
+        return [Phase("denoiser", [self.net])]
+
+    # -- training -------------------------------------------------------------------------------------
+    @property
+    def null_label(self) -> int:
+        return self.spec.num_classes
+
+    def training_labels(self, y: torch.Tensor | None, noise: torch.Generator) -> torch.Tensor | None:
+        """The batch's labels with a `label_dropout` fraction replaced by the "no label" index."""
+        if not self.conditional:
+            return None
+        drop = torch.rand(y.shape, generator=noise) < self.config.label_dropout
+        return torch.where(drop, torch.full_like(y, self.null_label), y)
+
+    def denoising_loss(self, batch: Batch, noise: torch.Generator, y: torch.Tensor | None):
+        x0 = batch.x * 2 - 1
+        t = torch.randint(self.schedule.timesteps, (x0.shape[0],), generator=noise)
+        eps = torch.randn(x0.shape, generator=noise)
+        alpha, sigma = self.schedule.alpha_sigma(t, x0)
+        out = self.net(alpha * x0 + sigma * eps, t, y)
+        target = eps if self.config.prediction == "eps" else alpha * eps - sigma * x0
+        mse = (out - target).pow(2).flatten(1).mean(1)
+        weight = self.loss_weight(t)
+        return (weight * mse).mean(), mse.mean()
+
+    def loss_weight(self, t: torch.Tensor) -> torch.Tensor:
+        """min(SNR, gamma) / SNR for eps, / (SNR + 1) for v (Hang et al. 2023); ones without min-SNR."""
+        gamma = self.config.min_snr_gamma
+        if gamma is None:
+            return torch.ones(t.shape)
+        snr = self.schedule.snr(t)
+        return snr.clamp(max=gamma) / (snr if self.config.prediction == "eps" else snr + 1)
+
+    def phase_loss(self, phase: str, batch: Batch, noise: torch.Generator):
+        loss, mse = self.denoising_loss(batch, noise, self.training_labels(batch.y, noise))
+        return loss, {"loss": loss, "mse": mse}
+
+    @torch.no_grad()
+    def validation_metrics(self, batch: Batch, noise: torch.Generator):
+        loss, mse = self.denoising_loss(batch, noise, batch.y if self.conditional else None)
+        return {"loss": loss, "mse": mse}
+
+    # -- denoising and sampling --------------------------------------------------------------------
+    def denoiser(self, y: torch.Tensor | None, guidance: float, clip: bool):
+        """(x_t, t) -> (x0_hat, eps_hat) with classifier-free guidance out = u + guidance * (c - u)."""
+        null = None if y is None else torch.full_like(y, self.null_label)
+
+        def denoise(x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+            tt = torch.full((x.shape[0],), t, dtype=torch.long)
+            if y is None or guidance == 1:
+                out = self.net(x, tt, y)
+            elif guidance == 0:
+                out = self.net(x, tt, null)
+            else:
+                cond, uncond = self.net(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([y, null])).chunk(2)
+                out = uncond + guidance * (cond - uncond)
+            alpha, sigma = self.schedule.alpha_sigma(tt[:1], x)
+            if self.config.prediction == "eps":
+                x0 = (x - sigma * out) / alpha
+            else:
+                x0 = alpha * x - sigma * out
+            if clip:
+                x0 = x0.clamp(-1, 1)
+            return x0, (x - alpha * x0) / sigma
+
+        return denoise
+
+    @torch.no_grad()
+    def sample(self, n: int, labels=None, noise=None, steps: int | None = None, guidance: float | None = None,
+               sampler: str | None = None, eta: float | None = None) -> torch.Tensor:
+        cfg = self.config
+        if guidance is not None and not self.conditional:
+            raise GenlabError("--guidance needs a class-conditional diffusion model (model.conditional=true)")
+        if guidance is not None and guidance < 0:
+            raise GenlabError("--guidance must be >= 0")
+        y = self.sample_labels(n, labels, noise)
+        x = torch.randn((n, self.spec.channels, self.spec.height, self.spec.width), generator=noise)
+        denoise = self.denoiser(y, cfg.guidance if guidance is None else guidance, cfg.clip_denoised)
+        x0 = sample_loop(sampler or cfg.sampler, self.schedule, denoise, x, steps or cfg.sample_steps, noise,
+                         cfg.eta if eta is None else eta)
+        return ((x0.clamp(-1, 1) + 1) / 2).float()
+
+    # -- likelihood --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def test_likelihood(self, images: torch.Tensor, labels: torch.Tensor | None, ec, binarize: bool,
+                        quiet: bool = True) -> dict:
+        """The variational bound over `ec.vlb_steps` timesteps on the first `ec.vlb_images` test images."""
+        from tqdm import tqdm
+
+        m = images.shape[0] if ec.vlb_images is None else min(ec.vlb_images, images.shape[0])
+        steps = min(ec.vlb_steps, self.schedule.timesteps)
+        noise = torch.Generator().manual_seed(ec.seed)
+        sums: dict[str, float] = {}
+        batches = iterate_batches(images[:m], None if labels is None else labels[:m], 250,
+                                  ec.seed if binarize else None)
+        for batch in tqdm(batches, total=math.ceil(m / 250), disable=quiet, desc=f"VLB {steps} steps"):
+            denoise = self.denoiser(batch.y if self.conditional else None, 1.0, self.config.clip_denoised)
+            out = variational_bound(self.schedule, denoise, batch.x, steps, noise)
+            for k, v in out.items():
+                sums[k] = sums.get(k, 0.0) + float(v.sum())
+        dims = int(images[0].numel())
+        means = {k: v / m for k, v in sums.items()}
+        best = max(("small", "large"), key=lambda v: means[f"vlb_{v}"])
+        bpd = -means[f"vlb_{best}"] / (dims * math.log(2))
+        return {
+            "test_vlb_small_variance_nats": means["vlb_small"],
+            "test_vlb_large_variance_nats": means["vlb_large"],
+            "prior_kl_nats": means["prior_kl"],
+            "decoder_nats": means["decoder"],
+            "vlb_steps": steps,
+            "vlb_images": m,
+            "test_bits_per_dim": bpd,
+            "bits_per_dim_variance": best,
+            "binarized_test": binarize,
+            "headline": {f"test_vlb_nats ({steps} steps, {m} images)": means[f"vlb_{best}"],
+                         "test_bits_per_dim": bpd},
+        }
