@@ -1,0 +1,137 @@
+"""Text corpora: plain .txt, JSONL (a `text` field per line) and Debian fortune files, split by document.
+
+Exact-duplicate documents are reported and always land in the same split, so a duplicate can never leak
+from training into validation or test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from genlab.errors import GenlabError
+
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+TEXT_FORMATS = ("txt", "jsonl", "fortune")
+
+
+@dataclass
+class TextCorpus:
+    documents: list[str]
+    splits: dict[str, np.ndarray]  # document indices of train / val / test
+    fingerprint: str  # content hash of the documents, in order
+    duplicate_groups: list[list[int]]  # indices of identical documents, groups of 2 or more
+    source: str
+
+    def split_documents(self, split: str) -> list[str]:
+        return [self.documents[i] for i in self.splits[split]]
+
+    def describe(self) -> dict:
+        lengths = np.array([len(d) for d in self.documents])
+        chars = "".join(self.documents)
+        cjk = sum(1 for c in chars if "\u4e00" <= c <= "\u9fff")
+        return {
+            "source": self.source,
+            "fingerprint": self.fingerprint,
+            "documents": len(self.documents),
+            "characters": int(lengths.sum()),
+            "distinct_characters": len(set(chars)),
+            "cjk_fraction": round(cjk / max(1, len(chars)), 4),
+            "document_length": {"min": int(lengths.min()), "median": float(np.median(lengths)),
+                                "max": int(lengths.max())},
+            "split_documents": {k: int(len(v)) for k, v in self.splits.items()},
+            "exact_duplicates": {"groups": len(self.duplicate_groups),
+                                 "extra_copies": sum(len(g) - 1 for g in self.duplicate_groups),
+                                 "first_groups": self.duplicate_groups[:10]},
+        }
+
+
+def read_documents(path: str | Path, fmt: str, separator: str | None = None) -> list[str]:
+    """Documents from `path`: a .txt file (split on `separator`, else one document), a folder of .txt files
+    (one document each), a JSONL file, or a fortune file (records between lines holding only '%')."""
+    path = Path(path)
+    if not path.exists():
+        raise GenlabError(f"data path not found: {path}")
+    if fmt not in TEXT_FORMATS:
+        raise GenlabError(f"unknown text format {fmt!r}; choose one of: {', '.join(TEXT_FORMATS)}")
+    if path.is_dir():
+        if fmt != "txt":
+            raise GenlabError(f"{path} is a folder; a folder is read as one .txt document per file")
+        files = sorted(p for p in path.rglob("*.txt") if p.is_file())
+        if not files:
+            raise GenlabError(f"no .txt files under {path}")
+        docs = [_read_text(p) for p in files]
+    else:
+        text = _read_text(path)
+        if fmt == "jsonl":
+            docs = _jsonl_documents(text, path)
+        elif fmt == "fortune":
+            docs = [ANSI_ESCAPE.sub("", d).strip("\n") for d in re.split(r"(?m)^%\s*$", text)]
+        else:
+            docs = text.split(separator) if separator else [text]
+    docs = [d for d in docs if d.strip()]
+    if not docs:
+        raise GenlabError(f"{path} holds no non-empty documents")
+    return docs
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise GenlabError(f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    except OSError as exc:
+        raise GenlabError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _jsonl_documents(text: str, path: Path) -> list[str]:
+    docs = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise GenlabError(f"{path} line {number} is not valid JSON: {exc.msg}") from None
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise GenlabError(f"{path} line {number} has no string field 'text'")
+        docs.append(record["text"])
+    return docs
+
+
+def split_corpus(documents: list[str], val_fraction: float, test_fraction: float, seed: int,
+                 ordered: bool = False, source: str = "") -> TextCorpus:
+    """Seeded split by document (`ordered`: first documents train, then val, then test). A corpus of one
+    document (e.g. Tiny Shakespeare) is cut into three contiguous pieces instead."""
+    if len(documents) == 1:
+        text = documents[0]
+        a = int(len(text) * (1 - val_fraction - test_fraction))
+        b = int(len(text) * (1 - test_fraction))
+        pieces = {"train": text[:a], "val": text[a:b], "test": text[b:]}
+        splits = {k: np.array([i], dtype=np.int64) if v else np.zeros(0, np.int64)
+                  for i, (k, v) in enumerate(pieces.items())}
+        fingerprint = hashlib.sha256(hashlib.sha256(text.encode()).digest()).hexdigest()[:16]
+        return TextCorpus(list(pieces.values()), splits, fingerprint, [], source)
+    digest = hashlib.sha256()
+    groups: dict[str, list[int]] = {}
+    for i, doc in enumerate(documents):
+        h = hashlib.sha256(doc.encode()).digest()
+        digest.update(h)
+        groups.setdefault(h.hex(), []).append(i)
+    unique = list(groups.values())  # in order of first appearance
+    order = np.arange(len(unique)) if ordered else np.random.default_rng(seed).permutation(len(unique))
+    n = len(unique)
+    n_test = int(round(n * test_fraction))
+    n_val = int(round(n * val_fraction))
+    if n - n_val - n_test < 1:
+        raise GenlabError(f"{n} distinct documents are too few for val_fraction={val_fraction} and "
+                          f"test_fraction={test_fraction}")
+    parts = {"train": order[: n - n_val - n_test], "val": order[n - n_val - n_test: n - n_test],
+             "test": order[n - n_test:]}
+    splits = {k: np.array(sorted(i for g in v for i in unique[g]), dtype=np.int64) for k, v in parts.items()}
+    return TextCorpus(documents, splits, digest.hexdigest()[:16], [g for g in unique if len(g) > 1], source)
