@@ -1,0 +1,75 @@
+"""Autoregressive decoding shared by every language model: sampling filters and a token iterator.
+
+A model takes part through `forward(idx, cache)` and `new_cache(batch, max_len)`; `cache=None` recomputes
+the whole context each step (the reference the cached path is tested against).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class SamplingConfig:
+    temperature: float = 1.0  # 0: greedy
+    top_k: int | None = None
+    top_p: float | None = None  # nucleus: keep the smallest set of tokens with this much probability
+    repetition_penalty: float = 1.0  # > 1 discourages tokens already in the context (Keskar et al. 2019)
+    max_new_tokens: int = 200
+
+
+def filter_logits(logits: torch.Tensor, context: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
+    """Apply repetition penalty, temperature, top-k and top-p to B x V logits (returns new logits)."""
+    logits = logits.float().clone()
+    if cfg.repetition_penalty != 1.0 and context.numel():
+        seen = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, context, True)
+        penalised = torch.where(logits > 0, logits / cfg.repetition_penalty, logits * cfg.repetition_penalty)
+        logits = torch.where(seen, penalised, logits)
+    if cfg.temperature > 0:
+        logits = logits / cfg.temperature
+    if cfg.top_k is not None and cfg.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, cfg.top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if cfg.top_p is not None and cfg.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cumulative - sorted_logits.softmax(-1) >= cfg.top_p  # keep the token that crosses top_p
+        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+    return logits
+
+
+def next_tokens(logits: torch.Tensor, context: torch.Tensor, cfg: SamplingConfig,
+                generator: torch.Generator | None) -> torch.Tensor:
+    filtered = filter_logits(logits, context, cfg)
+    if cfg.temperature == 0:
+        return filtered.argmax(-1)
+    return torch.multinomial(filtered.softmax(-1), 1, generator=generator).squeeze(1)
+
+
+@torch.no_grad()
+def generate_tokens(model, prompt: torch.Tensor, cfg: SamplingConfig, generator: torch.Generator | None = None,
+                    use_cache: bool = True) -> Iterator[torch.Tensor]:
+    """Yield B new tokens per step for prompts `prompt` (B x T, T >= 1), up to cfg.max_new_tokens.
+
+    With the cache each step runs the model on one token; when the context window is full the cache is
+    rebuilt from the most recent half window (positions must restart), as without the cache.
+    """
+    window = model.block_size
+    context = prompt[:, -window:]
+    cache = model.new_cache(prompt.shape[0]) if use_cache else None
+    logits = model(context, cache)[:, -1]
+    tokens = prompt
+    for _ in range(cfg.max_new_tokens):
+        new = next_tokens(logits, tokens, cfg, generator)
+        yield new
+        tokens = torch.cat([tokens, new[:, None]], 1)
+        if not use_cache:
+            logits = model(tokens[:, -window:], None)[:, -1]
+        elif cache.length < window:
+            logits = model(new[:, None], cache)[:, -1]
+        else:
+            cache = model.new_cache(prompt.shape[0])
+            logits = model(tokens[:, -(window // 2):], cache)[:, -1]
