@@ -86,3 +86,19 @@ def test_weights_are_tied_and_parameter_count():
     n = sum(p.numel() for p in model.parameters())
     # nanoGPT's baby GPT (no biases off): 4 layers x 12 d^2 + embeddings, ~0.80M
     assert math.isclose(n, 0.80e6, rel_tol=0.03), n
+
+
+def test_lstm_state_generation_equals_rereading_and_is_causal():
+    from genlab.nn.lstm import LSTMLanguageModel
+
+    torch.manual_seed(0)
+    model = LSTMLanguageModel(50, dim=32, layers=2).eval()
+    prompt = torch.randint(50, (2, 4), generator=torch.Generator().manual_seed(3))
+    cfg = SamplingConfig(temperature=0.0, max_new_tokens=30)
+    cached = torch.stack(list(generate_tokens(model, prompt, cfg, use_cache=True)), 1)
+    plain = torch.stack(list(generate_tokens(model, prompt, cfg, use_cache=False)), 1)
+    assert torch.equal(cached, plain)
+    idx = torch.randint(50, (1, 20))
+    changed = idx.clone()
+    changed[0, 10] = (changed[0, 10] + 1) % 50
+    assert torch.equal(model(idx)[:, :10], model(changed)[:, :10])
