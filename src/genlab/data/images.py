@@ -12,6 +12,7 @@ import torch
 
 from genlab.config import DataConfig
 from genlab.data.idx import labels_path_for, read_idx
+from genlab.data.spec import DataSpec
 from genlab.errors import GenlabError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
@@ -47,6 +48,18 @@ class ImageDataset:
         if self.labels is None:
             return 0
         return len(self.class_names) if self.class_names else int(self.labels.max()) + 1
+
+    modality = "image"
+
+    def spec(self) -> DataSpec:
+        c, h, w = self.shape
+        return DataSpec(c, h, w, self.num_classes)
+
+    def train_stream(self, batch_size: int, seed: int, binarize: bool = False) -> BatchStream:
+        return BatchStream(self.split_images("train"), self.split_labels("train"), batch_size, seed, binarize)
+
+    def validation_batches(self, batch_size: int, binarize_seed: int | None = None):
+        return iterate_batches(self.split_images("val"), self.split_labels("val"), batch_size, binarize_seed)
 
     def split_images(self, split: str) -> torch.Tensor:
         return self.images[self.splits[split]]

@@ -20,8 +20,7 @@ def evaluate_run(run: LoadedRun, quiet: bool = True) -> dict:
     metrics: dict = {"family": cfg.family, "dataset_fingerprint": ds.fingerprint, "timings_seconds": {}}
     if model.supports_likelihood:
         t0 = time.perf_counter()
-        metrics["likelihood"] = model.test_likelihood(ds.split_images("test"), ds.split_labels("test"), ec,
-                                                      cfg.data.binarize, quiet)
+        metrics["likelihood"] = model.test_likelihood(ds, ec, cfg.data.binarize, quiet)
         metrics["timings_seconds"]["likelihood"] = round(time.perf_counter() - t0, 3)
 
     t0 = time.perf_counter()

@@ -8,17 +8,8 @@ import torch
 from torch import nn
 
 from genlab.data.images import Batch
+from genlab.data.spec import DataSpec
 from genlab.errors import GenlabError
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """What a family needs to know about the data to size itself."""
-
-    channels: int
-    height: int
-    width: int
-    num_classes: int  # 0 when the data has no labels
 
 
 @dataclass
@@ -72,8 +63,7 @@ class GenerativeModel(nn.Module):
         """n images as float32 in [0, 1], N x C x H x W."""
         raise NotImplementedError
 
-    def test_likelihood(self, images: torch.Tensor, labels: torch.Tensor | None, ec, binarize: bool,
-                        quiet: bool = True) -> dict:
+    def test_likelihood(self, dataset, ec, binarize: bool, quiet: bool = True) -> dict:
         """Test-set likelihood figures (families with `supports_likelihood`), with a `headline` dict for the CLI."""
         raise NotImplementedError(f"{self.family_name} has no likelihood")
 

@@ -165,11 +165,11 @@ class Diffusion(GenerativeModel):
 
     # -- likelihood --------------------------------------------------------------------------------
     @torch.no_grad()
-    def test_likelihood(self, images: torch.Tensor, labels: torch.Tensor | None, ec, binarize: bool,
-                        quiet: bool = True) -> dict:
+    def test_likelihood(self, dataset, ec, binarize: bool, quiet: bool = True) -> dict:
         """The variational bound over `ec.vlb_steps` timesteps on the first `ec.vlb_images` test images."""
         from tqdm import tqdm
 
+        images, labels = dataset.split_images("test"), dataset.split_labels("test")
         m = images.shape[0] if ec.vlb_images is None else min(ec.vlb_images, images.shape[0])
         steps = min(ec.vlb_steps, self.schedule.timesteps)
         noise = torch.Generator().manual_seed(ec.seed)

@@ -112,11 +112,12 @@ class VAE(GenerativeModel):
         mean = out.chunk(2, dim=1)[0]
         return (torch.tanh(mean) + 1) / 2
 
-    def test_likelihood(self, images, labels, ec, binarize: bool, quiet: bool = True) -> dict:
+    def test_likelihood(self, dataset, ec, binarize: bool, quiet: bool = True) -> dict:
         """ELBO over the test split and IWAE over its first `ec.iwae_images` images."""
         from genlab.metrics.likelihood import test_log_likelihood
 
-        return test_log_likelihood(self, images, labels, ec.iwae_k, ec.iwae_images, ec.seed, binarize, quiet)
+        return test_log_likelihood(self, dataset.split_images("test"), dataset.split_labels("test"), ec.iwae_k,
+                                   ec.iwae_images, ec.seed, binarize, quiet)
 
     @torch.no_grad()
     def log_likelihood(self, batch: Batch, k: int, noise: torch.Generator) -> dict[str, torch.Tensor]:

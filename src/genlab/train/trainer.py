@@ -17,9 +17,9 @@ import torch
 from tqdm import tqdm
 
 from genlab.config import RunConfig
-from genlab.data.images import BatchStream, ImageDataset, iterate_batches
+from genlab.data.spec import DataSpec
 from genlab.errors import GenlabError, TrainingDiverged
-from genlab.models.base import DataSpec, GenerativeModel
+from genlab.models.base import GenerativeModel
 from genlab.registry import family_class
 from genlab.runs import RunPaths, atomic_save_tensors, atomic_write_json
 from genlab.train.checkpoint import CheckpointStore, optimizer_from_flat, optimizer_to_flat
@@ -29,9 +29,8 @@ from genlab.train.log import RunLog
 VAL_NOISE_SEED = 12345
 
 
-def data_spec(dataset: ImageDataset) -> DataSpec:
-    c, h, w = dataset.shape
-    return DataSpec(c, h, w, dataset.num_classes)
+def data_spec(dataset) -> DataSpec:
+    return dataset.spec()
 
 
 def build_model(cfg: RunConfig, spec: DataSpec) -> GenerativeModel:
@@ -56,7 +55,8 @@ def lr_factor(step: int, cfg) -> float:
 
 
 class Trainer:
-    def __init__(self, cfg: RunConfig, run: RunPaths, dataset: ImageDataset, model: GenerativeModel):
+    def __init__(self, cfg: RunConfig, run: RunPaths, dataset, model: GenerativeModel):
+        """`dataset`: any genlab dataset (images, text): it provides train_stream and validation_batches."""
         tc = cfg.train
         self.cfg, self.tc, self.run, self.dataset, self.model = cfg, tc, run, dataset, model
         if tc.threads:
@@ -66,8 +66,7 @@ class Trainer:
         self._phase_params = {p.name: set(map(id, p.parameters())) for p in self.phases}
         ema_decay = model.default_ema_decay if tc.ema_decay is None else tc.ema_decay
         self.ema = EMA(model, ema_decay) if ema_decay > 0 else None
-        self.stream = BatchStream(dataset.split_images("train"), dataset.split_labels("train"),
-                                  tc.batch_size, tc.seed, binarize=cfg.data.binarize)
+        self.stream = dataset.train_stream(tc.batch_size, tc.seed, cfg.data.binarize)
         self.noise = torch.Generator().manual_seed(tc.seed + 1)
         self.store = CheckpointStore(run.checkpoints, tc.keep_last)
         self.step = 0
@@ -219,15 +218,12 @@ class Trainer:
     def validation_metrics(self) -> dict[str, float]:
         ds, tc = self.dataset, self.tc
         noise = torch.Generator().manual_seed(VAL_NOISE_SEED)
-        images, labels = ds.split_images("val"), ds.split_labels("val")
-        if images.shape[0] == 0:
-            return {}
         binarize = VAL_NOISE_SEED if self.cfg.data.binarize else None
         totals: dict[str, float] = {}
         n = 0
         self.model.eval()
         with weights_swapped(self.model, self.ema.state_dict() if self.ema else None):
-            for i, batch in enumerate(iterate_batches(images, labels, max(tc.batch_size, 256), binarize)):
+            for i, batch in enumerate(ds.validation_batches(max(tc.batch_size, 256), binarize)):
                 if tc.val_batches is not None and i >= tc.val_batches:
                     break
                 b = batch.x.shape[0]
@@ -235,7 +231,7 @@ class Trainer:
                     totals[k] = totals.get(k, 0.0) + float(v) * b
                 n += b
         self.model.train()
-        return {k: v / n for k, v in totals.items()}
+        return {k: v / n for k, v in totals.items()} if n else {}
 
     def sampling_weights(self) -> dict[str, torch.Tensor]:
         return dict(self.ema.state_dict() if self.ema is not None else self.model.state_dict())

@@ -1,0 +1,15 @@
+"""What a model family needs to know about the data to size itself, for every modality."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    channels: int = 0  # images
+    height: int = 0
+    width: int = 0
+    num_classes: int = 0  # 0 when the data has no labels
+    vocab_size: int = 0  # text: tokenizer vocabulary, including the end-of-document token
+    block_size: int = 0  # text: training context length in tokens
