@@ -97,7 +97,7 @@ def test_bad_inputs_end_in_one_line(tmp_path, run_cli, vae_run):
         (("sample", vae_run, "--label", "12", "--out", tmp_path / "x.png"), ["label must be in 0..9"]),
         (("eval", tmp_path / "nope"), ["run directory not found"]),
         (("train", tmp_path), ["is a directory", "genlab train --help"]),
-        (("sample", vae_run), ["Missing option '--out'"]),
+        (("sample", vae_run), ["--out FILE.png or FILE.npz is required"]),
         (("frobnicate",), ["No such command 'frobnicate'"]),
         (("sample", vae_run, "--n", "0", "--out", tmp_path / "x.png"), ["--n must be between 1 and 100,000"]),
         (("sample", vae_run, "--n", "10000000", "--out", tmp_path / "x.npz"), ["--n must be between"]),

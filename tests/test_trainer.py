@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from genlab.data.images import load_image_dataset
+from genlab.data import load_dataset
 from genlab.errors import TrainingDiverged
 from genlab.models.vae import VAE
 from genlab.runs import RunPaths, load_tensors
@@ -18,7 +18,7 @@ from genlab.train.trainer import Trainer, build_model, data_spec, lr_factor
 
 
 def make_trainer(cfg, root: Path) -> Trainer:
-    dataset = load_image_dataset(cfg.data)
+    dataset = load_dataset(cfg.data)
     return Trainer(cfg, RunPaths(root), dataset, build_model(cfg, data_spec(dataset)))
 
 
@@ -39,7 +39,11 @@ def assert_same_weights(a: dict, b: dict) -> None:
 ])
 def test_resume_is_bit_identical(tmp_path, family, extra):
     train = {"steps": 12, "checkpoint_every": 5, "ema_decay": 0.9, "val_every": 4, "schedule": "cosine"}
-    cfg = tiny_config(family, train=train, **extra)
+    check_resume_is_bit_identical(tiny_config(family, train=train, **extra), tmp_path)
+
+
+def check_resume_is_bit_identical(cfg, tmp_path):
+    """Train 12 steps in one go, and with a crash right after the step-5 checkpoint then --resume: same state."""
     whole = make_trainer(cfg, tmp_path / "whole")
     whole.fit()
     # Interrupted: the process dies right after the checkpoint at step 5 is written.

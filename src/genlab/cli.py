@@ -37,22 +37,67 @@ def train(config: Path, overrides: tuple[str, ...], runs_dir: str, resume: bool,
 @click.option("--n", "n", default=64, show_default=True, help="Number of samples.")
 @click.option("--label", type=int, default=None, help="Class to condition on (conditional models).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="FILE.png or FILE.npz")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Images: FILE.png or FILE.npz (required). Text: FILE.txt or FILE.jsonl (default: print).")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Diffusion: network calls per sample.")
 @click.option("--guidance", type=float, default=None,
               help="Diffusion: classifier-free guidance scale (0 unconditional, 1 conditional, >1 guided).")
 @click.option("--sampler", type=click.Choice(["ddpm", "ddim", "dpm++2m"]), default=None, help="Diffusion sampler.")
 @click.option("--eta", type=click.FloatRange(min=0.0), default=None, help="Diffusion: DDIM noise (0 deterministic).")
-def sample(run: Path, n: int, label: int | None, seed: int, out: Path, steps: int | None, guidance: float | None,
-           sampler: str | None, eta: float | None) -> None:
-    """Generate N samples from a trained RUN into a PNG grid or an .npz array."""
+@click.option("--prompt", default=None, help="Text: the start of each sample.")
+@click.option("--max-tokens", type=int, default=None, help="Text: new tokens per sample (default 200).")
+@click.option("--temperature", type=float, default=None, help="Text: 0 is greedy (default 1).")
+@click.option("--top-k", type=int, default=None, help="Text: sample from the k most likely tokens.")
+@click.option("--top-p", type=float, default=None, help="Text: nucleus sampling mass.")
+@click.option("--repetition-penalty", type=float, default=None, help="Text: > 1 discourages repeats.")
+@click.option("--stop", multiple=True, help="Text: end a sample at this string (repeatable).")
+def sample(run: Path, n: int, label: int | None, seed: int, out: Path | None, steps: int | None,
+           guidance: float | None, sampler: str | None, eta: float | None, prompt: str | None,
+           max_tokens: int | None, temperature: float | None, top_k: int | None, top_p: float | None,
+           repetition_penalty: float | None, stop: tuple[str, ...]) -> None:
+    """Generate N samples from a trained RUN: images into a PNG grid or an .npz array, text to stdout or a file."""
+    from genlab.data import TextDataset
     from genlab.pipeline import generate, open_run, save_samples
 
+    loaded = open_run(run)
+    if isinstance(loaded.dataset, TextDataset):
+        image_only = {"--label": label, "--steps": steps, "--guidance": guidance, "--sampler": sampler, "--eta": eta}
+        given = [k for k, v in image_only.items() if v is not None]
+        if given:
+            raise GenlabError(f"{given[0]} does not apply to the {loaded.config.family} family (a language model)")
+        _sample_text(loaded, n, seed, out, prompt or "", list(stop), max_new_tokens=max_tokens,
+                     temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty)
+        return
+    if prompt is not None:
+        raise GenlabError(f"--prompt needs a language model; {run} is a {loaded.config.family} run")
+    if out is None:
+        raise GenlabError("--out FILE.png or FILE.npz is required for images")
     if out.suffix not in (".png", ".npz"):
         raise GenlabError(f"--out must end in .png or .npz, got {out.name}")
-    loaded = open_run(run)
     images = generate(loaded, n, label=label, seed=seed, steps=steps, guidance=guidance, sampler=sampler, eta=eta)
     save_samples(images, out)
+    click.echo(f"wrote {n} samples to {out}")
+
+
+def _sample_text(loaded, n: int, seed: int, out: Path | None, prompt: str, stop: list[str], **sampling) -> None:
+    from genlab.pipeline import generate_text, stream_text
+    from genlab.runs import atomic_write_bytes
+
+    if out is None:
+        for i in range(n):  # stream each sample to the terminal as it is generated
+            click.echo(prompt, nl=False)
+            for pieces in stream_text(loaded, prompt, seed + i, 1, stop, **sampling):
+                click.echo(pieces[0], nl=False)
+            click.echo("\n" + "-" * 40 if i < n - 1 else "")
+        return
+    texts = generate_text(loaded, prompt, n, seed, stop=stop, **sampling)
+    if out.suffix == ".jsonl":
+        body = "".join(json.dumps({"prompt": prompt, "text": t}, ensure_ascii=False) + "\n" for t in texts)
+    elif out.suffix == ".txt":
+        body = "\n%\n".join(prompt + t for t in texts) + "\n"
+    else:
+        raise GenlabError(f"--out must end in .txt or .jsonl for text, got {out.name}")
+    atomic_write_bytes(out, body.encode())
     click.echo(f"wrote {n} samples to {out}")
 
 
@@ -79,9 +124,10 @@ def _headline(metrics: dict) -> dict:
             shown = {k: round(v, 4) for k, v in value.items()
                      if isinstance(v, float) and k not in ("seconds", "classifier_test_accuracy")}
             out[f"{name} ({metrics['image']['extractor']})"] = value.get("error") or shown
-    memo = metrics["memorisation"]
-    out["memorisation"] = memo["verdict"]
-    out["sample/test nearest-train distance ratio"] = round(memo["median_ratio"], 3)
+    if "memorisation" in metrics:
+        memo = metrics["memorisation"]
+        out["memorisation"] = memo["verdict"]
+        out["sample/test nearest-train distance ratio"] = round(memo["median_ratio"], 3)
     return out
 
 
@@ -105,10 +151,10 @@ def report(run: Path) -> None:
 def describe(config: Path, overrides: tuple[str, ...]) -> None:
     """Describe the dataset a recipe uses: counts, shape, class balance, pixel stats, fingerprint."""
     from genlab.config import load_config
-    from genlab.data.images import load_image_dataset
+    from genlab.data import load_dataset
 
     cfg = load_config(config, overrides)
-    click.echo(json.dumps(load_image_dataset(cfg.data).describe(), indent=2))
+    click.echo(json.dumps(load_dataset(cfg.data).describe(), indent=2, ensure_ascii=False))
 
 
 @cli.group()

@@ -18,21 +18,27 @@ IMAGE_METRICS = ("fid", "kid", "inception_score", "precision_recall", "density_c
 
 @dataclass
 class DataConfig:
-    source: str = "digits"  # digits | idx | npz | folder
-    path: str | None = None  # file or folder for idx / npz / folder sources
+    source: str = "digits"  # images: digits | idx | npz | folder; text: txt | jsonl | fortune
+    path: str | None = None  # file or folder (every source but digits)
     val_fraction: float = 0.1
     test_fraction: float = 0.1  # ignored when the source ships its own test split (IDX t10k files)
     split_seed: int = 0
     resize: int | None = None  # square side to resize to; images of mixed sizes are an error without it
     binarize: bool = False  # dynamic binarisation: pixels drawn as Bernoulli(intensity) each batch
-    limit: int | None = None  # keep only the first N images of the source (quick experiments)
+    limit: int | None = None  # keep only the first N images / documents of the source (quick experiments)
+    separator: str | None = None  # txt: split a file into documents on this string (e.g. "\n\n"); None: one
+    tokenizer: str = "char"  # text: char | bpe (byte-level, trained on the training split)
+    vocab_size: int = 4096  # text, bpe: vocabulary size
+    block_size: int = 256  # text: context length in tokens
 
     def validate(self) -> None:
-        choice("data.source", self.source, ("digits", "idx", "npz", "folder"))
+        choice("data.source", self.source, ("digits", "idx", "npz", "folder", "txt", "jsonl", "fortune"))
+        choice("data.tokenizer", self.tokenizer, ("char", "bpe"))
         for key in ("val_fraction", "test_fraction"):
             if not 0 <= getattr(self, key) < 1:
                 raise GenlabError(f"config key 'data.{key}' must be in [0, 1)")
-        positive("data", {"resize": self.resize, "limit": self.limit})
+        positive("data", {"resize": self.resize, "limit": self.limit, "vocab_size": self.vocab_size,
+                          "block_size": self.block_size})
 
 
 @dataclass

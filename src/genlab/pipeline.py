@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from genlab.config import RunConfig, config_from_dict, load_config, save_config
-from genlab.data.images import ImageDataset, load_image_dataset
+from genlab.data import ImageDataset, TextDataset, load_dataset
 from genlab.errors import GenlabError
 from genlab.models.base import GenerativeModel
 from genlab.runs import RunPaths, atomic_write_bytes, atomic_write_json, existing_run, load_tensors, read_json
@@ -34,16 +34,25 @@ def train(config_path: str | Path | None, overrides=(), runs_dir: str | Path = "
             raise GenlabError(f"run {run.root} already exists; pass --resume to continue it or --overwrite to restart")
         else:
             _check_same_config(run, cfg)
-    dataset = load_image_dataset(cfg.data)
+    dataset = load_dataset(cfg.data, run.root if resume else None)
     if resume and run.dataset.is_file():
         old = read_json(run.dataset)["fingerprint"]
         if old != dataset.fingerprint:
             raise GenlabError(f"data changed since run {run.root} started (fingerprint {old} -> {dataset.fingerprint})")
+    model = build_model(cfg, data_spec(dataset))
+    fresh = not run.root.exists()
     run.root.mkdir(parents=True, exist_ok=True)
+    try:
+        trainer = Trainer(cfg, run, dataset, model)  # checks data against the config (batch / block size)
+    except GenlabError:
+        if fresh:  # nothing was trained: leave no half-made run behind
+            shutil.rmtree(run.root, ignore_errors=True)
+        raise
     save_config(cfg, run.config)
     atomic_write_json(run.dataset, dataset.describe())
-    model = build_model(cfg, data_spec(dataset))
-    summary = Trainer(cfg, run, dataset, model).fit(resume=resume)
+    if isinstance(dataset, TextDataset):
+        dataset.save_artifacts(run.root)  # the tokenizer travels with the run
+    summary = trainer.fit(resume=resume)
     return run, summary
 
 
@@ -67,7 +76,7 @@ def _check_same_config(run: RunPaths, cfg: RunConfig) -> None:
 class LoadedRun:
     paths: RunPaths
     config: RunConfig
-    dataset: ImageDataset
+    dataset: ImageDataset | TextDataset
     model: GenerativeModel
 
 
@@ -76,7 +85,7 @@ def open_run(path: str | Path) -> LoadedRun:
     paths = existing_run(path)
     raw = yaml.safe_load(paths.config.read_text())
     cfg = config_from_dict(raw)
-    dataset = load_image_dataset(cfg.data)
+    dataset = load_dataset(cfg.data, paths.root)
     recorded = read_json(paths.dataset).get("fingerprint") if paths.dataset.is_file() else None
     if recorded and recorded != dataset.fingerprint:
         raise GenlabError(f"the data behind run {paths.root} changed (fingerprint {recorded} -> {dataset.fingerprint})")
@@ -96,6 +105,8 @@ def generate(run: LoadedRun, n: int, label: int | None = None, seed: int = 0, ba
     `options` are the family's sampling options (e.g. steps, guidance, sampler for diffusion); None means
     the run's default.
     """
+    if isinstance(run.dataset, TextDataset):
+        raise GenlabError(f"{run.paths.root} is a language model: generate text with --prompt (or generate_text)")
     if not 1 <= n <= MAX_SAMPLES:
         raise GenlabError(f"--n must be between 1 and {MAX_SAMPLES:,} (draw larger sets in several calls)")
     options = {k: v for k, v in options.items() if v is not None}
@@ -159,4 +170,63 @@ def save_samples(images: torch.Tensor, out: str | Path, labels: torch.Tensor | N
         atomic_write_bytes(out, buf.getvalue())
     else:
         raise GenlabError(f"--out must end in .png or .npz, got {out.name}")
+    return out
+
+
+def _text_run(run: LoadedRun) -> TextDataset:
+    if not isinstance(run.dataset, TextDataset):
+        raise GenlabError(f"--prompt and text generation need a language model; this run is {run.config.family}")
+    return run.dataset
+
+
+def stream_text(run: LoadedRun, prompt: str = "", seed: int = 0, n: int = 1, stop: list[str] | None = None,
+                **sampling):
+    """Yield the new text of `n` continuations of `prompt` piece by piece (one string per sample per step)
+    as tokens are generated; stops at `max_new_tokens`, at end of document, or after a `stop` string."""
+    from genlab.nn.decoding import SamplingConfig, generate_tokens
+
+    ds = _text_run(run)
+    cfg = SamplingConfig(**{k: v for k, v in sampling.items() if v is not None})
+    if not 1 <= n <= 1000:
+        raise GenlabError("--n must be between 1 and 1,000 for text")
+    if cfg.max_new_tokens < 1 or cfg.max_new_tokens > 100_000:
+        raise GenlabError("--max-tokens must be between 1 and 100,000")
+    if cfg.temperature < 0 or (cfg.top_p is not None and not 0 < cfg.top_p <= 1) or (cfg.top_k is not None
+                                                                                      and cfg.top_k < 1):
+        raise GenlabError("need --temperature >= 0, 0 < --top-p <= 1 and --top-k >= 1")
+    ids = ds.tokenizer.encode(prompt) if prompt else []
+    start = torch.tensor([ds.tokenizer.eot_id, *ids], dtype=torch.long)  # a new document begins
+    prompt_ids = start.expand(n, -1).contiguous()
+    generator = torch.Generator().manual_seed(seed)
+    done = [False] * n
+    emitted = [0] * n
+    produced: list[list[int]] = [[] for _ in range(n)]
+    for new in generate_tokens(run.model.net, prompt_ids, cfg, generator):
+        pieces = []
+        for i, tok in enumerate(new.tolist()):
+            if done[i] or tok == ds.tokenizer.eot_id:
+                done[i] = True
+                pieces.append("")
+                continue
+            produced[i].append(tok)
+            text = ds.tokenizer.decode(produced[i])
+            if stop:
+                cut = min((text.find(s) for s in stop if s in text), default=-1)
+                if cut >= 0:
+                    text, done[i] = text[:cut], True
+            if text.endswith("\ufffd") and not done[i]:  # an incomplete UTF-8 sequence: wait for its bytes
+                pieces.append("")
+                continue
+            pieces.append(text[emitted[i]:])
+            emitted[i] = len(text)
+        yield pieces
+        if all(done):
+            return
+
+
+def generate_text(run: LoadedRun, prompt: str = "", n: int = 1, seed: int = 0, **sampling) -> list[str]:
+    """`n` continuations of `prompt` (without the prompt)."""
+    out = [""] * n
+    for pieces in stream_text(run, prompt, seed, n, **sampling):
+        out = [a + b for a, b in zip(out, pieces, strict=True)]
     return out

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from genlab.data.images import Batch
+from genlab.data.spec import DataSpec
 from genlab.errors import GenlabError
 
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -135,3 +138,103 @@ def split_corpus(documents: list[str], val_fraction: float, test_fraction: float
              "test": order[n - n_test:]}
     splits = {k: np.array(sorted(i for g in v for i in unique[g]), dtype=np.int64) for k, v in parts.items()}
     return TextCorpus(documents, splits, digest.hexdigest()[:16], [g for g in unique if len(g) > 1], source)
+
+
+class TokenStream:
+    """Endless batches of random windows of block_size + 1 tokens from one split, reproducible from
+    (seed, number of batches drawn) alone, which is what a checkpoint stores."""
+
+    def __init__(self, tokens: torch.Tensor, block_size: int, batch_size: int, seed: int):
+        if tokens.numel() < block_size + 2:
+            raise GenlabError(f"the training split has {tokens.numel()} tokens, fewer than data.block_size + 2 "
+                              f"({block_size + 2}); lower data.block_size")
+        self.tokens, self.block_size, self.batch_size, self.seed = tokens, block_size, batch_size, seed
+        self.drawn = 0
+        self._offsets = torch.arange(block_size + 1)
+
+    def next(self, noise: torch.Generator | None = None) -> Batch:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.drawn)
+        starts = torch.randint(self.tokens.numel() - self.block_size - 1, (self.batch_size,), generator=gen)
+        self.drawn += 1
+        return Batch(self.tokens[starts[:, None] + self._offsets], None)
+
+    def state(self) -> dict[str, int]:
+        return {"drawn": self.drawn}
+
+    def load_state(self, state: dict[str, int]) -> None:
+        self.drawn = int(state["drawn"])
+
+
+@dataclass
+class TextDataset:
+    corpus: TextCorpus
+    tokenizer: object
+    tokens: dict[str, torch.Tensor]  # int64 token stream per split, documents separated by EOT
+    block_size: int
+    modality = "text"
+
+    @property
+    def fingerprint(self) -> str:
+        return self.corpus.fingerprint
+
+    @property
+    def num_classes(self) -> int:
+        return 0
+
+    def spec(self) -> DataSpec:
+        return DataSpec(vocab_size=self.tokenizer.vocab_size, block_size=self.block_size)
+
+    def train_stream(self, batch_size: int, seed: int, binarize: bool = False) -> TokenStream:
+        return TokenStream(self.tokens["train"], self.block_size, batch_size, seed)
+
+    def validation_batches(self, batch_size: int, binarize_seed: int | None = None):
+        """Every val token predicted once: consecutive windows of block_size + 1 overlapping by one token."""
+        return token_windows(self.tokens["val"], self.block_size, batch_size)
+
+    def characters(self, split: str) -> int:
+        return sum(len(d) for d in self.corpus.split_documents(split))
+
+    def describe(self) -> dict:
+        return {**self.corpus.describe(), "tokenizer": self.tokenizer.kind, "vocab_size": self.tokenizer.vocab_size,
+                "block_size": self.block_size, "split_tokens": {k: int(v.numel()) for k, v in self.tokens.items()}}
+
+    def save_artifacts(self, folder: Path) -> None:
+        self.tokenizer.save(folder)
+
+
+def token_windows(tokens: torch.Tensor, block_size: int, batch_size: int):
+    """Batches of consecutive windows (the last one shorter windows are dropped only when < 2 tokens)."""
+    starts = list(range(0, max(0, tokens.numel() - 1), block_size))
+    windows = [tokens[s: s + block_size + 1] for s in starts]
+    windows = [w for w in windows if w.numel() >= 2]
+    for i in range(0, len(windows), batch_size):
+        group = windows[i: i + batch_size]
+        if all(w.numel() == group[0].numel() for w in group):
+            yield Batch(torch.stack(group), None)
+        else:  # the final, shorter window goes alone
+            full = [w for w in group if w.numel() == block_size + 1]
+            if full:
+                yield Batch(torch.stack(full), None)
+            for w in group[len(full):]:
+                yield Batch(w[None], None)
+
+
+def load_text_dataset(cfg, tokenizer_dir: Path | None = None) -> TextDataset:
+    """Read, split and tokenize the corpus of `cfg` (a DataConfig); reuse the run's saved tokenizer if any."""
+    from genlab.data.tokenizers import encode_documents, load_tokenizer, train_tokenizer
+
+    if cfg.path is None:
+        raise GenlabError(f"data.source={cfg.source} needs data.path (a file or folder)")
+    docs = read_documents(cfg.path, cfg.source, cfg.separator)
+    if cfg.limit is not None:
+        docs = docs[: cfg.limit]
+    corpus = split_corpus(docs, cfg.val_fraction, cfg.test_fraction, cfg.split_seed, source=str(cfg.path))
+    if tokenizer_dir is not None and (Path(tokenizer_dir) / "tokenizer.json").is_file():
+        tokenizer = load_tokenizer(tokenizer_dir)
+    elif cfg.tokenizer == "char":
+        tokenizer = train_tokenizer("char", corpus.documents)
+    else:
+        tokenizer = train_tokenizer(cfg.tokenizer, corpus.split_documents("train"), cfg.vocab_size)
+    tokens = {k: torch.from_numpy(encode_documents(tokenizer, corpus.split_documents(k)).astype(np.int64))
+              for k in corpus.splits}
+    return TextDataset(corpus, tokenizer, tokens, cfg.block_size)

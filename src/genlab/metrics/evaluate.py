@@ -22,6 +22,8 @@ def evaluate_run(run: LoadedRun, quiet: bool = True) -> dict:
         t0 = time.perf_counter()
         metrics["likelihood"] = model.test_likelihood(ds, ec, cfg.data.binarize, quiet)
         metrics["timings_seconds"]["likelihood"] = round(time.perf_counter() - t0, 3)
+    if ds.modality == "text":
+        return _finish_text(run, metrics)
 
     t0 = time.perf_counter()
     samples = generate(run, ec.n_samples, seed=ec.seed)
@@ -55,5 +57,16 @@ def evaluate_run(run: LoadedRun, quiet: bool = True) -> dict:
                                                               ec.train_classifier, quiet)
         shown = min(10, per_class)
         save_samples(torch.cat([r[:shown] for r in rows]), run.paths.samples / "by_class.png", ncol=shown)
+    atomic_write_json(run.paths.metrics, metrics)
+    return metrics
+
+
+def _finish_text(run: LoadedRun, metrics: dict) -> dict:
+    """Language models: the likelihood figures plus a few unprompted samples kept with the run."""
+    from genlab.pipeline import generate_text
+
+    texts = generate_text(run, "", n=5, seed=run.config.eval.seed, max_new_tokens=200)
+    run.paths.samples.mkdir(exist_ok=True)
+    (run.paths.samples / "samples.txt").write_text("\n%\n".join(texts) + "\n", encoding="utf-8")
     atomic_write_json(run.paths.metrics, metrics)
     return metrics

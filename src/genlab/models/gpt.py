@@ -1,0 +1,38 @@
+"""GPT family: a decoder-only transformer language model (see genlab.nn.gpt)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from genlab.config import choice, positive
+from genlab.data.spec import DataSpec
+from genlab.errors import GenlabError
+from genlab.models.language import LanguageModel
+from genlab.nn.gpt import GPT
+from genlab.registry import register_family
+
+
+@dataclass
+class GPTConfig:
+    layers: int = 4
+    heads: int = 4
+    width: int = 128
+    dropout: float = 0.0
+    positions: str = "learned"  # learned | rotary
+
+    def validate(self) -> None:
+        choice("model.positions", self.positions, ("learned", "rotary"))
+        positive("model", {"layers": self.layers, "heads": self.heads, "width": self.width})
+        if self.width % self.heads:
+            raise GenlabError(f"model.width={self.width} must be divisible by model.heads={self.heads}")
+        if not 0 <= self.dropout < 1:
+            raise GenlabError("config key 'model.dropout' must be in [0, 1)")
+
+
+@register_family("gpt")
+class GPTLanguageModel(LanguageModel):
+    config_class = GPTConfig
+
+    def build_net(self, config: GPTConfig, spec: DataSpec) -> GPT:
+        return GPT(spec.vocab_size, spec.block_size, config.layers, config.heads, config.width, config.dropout,
+                   config.positions)

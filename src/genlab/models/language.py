@@ -1,0 +1,74 @@
+"""What every autoregressive language-model family shares: next-token loss, per-token likelihood on the
+test split, and text generation through `genlab.nn.decoding`. A family only builds its network."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from genlab.data.images import Batch
+from genlab.data.spec import DataSpec
+from genlab.errors import GenlabError
+from genlab.models.base import GenerativeModel, Phase
+
+SAMPLING_OPTIONS = ("prompt", "max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "stop")
+
+
+class LanguageModel(GenerativeModel):
+    supports_likelihood = True
+    sampling_options = SAMPLING_OPTIONS
+
+    def __init__(self, config, spec: DataSpec):
+        super().__init__(config, spec)
+        if spec.vocab_size < 2:
+            raise GenlabError(f"the {self.family_name} family needs a text dataset (data.source txt, jsonl or fortune)")
+        self.net = self.build_net(config, spec)
+
+    def build_net(self, config, spec: DataSpec) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def phases(self) -> list[Phase]:
+        return [Phase("lm", [self.net])]
+
+    def token_nll(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Per-token negative log-likelihood (nats) of tokens[:, 1:] given the tokens before them."""
+        logits = self.net(tokens[:, :-1])
+        return F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten(), reduction="none").view(
+            tokens.shape[0], -1)
+
+    def phase_loss(self, phase: str, batch: Batch, noise: torch.Generator):
+        loss = self.token_nll(batch.x).mean()
+        return loss, {"loss": loss}
+
+    @torch.no_grad()
+    def validation_metrics(self, batch: Batch, noise: torch.Generator):
+        return {"loss": self.token_nll(batch.x).mean()}
+
+    @torch.no_grad()
+    def test_likelihood(self, dataset, ec, binarize: bool, quiet: bool = True) -> dict:
+        """Exact per-token NLL of the test split (val when there is no test split), each token predicted once
+        with up to block_size tokens of context; perplexity and bits per token and per character."""
+        from genlab.data.text import token_windows
+
+        split = "test" if dataset.tokens["test"].numel() > 1 else "val"
+        total, count = 0.0, 0
+        for batch in token_windows(dataset.tokens[split], dataset.block_size, 32):
+            nll = self.token_nll(batch.x)
+            total += float(nll.double().sum())
+            count += nll.numel()
+        if count == 0:
+            raise GenlabError("the test and validation splits hold no tokens to score")
+        chars = dataset.characters(split)
+        return {
+            "split": split,
+            "tokens": count,
+            "characters": chars,
+            "nll_nats_per_token": total / count,
+            "perplexity": math.exp(total / count),
+            "bits_per_token": total / count / math.log(2),
+            "bits_per_character": total / max(1, chars) / math.log(2),
+            "headline": {f"{split}_perplexity": math.exp(total / count),
+                         f"{split}_bits_per_character": total / max(1, chars) / math.log(2)},
+        }

@@ -1,0 +1,33 @@
+"""LSTM family: a multi-layer recurrent language model (see genlab.nn.lstm)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from genlab.config import positive
+from genlab.data.spec import DataSpec
+from genlab.errors import GenlabError
+from genlab.models.language import LanguageModel
+from genlab.nn.lstm import LSTMLanguageModel
+from genlab.registry import register_family
+
+
+@dataclass
+class LSTMConfig:
+    layers: int = 2
+    width: int = 256
+    dropout: float = 0.0
+    tie_weights: bool = True
+
+    def validate(self) -> None:
+        positive("model", {"layers": self.layers, "width": self.width})
+        if not 0 <= self.dropout < 1:
+            raise GenlabError("config key 'model.dropout' must be in [0, 1)")
+
+
+@register_family("lstm")
+class LSTMFamily(LanguageModel):
+    config_class = LSTMConfig
+
+    def build_net(self, config: LSTMConfig, spec: DataSpec) -> LSTMLanguageModel:
+        return LSTMLanguageModel(spec.vocab_size, config.width, config.layers, config.dropout, config.tie_weights)
