@@ -127,7 +127,14 @@ def _headline(metrics: dict) -> dict:
     if "memorisation" in metrics:
         memo = metrics["memorisation"]
         out["memorisation"] = memo["verdict"]
-        out["sample/test nearest-train distance ratio"] = round(memo["median_ratio"], 3)
+        if "median_ratio" in memo:
+            out["sample/test nearest-train distance ratio"] = round(memo["median_ratio"], 3)
+        else:
+            out["longest overlap with training text, median chars (samples / held-out)"] = [
+                memo["longest_overlap_chars"]["median"], memo["held_out_longest_overlap_chars"]["median"]]
+    if "diversity" in metrics:
+        out["distinct-1 / distinct-2"] = [round(metrics["diversity"]["distinct_1"], 3),
+                                          round(metrics["diversity"]["distinct_2"], 3)]
     return out
 
 

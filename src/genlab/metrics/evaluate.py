@@ -61,12 +61,25 @@ def evaluate_run(run: LoadedRun, quiet: bool = True) -> dict:
     return metrics
 
 
+TEXT_SAMPLES, TEXT_SAMPLE_TOKENS = 20, 200
+
+
 def _finish_text(run: LoadedRun, metrics: dict) -> dict:
-    """Language models: the likelihood figures plus a few unprompted samples kept with the run."""
+    """Language models: likelihood, then 20 unprompted samples of up to 200 tokens: their longest verbatim
+    overlap with the training text (beside held-out documents') and distinct-1/2; samples kept in the run."""
+    from genlab.metrics.text import distinct_n, memorisation_report
     from genlab.pipeline import generate_text
 
-    texts = generate_text(run, "", n=5, seed=run.config.eval.seed, max_new_tokens=200)
+    t0 = time.perf_counter()
+    ds = run.dataset
+    texts = generate_text(run, "", n=TEXT_SAMPLES, seed=run.config.eval.seed, max_new_tokens=TEXT_SAMPLE_TOKENS)
     run.paths.samples.mkdir(exist_ok=True)
     (run.paths.samples / "samples.txt").write_text("\n%\n".join(texts) + "\n", encoding="utf-8")
+    held_out = ds.corpus.split_documents("test") or ds.corpus.split_documents("val")
+    train_text = "\n".join(ds.corpus.split_documents("train"))
+    metrics["memorisation"] = memorisation_report(texts, train_text, held_out[:TEXT_SAMPLES])
+    metrics["diversity"] = {"distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2),
+                            "n_samples": len(texts)}
+    metrics["timings_seconds"]["samples"] = round(time.perf_counter() - t0, 3)
     atomic_write_json(run.paths.metrics, metrics)
     return metrics
