@@ -86,7 +86,8 @@ def test_text_run_through_the_cli(tmp_path, corpus, run_cli, family, tokenizer):
     assert (run / "samples" / "samples.txt").is_file()
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["memorisation"]["n_samples"] == 20 and 0 <= metrics["diversity"]["distinct_1"] <= 1
-    assert "distinct-1 / distinct-2" in out
+    assert "distinct-1 / distinct-2" in out and metrics["continuations"]["n"] >= 1
+    assert 0 <= metrics["continuations"]["bleu"] <= 100 and 0 <= metrics["diversity"]["self_bleu"] <= 100
     for case, needles in [
         (("sample", run, "--label", "1"), ["--label does not apply to the", "language model"]),
         (("sample", run, "--steps", "5"), ["--steps does not apply"]),

@@ -43,3 +43,27 @@ def test_distinct_n():
     assert distinct_n(["a b a b"], 2) == 2 / 3
     assert distinct_n(["床前明月光", "床前"], 1) == 5 / 7
     assert distinct_n([""], 2) == 0.0
+
+
+def _lcs(a, b):
+    dp = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
+    for i, x in enumerate(a):
+        for j, y in enumerate(b):
+            dp[i + 1][j + 1] = dp[i][j] + 1 if x == y else max(dp[i][j + 1], dp[i + 1][j])
+    return dp[-1][-1]
+
+
+def test_reference_scores_bleu_and_cjk_rouge():
+    from genlab.metrics.text import reference_scores, self_bleu
+
+    same = reference_scores(["the cat sat on the mat ."], ["the cat sat on the mat ."])
+    assert same["bleu"] > 99.9 and abs(same["rouge_l_f1"] - 1) < 1e-9
+    hyp, ref = "床前明月光，疑是天上霜。", "床前看月光，疑是地上霜。"
+    out = reference_scores([hyp], [ref])
+    units_h, units_r = list(hyp), list(ref)
+    lcs = _lcs(units_h, units_r)
+    p, r = lcs / len(units_h), lcs / len(units_r)
+    assert out["bleu_tokenize"] == "zh" and abs(out["rouge_l_f1"] - 2 * p * r / (p + r)) < 1e-9
+    assert 0 < out["bleu"] < 100
+    assert self_bleu(["a b c d e f", "a b c d e f"]) > 99.9
+    assert self_bleu(["a b c d e f", "u v w x y z"]) < 1

@@ -132,6 +132,10 @@ def _headline(metrics: dict) -> dict:
         else:
             out["longest overlap with training text, median chars (samples / held-out)"] = [
                 memo["longest_overlap_chars"]["median"], memo["held_out_longest_overlap_chars"]["median"]]
+    if "continuations" in metrics:
+        c = metrics["continuations"]
+        out[f"continuations BLEU / ROUGE-L ({c['n']} held-out documents)"] = [round(c["bleu"], 2),
+                                                                               round(c["rouge_l_f1"], 3)]
     if "diversity" in metrics:
         out["distinct-1 / distinct-2"] = [round(metrics["diversity"]["distinct_1"], 3),
                                           round(metrics["diversity"]["distinct_2"], 3)]

@@ -66,8 +66,10 @@ TEXT_SAMPLES, TEXT_SAMPLE_TOKENS = 20, 200
 
 def _finish_text(run: LoadedRun, metrics: dict) -> dict:
     """Language models: likelihood, then 20 unprompted samples of up to 200 tokens: their longest verbatim
-    overlap with the training text (beside held-out documents') and distinct-1/2; samples kept in the run."""
-    from genlab.metrics.text import distinct_n, memorisation_report
+    overlap with the training text (beside held-out documents'), distinct-1/2 and self-BLEU; and greedy
+    continuations of the first half of up to 20 held-out documents scored against the true second half
+    (BLEU, ROUGE-L). Samples are kept in the run."""
+    from genlab.metrics.text import distinct_n, memorisation_report, reference_scores, self_bleu
     from genlab.pipeline import generate_text
 
     t0 = time.perf_counter()
@@ -79,7 +81,17 @@ def _finish_text(run: LoadedRun, metrics: dict) -> dict:
     train_text = "\n".join(ds.corpus.split_documents("train"))
     metrics["memorisation"] = memorisation_report(texts, train_text, held_out[:TEXT_SAMPLES])
     metrics["diversity"] = {"distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2),
-                            "n_samples": len(texts)}
+                            "self_bleu": self_bleu(texts), "n_samples": len(texts)}
+    docs = [d for d in held_out if len(d) >= 8][:TEXT_SAMPLES]
+    if len(docs) == 1:  # one long held-out text (Tiny Shakespeare): score 20 passages of it instead
+        docs = [docs[0][i: i + 400] for i in range(0, min(len(docs[0]), 400 * TEXT_SAMPLES), 400)]
+    prompts = [d[: len(d) // 2] for d in docs]
+    truths = [d[len(d) // 2:] for d in docs]
+    continuations = [generate_text(run, p, 1, seed=0, temperature=0.0,
+                                   max_new_tokens=max(1, len(ds.tokenizer.encode(t))))[0]
+                     for p, t in zip(prompts, truths, strict=True)]
+    metrics["continuations"] = {**reference_scores(continuations, truths), "decoding": "greedy",
+                                "prompt": "first half of each held-out document"}
     metrics["timings_seconds"]["samples"] = round(time.perf_counter() - t0, 3)
     atomic_write_json(run.paths.metrics, metrics)
     return metrics

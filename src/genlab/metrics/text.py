@@ -92,3 +92,43 @@ def distinct_n(samples: list[str], n: int) -> float:
             grams.add(tuple(units[i: i + n]))
             total += 1
     return len(grams) / total if total else 0.0
+
+
+class _UnitTokenizer:
+    """rouge-score's default tokenizer drops every non-ASCII character (all of Chinese); this keeps words,
+    punctuation and each CJK character as a unit."""
+
+    @staticmethod
+    def tokenize(text: str) -> list[str]:
+        return [u.lower() for u in _UNITS.findall(text)]
+
+
+def cjk_fraction(texts: list[str]) -> float:
+    chars = "".join(texts)
+    return sum(1 for c in chars if "\u3400" <= c <= "\u9fff") / max(1, len(chars))
+
+
+def reference_scores(hypotheses: list[str], references: list[str]) -> dict:
+    """Corpus BLEU (sacrebleu, its 'zh' tokenisation when the references are mostly Chinese, else '13a') and
+    mean ROUGE-L F1 (rouge-score, CJK-aware units) of generated continuations against the true ones."""
+    import sacrebleu
+    from rouge_score import rouge_scorer
+
+    tokenize = "zh" if cjk_fraction(references) > 0.3 else "13a"
+    bleu = sacrebleu.corpus_bleu(hypotheses, [references], tokenize=tokenize)
+    scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_UnitTokenizer())
+    rouge = [scorer.score(ref, hyp)["rougeL"].fmeasure for hyp, ref in zip(hypotheses, references, strict=True)]
+    return {"bleu": bleu.score, "bleu_tokenize": tokenize, "rouge_l_f1": float(np.mean(rouge)) if rouge else 0.0,
+            "n": len(hypotheses)}
+
+
+def self_bleu(samples: list[str]) -> float:
+    """Mean sentence BLEU of each sample against all the others (Zhu et al. 2018): high means repetitive."""
+    import sacrebleu
+
+    if len(samples) < 2:
+        return float("nan")
+    tokenize = "zh" if cjk_fraction(samples) > 0.3 else "13a"
+    scores = [sacrebleu.sentence_bleu(s, samples[:i] + samples[i + 1:], tokenize=tokenize).score
+              for i, s in enumerate(samples)]
+    return float(np.mean(scores))
