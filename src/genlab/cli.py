@@ -45,7 +45,8 @@ def train(config: Path, overrides: tuple[str, ...], runs_dir: str, resume: bool,
 @click.option("--sampler", type=click.Choice(["ddpm", "ddim", "dpm++2m"]), default=None, help="Diffusion sampler.")
 @click.option("--eta", type=click.FloatRange(min=0.0), default=None, help="Diffusion: DDIM noise (0 deterministic).")
 @click.option("--prompt", default=None, help="Text: the start of each sample.")
-@click.option("--max-tokens", type=int, default=None, help="Text: new tokens per sample (default 200).")
+@click.option("--max-tokens", "--max-new-tokens", "max_tokens", type=int, default=None,
+              help="Text: new tokens per sample (default 200).")
 @click.option("--temperature", type=float, default=None, help="Text: 0 is greedy (default 1).")
 @click.option("--top-k", type=int, default=None, help="Text: sample from the k most likely tokens.")
 @click.option("--top-p", type=float, default=None, help="Text: nucleus sampling mass.")
@@ -61,12 +62,11 @@ def sample(run: Path, n: int, label: int | None, seed: int, out: Path | None, st
 
     loaded = open_run(run)
     if isinstance(loaded.dataset, TextDataset):
-        image_only = {"--label": label, "--steps": steps, "--guidance": guidance, "--sampler": sampler, "--eta": eta}
-        given = [k for k, v in image_only.items() if v is not None]
-        if given:
-            raise GenlabError(f"{given[0]} does not apply to the {loaded.config.family} family (a language model)")
+        if label is not None:
+            raise GenlabError(f"--label does not apply to the {loaded.config.family} family (a language model)")
         _sample_text(loaded, n, seed, out, prompt or "", list(stop), max_new_tokens=max_tokens,
-                     temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty)
+                     temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
+                     steps=steps, guidance=guidance, sampler=sampler, eta=eta)
         return
     if prompt is not None:
         raise GenlabError(f"--prompt needs a language model; {run} is a {loaded.config.family} run")

@@ -34,9 +34,7 @@ class DataConfig:
     def validate(self) -> None:
         choice("data.source", self.source, ("digits", "idx", "npz", "folder", "txt", "jsonl", "fortune"))
         choice("data.tokenizer", self.tokenizer, ("char", "bpe"))
-        for key in ("val_fraction", "test_fraction"):
-            if not 0 <= getattr(self, key) < 1:
-                raise GenlabError(f"config key 'data.{key}' must be in [0, 1)")
+        fraction("data", {"val_fraction": self.val_fraction, "test_fraction": self.test_fraction})
         positive("data", {"resize": self.resize, "limit": self.limit, "vocab_size": self.vocab_size,
                           "block_size": self.block_size})
 
@@ -75,8 +73,7 @@ class TrainConfig:
         positive("train", {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr,
                            "max_seconds": self.max_seconds, "keep_last": self.keep_last, "log_every": self.log_every,
                            "threads": self.threads, "patience": self.patience, "grad_clip": self.grad_clip})
-        if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
-            raise GenlabError("config key 'train.ema_decay' must be in [0, 1); 0 disables EMA")
+        fraction("train", {"ema_decay": self.ema_decay}, "; 0 disables EMA")
 
 
 @dataclass
@@ -261,6 +258,13 @@ def positive(section: str, values: dict[str, float | None]) -> None:
     for key, value in values.items():
         if value is not None and value <= 0:
             raise GenlabError(f"config key '{section}.{key}' must be > 0, got {value}")
+
+
+def fraction(section: str, values: dict[str, float | None], hint: str = "") -> None:
+    """Raise a clear config error for the first value that is set but not in [0, 1) (rates, fractions)."""
+    for key, value in values.items():
+        if value is not None and not 0 <= value < 1:
+            raise GenlabError(f"config key '{section}.{key}' must be in [0, 1){hint}, got {value}")
 
 
 def save_config(cfg: RunConfig, path: Path) -> None:

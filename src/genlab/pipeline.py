@@ -98,6 +98,17 @@ def open_run(path: str | Path) -> LoadedRun:
     return LoadedRun(paths, cfg, dataset, model)
 
 
+def sampling_options(run: LoadedRun, options: dict) -> dict:
+    """The options that were set (not None); one clear error for any the run's family does not declare."""
+    options = {k: v for k, v in options.items() if v is not None}
+    unknown = [k for k in options if k not in run.model.sampling_options]
+    if unknown:
+        takes = ", ".join("--" + o.replace("_", "-") for o in run.model.sampling_options)
+        raise GenlabError(f"--{unknown[0].replace('_', '-')} does not apply to the {run.config.family} family"
+                          + (f" (it takes: {takes})" if takes else ""))
+    return options
+
+
 def generate(run: LoadedRun, n: int, label: int | None = None, seed: int = 0, batch_size: int = 500,
              **options) -> torch.Tensor:
     """n samples as float [0, 1] images; the same seed gives the same images.
@@ -109,12 +120,7 @@ def generate(run: LoadedRun, n: int, label: int | None = None, seed: int = 0, ba
         raise GenlabError(f"{run.paths.root} is a language model: generate text with --prompt (or generate_text)")
     if not 1 <= n <= MAX_SAMPLES:
         raise GenlabError(f"--n must be between 1 and {MAX_SAMPLES:,} (draw larger sets in several calls)")
-    options = {k: v for k, v in options.items() if v is not None}
-    unknown = [k for k in options if k not in run.model.sampling_options]
-    if unknown:
-        raise GenlabError(f"--{unknown[0]} does not apply to the {run.config.family} family"
-                          + (f" (it takes: {', '.join('--' + o for o in run.model.sampling_options)})"
-                             if run.model.sampling_options else ""))
+    options = sampling_options(run, options)
     noise = torch.Generator().manual_seed(seed)
     labels = None if label is None else torch.tensor([label])
     parts = []
@@ -186,14 +192,10 @@ def stream_text(run: LoadedRun, prompt: str = "", seed: int = 0, n: int = 1, sto
     from genlab.nn.decoding import SamplingConfig, generate_tokens
 
     ds = _text_run(run)
-    cfg = SamplingConfig(**{k: v for k, v in sampling.items() if v is not None})
+    cfg = SamplingConfig(**sampling_options(run, sampling))
+    cfg.validate()
     if not 1 <= n <= 1000:
         raise GenlabError("--n must be between 1 and 1,000 for text")
-    if cfg.max_new_tokens < 1 or cfg.max_new_tokens > 100_000:
-        raise GenlabError("--max-tokens must be between 1 and 100,000")
-    if cfg.temperature < 0 or (cfg.top_p is not None and not 0 < cfg.top_p <= 1) or (cfg.top_k is not None
-                                                                                      and cfg.top_k < 1):
-        raise GenlabError("need --temperature >= 0, 0 < --top-p <= 1 and --top-k >= 1")
     ids = ds.tokenizer.encode(prompt) if prompt else []
     start = torch.tensor([ds.tokenizer.eot_id, *ids], dtype=torch.long)  # a new document begins
     prompt_ids = start.expand(n, -1).contiguous()

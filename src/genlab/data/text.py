@@ -37,14 +37,13 @@ class TextCorpus:
     def describe(self) -> dict:
         lengths = np.array([len(d) for d in self.documents])
         chars = "".join(self.documents)
-        cjk = sum(1 for c in chars if "\u4e00" <= c <= "\u9fff")
         return {
             "source": self.source,
             "fingerprint": self.fingerprint,
             "documents": len(self.documents),
             "characters": int(lengths.sum()),
             "distinct_characters": len(set(chars)),
-            "cjk_fraction": round(cjk / max(1, len(chars)), 4),
+            "cjk_fraction": round(cjk_fraction(self.documents), 4),
             "document_length": {"min": int(lengths.min()), "median": float(np.median(lengths)),
                                 "max": int(lengths.max())},
             "split_documents": {k: int(len(v)) for k, v in self.splits.items()},
@@ -52,6 +51,12 @@ class TextCorpus:
                                  "extra_copies": sum(len(g) - 1 for g in self.duplicate_groups),
                                  "first_groups": self.duplicate_groups[:10]},
         }
+
+
+def cjk_fraction(texts: list[str]) -> float:
+    """Share of characters that are CJK ideographs: decides Chinese-aware tokenisation in text metrics."""
+    chars = "".join(texts)
+    return sum(1 for c in chars if "\u3400" <= c <= "\u9fff") / max(1, len(chars))
 
 
 def read_documents(path: str | Path, fmt: str, separator: str | None = None) -> list[str]:
@@ -177,10 +182,6 @@ class TextDataset:
     def fingerprint(self) -> str:
         return self.corpus.fingerprint
 
-    @property
-    def num_classes(self) -> int:
-        return 0
-
     def spec(self) -> DataSpec:
         return DataSpec(vocab_size=self.tokenizer.vocab_size, block_size=self.block_size)
 
@@ -203,20 +204,16 @@ class TextDataset:
 
 
 def token_windows(tokens: torch.Tensor, block_size: int, batch_size: int):
-    """Batches of consecutive windows (the last one shorter windows are dropped only when < 2 tokens)."""
-    starts = list(range(0, max(0, tokens.numel() - 1), block_size))
-    windows = [tokens[s: s + block_size + 1] for s in starts]
-    windows = [w for w in windows if w.numel() >= 2]
-    for i in range(0, len(windows), batch_size):
-        group = windows[i: i + batch_size]
-        if all(w.numel() == group[0].numel() for w in group):
-            yield Batch(torch.stack(group), None)
-        else:  # the final, shorter window goes alone
-            full = [w for w in group if w.numel() == block_size + 1]
-            if full:
-                yield Batch(torch.stack(full), None)
-            for w in group[len(full):]:
-                yield Batch(w[None], None)
+    """Consecutive windows of block_size + 1 tokens overlapping by one, so every token after the first is
+    predicted exactly once: batches of full windows, then the shorter remainder on its own."""
+    full = (tokens.numel() - 1) // block_size
+    if full:
+        windows = tokens[: full * block_size + 1].unfold(0, block_size + 1, block_size)
+        for i in range(0, full, batch_size):
+            yield Batch(windows[i: i + batch_size], None)
+    rest = tokens[full * block_size:]
+    if rest.numel() >= 2:
+        yield Batch(rest[None], None)
 
 
 def load_text_dataset(cfg, tokenizer_dir: Path | None = None) -> TextDataset:

@@ -47,7 +47,8 @@ def ddim(schedule: NoiseSchedule, denoise: Denoiser, x: torch.Tensor, ts: torch.
 def ddpm(schedule: NoiseSchedule, denoise: Denoiser, x: torch.Tensor, ts: torch.Tensor,
          noise: torch.Generator | None, eta: float = 1.0) -> torch.Tensor:
     """Ancestral sampling from the posterior q(x_s | x_t, x0_hat) of the (respaced) chain (Ho et al. 2020),
-    with the posterior variance beta_tilde."""
+    with the posterior variance beta_tilde. `eta` is only there for the common signature (this is DDIM at
+    eta = 1, which tests/test_diffusion.py checks)."""
     for t, s in _pairs(ts):
         x0, _ = denoise(x, t)
         if s < 0:

@@ -7,6 +7,8 @@ import re
 
 import numpy as np
 
+from genlab.data.text import cjk_fraction
+
 _BASE = np.uint64(0x9E3779B97F4A7C15)  # odd, so invertible modulo 2**64
 _UNITS = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|\w+|[^\w\s]")
 
@@ -101,11 +103,6 @@ class _UnitTokenizer:
     @staticmethod
     def tokenize(text: str) -> list[str]:
         return [u.lower() for u in _UNITS.findall(text)]
-
-
-def cjk_fraction(texts: list[str]) -> float:
-    chars = "".join(texts)
-    return sum(1 for c in chars if "\u3400" <= c <= "\u9fff") / max(1, len(chars))
 
 
 def reference_scores(hypotheses: list[str], references: list[str]) -> dict:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from genlab.config import choice, positive
+from genlab.config import choice, fraction, positive
 from genlab.data.images import Batch, iterate_batches
 from genlab.diffusion.likelihood import variational_bound
 from genlab.diffusion.samplers import SAMPLERS, sample_loop
@@ -53,10 +53,7 @@ class DiffusionConfig:
                            "min_snr_gamma": self.min_snr_gamma})
         if not self.channel_mults or min(self.channel_mults) <= 0:
             raise GenlabError("config key 'model.channel_mults' must be a non-empty list of positive integers")
-        if not 0 <= self.label_dropout < 1:
-            raise GenlabError("config key 'model.label_dropout' must be in [0, 1)")
-        if not 0 <= self.dropout < 1:
-            raise GenlabError("config key 'model.dropout' must be in [0, 1)")
+        fraction("model", {"label_dropout": self.label_dropout, "dropout": self.dropout})
         if self.sample_steps > self.timesteps:
             raise GenlabError("config key 'model.sample_steps' must be <= model.timesteps")
 

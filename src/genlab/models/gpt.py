@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from genlab.config import choice, positive
+from genlab.config import choice, fraction, positive
 from genlab.data.spec import DataSpec
 from genlab.errors import GenlabError
 from genlab.models.language import LanguageModel
@@ -25,8 +25,7 @@ class GPTConfig:
         positive("model", {"layers": self.layers, "heads": self.heads, "width": self.width})
         if self.width % self.heads:
             raise GenlabError(f"model.width={self.width} must be divisible by model.heads={self.heads}")
-        if not 0 <= self.dropout < 1:
-            raise GenlabError("config key 'model.dropout' must be in [0, 1)")
+        fraction("model", {"dropout": self.dropout})
 
 
 @register_family("gpt")

@@ -13,7 +13,7 @@ from genlab.data.spec import DataSpec
 from genlab.errors import GenlabError
 from genlab.models.base import GenerativeModel, Phase
 
-SAMPLING_OPTIONS = ("prompt", "max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "stop")
+SAMPLING_OPTIONS = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty")
 
 
 class LanguageModel(GenerativeModel):

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from genlab.config import positive
+from genlab.config import fraction, positive
 from genlab.data.spec import DataSpec
-from genlab.errors import GenlabError
 from genlab.models.language import LanguageModel
 from genlab.nn.lstm import LSTMLanguageModel
 from genlab.registry import register_family
@@ -21,8 +20,7 @@ class LSTMConfig:
 
     def validate(self) -> None:
         positive("model", {"layers": self.layers, "width": self.width})
-        if not 0 <= self.dropout < 1:
-            raise GenlabError("config key 'model.dropout' must be in [0, 1)")
+        fraction("model", {"dropout": self.dropout})
 
 
 @register_family("lstm")

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from genlab.errors import GenlabError
+
 
 @dataclass
 class SamplingConfig:
@@ -19,6 +21,14 @@ class SamplingConfig:
     top_p: float | None = None  # nucleus: keep the smallest set of tokens with this much probability
     repetition_penalty: float = 1.0  # > 1 discourages tokens already in the context (Keskar et al. 2019)
     max_new_tokens: int = 200
+
+    def validate(self) -> None:
+        if not 1 <= self.max_new_tokens <= 100_000:
+            raise GenlabError("--max-tokens must be between 1 and 100,000")
+        if self.temperature < 0 or self.repetition_penalty <= 0:
+            raise GenlabError("--temperature must be >= 0 and --repetition-penalty > 0")
+        if (self.top_p is not None and not 0 < self.top_p <= 1) or (self.top_k is not None and self.top_k < 1):
+            raise GenlabError("--top-p must be in (0, 1] and --top-k >= 1")
 
 
 def filter_logits(logits: torch.Tensor, context: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:

@@ -65,6 +65,13 @@ class SelfAttention(nn.Module):
         return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))
 
 
+class UpsampleTo(nn.Module):
+    """Nearest-neighbour upsampling to the size of the matching skip connection (28 -> 14 -> 7 -> 14 -> 28)."""
+
+    def forward(self, x: torch.Tensor, size: torch.Size) -> torch.Tensor:
+        return F.interpolate(x, size=size, mode="nearest")
+
+
 class UNet(nn.Module):
     """eps/v predictor f(x_t, t, y). `num_classes` > 0 adds a class embedding with one extra "no label" row
     (index num_classes) used for classifier-free guidance."""
@@ -110,7 +117,7 @@ class UNet(nn.Module):
                 self.up.append(block(ch + skip_widths.pop(), widths[level], sizes[level]))
                 ch = widths[level]
             if level > 0:
-                self.up.append(nn.ModuleList([nn.Upsample(scale_factor=2.0, mode="nearest")]))
+                self.up.append(nn.ModuleList([UpsampleTo()]))  # the next block's convs smooth it
         self.norm_out = _norm(ch, groups)
         self.conv_out = nn.Conv2d(ch, channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
@@ -134,8 +141,8 @@ class UNet(nn.Module):
         for parts in self.up:
             if isinstance(parts[0], ResBlock):
                 h = self._apply(parts, torch.cat([h, skips.pop()], 1), emb)
-            else:  # nearest upsample to the next skip's size; the following block's convs smooth it
-                h = F.interpolate(h, size=skips[-1].shape[-2:], mode="nearest")
+            else:
+                h = parts[0](h, skips[-1].shape[-2:])
         out = self.conv_out(F.silu(self.norm_out(h)))
         return F.pixel_shuffle(out, self.patch) if self.patch > 1 else out
 
