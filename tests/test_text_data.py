@@ -103,3 +103,24 @@ def test_corrupt_tokenizer_file_is_one_error(tmp_path):
     (tmp_path / "tokenizer.json").write_text("{not json")
     with pytest.raises(GenlabError, match="not a valid tokenizer file"):
         load_tokenizer(tmp_path)
+
+
+def test_a_corpus_of_several_files_and_a_vocabulary_that_covers_another(tmp_path):
+    from genlab.config import config_from_dict
+    from genlab.data import load_dataset
+
+    a, b, c = (tmp_path / n for n in "abc")
+    a.write_text("alpha one\n%\nalpha two\n")
+    b.write_text("beta 1\n%\nbeta 2\n%\nbeta 3\n")
+    c.write_text("床前明月光\n")
+    data = {"source": "fortune", "path": [str(a), str(b)], "val_fraction": 0.0, "test_fraction": 0.0,
+            "block_size": 8}
+    ds = load_dataset(config_from_dict({"family": "gpt", "data": data}).data)
+    assert ds.corpus.documents == ["alpha one", "alpha two", "beta 1", "beta 2", "beta 3"]
+    assert "床" not in ds.tokenizer.chars
+    wide = load_dataset(config_from_dict({"family": "gpt", "data": {**data, "vocab_from": [str(c)]}}).data)
+    assert set("床前明月光") <= set(wide.tokenizer.chars) and wide.fingerprint == ds.fingerprint
+    with pytest.raises(GenlabError, match="only for text sources"):
+        config_from_dict({"data": {"source": "idx", "path": [str(a)]}})
+    with pytest.raises(GenlabError, match="vocab_from applies to the char tokenizer"):
+        config_from_dict({"family": "gpt", "data": {**data, "tokenizer": "bpe", "vocab_from": [str(c)]}})

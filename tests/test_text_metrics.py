@@ -2,7 +2,7 @@
 
 import random
 
-from genlab.metrics.text import SubstringIndex, distinct_n, memorisation_report
+from genlab.metrics.text import SubstringIndex, distinct_n, memorisation_report, regular_verse
 
 
 def brute_longest(a: str, b: str) -> int:
@@ -67,3 +67,16 @@ def test_reference_scores_bleu_and_cjk_rouge():
     assert 0 < out["bleu"] < 100
     assert self_bleu(["a b c d e f", "a b c d e f"]) > 99.9
     assert self_bleu(["a b c d e f", "u v w x y z"]) < 1
+
+
+def test_regular_verse_checks_line_shape():
+    five = "《静夜思》\n作者：李白\n床前明月光，疑是地上霜。\n举头望明月，低头思故乡。"
+    seven = "《绝句》\n作者：杜甫\n两个黄鹂鸣翠柳，一行白鹭上青天。\n窗含西岭千秋雪，门泊东吴万里船。"
+    assert regular_verse(five) == {"regular": True, "lines": 2, "clause_length": 5}
+    assert regular_verse(seven)["clause_length"] == 7
+    assert not regular_verse(five.replace("疑是地上霜", "疑是霜"))["regular"]  # unequal halves
+    assert not regular_verse(five.replace("光，", "光"))["regular"]  # punctuation missing
+    assert not regular_verse(five.replace("霜。", "霜，"))["regular"]  # a line must close
+    assert not regular_verse("《题》\n作者：某\n床前明月光，疑是地上霜。")["regular"]  # one line is not a poem
+    assert not regular_verse(five + "\n两个黄鹂鸣翠柳，一行白鹭上青天。")["regular"]  # mixed 5 and 7
+    assert not regular_verse("春眠不觉晓处处闻啼鸟，夜来风雨声花落知多少。\n" * 2)["regular"]  # 10 characters

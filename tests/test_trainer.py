@@ -13,12 +13,13 @@ from conftest import tiny_config
 from genlab.data import load_dataset
 from genlab.errors import TrainingDiverged
 from genlab.models.vae import VAE
+from genlab.pipeline import base_dir
 from genlab.runs import RunPaths, load_tensors
 from genlab.train.trainer import Trainer, build_model, data_spec, lr_factor
 
 
 def make_trainer(cfg, root: Path) -> Trainer:
-    dataset = load_dataset(cfg.data)
+    dataset = load_dataset(cfg.data, base_dir(cfg))
     return Trainer(cfg, RunPaths(root), dataset, build_model(cfg, data_spec(dataset)))
 
 

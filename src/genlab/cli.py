@@ -33,6 +33,41 @@ def train(config: Path, overrides: tuple[str, ...], runs_dir: str, resume: bool,
 
 
 @cli.command()
+@click.argument("base", type=click.Path(path_type=Path))
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("overrides", nargs=-1)
+@click.option("--runs-dir", default="runs", show_default=True, help="Folder that holds run directories.")
+@click.option("--resume", is_flag=True, help="Continue the run from its latest checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Delete an existing run of the same name first.")
+@click.option("--full", is_flag=True, help="Train every weight instead of LoRA adapters.")
+def finetune(base: Path, config: Path, overrides: tuple[str, ...], runs_dir: str, resume: bool, overwrite: bool,
+             full: bool) -> None:
+    """Fine-tune BASE (a genlab run or a local Hugging Face model directory) on the data of recipe CONFIG, with
+    LoRA adapters (lora.rank, lora.alpha, lora.dropout, lora.targets) unless --full; saves only the adapters."""
+    from genlab.pipeline import finetune as finetune_run
+
+    run, summary = finetune_run(base, config, overrides, runs_dir, resume=resume, overwrite=overwrite, full=full)
+    share = summary["trainable_parameters"] / max(1, summary["parameters"])
+    before = (summary.get("validation_at_start") or {}).get("loss")
+    after = summary["best"]["value"] if summary["best"]["value"] is not None else summary.get(
+        "validation", {}).get("loss")
+    click.echo(f"fine-tuned {run.root} ({summary['steps']} steps, {summary['train_seconds']:.1f} s; trained "
+               f"{summary['trainable_parameters']:,} of {summary['parameters']:,} parameters = {share:.2%}"
+               + (f"; validation loss {before:.4f} before" if before is not None else "")
+               + (f", {after:.4f} after" if after is not None else "") + f"; weights: {summary['weights']})")
+
+
+@cli.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+def merge(run: Path, out: Path) -> None:
+    """Merge the LoRA adapters of RUN into its base weights, writing a standalone run at OUT."""
+    from genlab.pipeline import merge as merge_run
+
+    click.echo(f"wrote {merge_run(run, out).root}")
+
+
+@cli.command()
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--n", "n", default=64, show_default=True, help="Number of samples.")
 @click.option("--label", type=int, default=None, help="Class to condition on (conditional models).")

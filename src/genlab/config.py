@@ -19,7 +19,7 @@ IMAGE_METRICS = ("fid", "kid", "inception_score", "precision_recall", "density_c
 @dataclass
 class DataConfig:
     source: str = "digits"  # images: digits | idx | npz | folder; text: txt | jsonl | fortune
-    path: str | None = None  # file or folder (every source but digits)
+    path: str | list[str] | None = None  # file or folder (every source but digits); text: also a list of files
     val_fraction: float = 0.1
     test_fraction: float = 0.1  # ignored when the source ships its own test split (IDX t10k files)
     split_seed: int = 0
@@ -27,13 +27,20 @@ class DataConfig:
     binarize: bool = False  # dynamic binarisation: pixels drawn as Bernoulli(intensity) each batch
     limit: int | None = None  # keep only the first N images / documents of the source (quick experiments)
     separator: str | None = None  # txt: split a file into documents on this string (e.g. "\n\n"); None: one
-    tokenizer: str = "char"  # text: char | bpe (byte-level, trained on the training split)
+    tokenizer: str = "char"  # text: char | bpe (byte-level, trained on the training split) | pretrained (the base's)
     vocab_size: int = 4096  # text, bpe: vocabulary size
     block_size: int = 256  # text: context length in tokens
+    # text, char: also take characters from these files (same format as source), so that a later fine-tune on
+    # them finds every character in this run's vocabulary
+    vocab_from: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
         choice("data.source", self.source, ("digits", "idx", "npz", "folder", "txt", "jsonl", "fortune"))
-        choice("data.tokenizer", self.tokenizer, ("char", "bpe"))
+        choice("data.tokenizer", self.tokenizer, ("char", "bpe", "pretrained"))
+        if isinstance(self.path, list) and (self.source not in ("txt", "jsonl", "fortune") or not self.path):
+            raise GenlabError("data.path may list several files only for text sources (txt, jsonl, fortune)")
+        if self.vocab_from and self.tokenizer != "char":
+            raise GenlabError("data.vocab_from applies to the char tokenizer (byte-level BPE already covers any text)")
         fraction("data", {"val_fraction": self.val_fraction, "test_fraction": self.test_fraction})
         positive("data", {"resize": self.resize, "limit": self.limit, "vocab_size": self.vocab_size,
                           "block_size": self.block_size})
@@ -56,6 +63,7 @@ class TrainConfig:
     grad_clip: float | None = None
     ema_decay: float | None = None  # None: the family's default; 0 disables; EMA weights validate and sample
     val_every: int = 500
+    val_at_start: bool = False  # validate before the first step too (fine-tuning: the un-tuned base's figure)
     val_batches: int | None = None  # None: the whole validation split
     early_stopping_metric: str | None = None  # a validation metric name, e.g. neg_elbo
     early_stopping_mode: str = "min"  # min | max
@@ -101,11 +109,31 @@ class EvalConfig:
 
 
 @dataclass
+class LoraConfig:
+    """Low-rank adapters (Hu et al. 2021, via PEFT): W x + (alpha / rank) B A x with only A and B trained."""
+
+    rank: int = 0  # 0: no adapters, every parameter trains
+    alpha: float = 16.0
+    dropout: float = 0.05
+    targets: list[str] | None = None  # module names to adapt (suffix match); None: the family's default
+
+    def validate(self) -> None:
+        if self.rank < 0:
+            raise GenlabError(f"config key 'lora.rank' must be >= 0 (0 disables LoRA), got {self.rank}")
+        positive("lora", {"alpha": self.alpha})
+        fraction("lora", {"dropout": self.dropout})
+        if self.targets is not None and not self.targets:
+            raise GenlabError("lora.targets must name at least one module (or be null for the family's default)")
+
+
+@dataclass
 class RunConfig:
     name: str = "run"
     family: str = "vae"
     data: DataConfig = field(default_factory=DataConfig)
     model: Any = None  # the family's own config dataclass
+    init_from: str | None = None  # a finished genlab run whose weights (and tokenizer) this run starts from
+    lora: LoraConfig = field(default_factory=LoraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
@@ -115,6 +143,11 @@ class RunConfig:
 
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     """Read a YAML recipe (or start from defaults), apply `a.b=value` overrides, validate every key."""
+    return config_from_dict(read_recipe(path, overrides))
+
+
+def read_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """The raw mapping of a YAML recipe with `a.b=value` overrides applied (not validated yet)."""
     raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -128,7 +161,7 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
             raise GenlabError(f"config {path} must be a mapping of keys to values")
     for item in overrides:
         _apply_override(raw, item)
-    return config_from_dict(raw)
+    return raw
 
 
 def config_from_dict(raw: dict[str, Any]) -> RunConfig:

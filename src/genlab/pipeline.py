@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,11 +12,20 @@ import numpy as np
 import torch
 import yaml
 
-from genlab.config import RunConfig, config_from_dict, load_config, save_config
+from genlab.config import LoraConfig, RunConfig, config_from_dict, load_config, read_recipe, save_config
 from genlab.data import ImageDataset, TextDataset, load_dataset
 from genlab.errors import GenlabError
 from genlab.models.base import GenerativeModel
-from genlab.runs import RunPaths, atomic_write_bytes, atomic_write_json, existing_run, load_tensors, read_json
+from genlab.registry import family_class
+from genlab.runs import (
+    RunPaths,
+    atomic_save_tensors,
+    atomic_write_bytes,
+    atomic_write_json,
+    existing_run,
+    load_tensors,
+    read_json,
+)
 from genlab.train.trainer import Trainer, build_model, data_spec
 
 MAX_SAMPLES = 100_000
@@ -25,7 +36,11 @@ RESUMABLE_CHANGES = {("train", "steps"), ("train", "max_seconds")}
 
 def train(config_path: str | Path | None, overrides=(), runs_dir: str | Path = "runs", resume: bool = False,
           overwrite: bool = False) -> tuple[RunPaths, dict]:
-    cfg = load_config(config_path, overrides)
+    return train_config(load_config(config_path, overrides), runs_dir, resume, overwrite)
+
+
+def train_config(cfg: RunConfig, runs_dir: str | Path = "runs", resume: bool = False,
+                 overwrite: bool = False) -> tuple[RunPaths, dict]:
     run = RunPaths(Path(runs_dir) / cfg.name)
     if run.root.exists() and any(run.root.iterdir()):
         if overwrite:
@@ -34,11 +49,14 @@ def train(config_path: str | Path | None, overrides=(), runs_dir: str | Path = "
             raise GenlabError(f"run {run.root} already exists; pass --resume to continue it or --overwrite to restart")
         else:
             _check_same_config(run, cfg)
-    dataset = load_dataset(cfg.data, run.root if resume else None)
+    dataset = load_dataset(cfg.data, run.root if resume else base_dir(cfg))
     if resume and run.dataset.is_file():
         old = read_json(run.dataset)["fingerprint"]
         if old != dataset.fingerprint:
             raise GenlabError(f"data changed since run {run.root} started (fingerprint {old} -> {dataset.fingerprint})")
+    base = base_fingerprint(cfg)
+    if resume and run.base.is_file() and read_json(run.base) != base:
+        raise GenlabError(f"the base model of {run.root} changed since it started ({base['path']})")
     model = build_model(cfg, data_spec(dataset))
     fresh = not run.root.exists()
     run.root.mkdir(parents=True, exist_ok=True)
@@ -50,16 +68,103 @@ def train(config_path: str | Path | None, overrides=(), runs_dir: str | Path = "
         raise
     save_config(cfg, run.config)
     atomic_write_json(run.dataset, dataset.describe())
+    if base:
+        atomic_write_json(run.base, base)
     if isinstance(dataset, TextDataset):
         dataset.save_artifacts(run.root)  # the tokenizer travels with the run
     summary = trainer.fit(resume=resume)
     return run, summary
 
 
+def finetune(base: str | Path, config_path: str | Path | None, overrides=(), runs_dir: str | Path = "runs",
+             resume: bool = False, overwrite: bool = False, full: bool = False) -> tuple[RunPaths, dict]:
+    """Train on a new corpus starting from `base`: a finished genlab run (its family, architecture and
+    tokenizer) or a Hugging Face causal-LM directory (`save_pretrained` output: config.json, safetensors,
+    tokenizer.json). LoRA adapters (lora.rank, default 8) train unless `full`, which trains every weight.
+    The recipe supplies data, train and lora settings; the base's validation loss is measured first."""
+    raw = read_recipe(config_path, overrides)
+    base = Path(base)
+    data = raw.setdefault("data", {}) or {}
+    raw["data"] = data
+    if data.get("tokenizer", "pretrained") != "pretrained":
+        raise GenlabError(f"data.tokenizer={data['tokenizer']!r}: a fine-tune uses its base's tokenizer (leave it out)")
+    if (base / "config.yaml").is_file():
+        base_cfg = config_from_dict(yaml.safe_load(existing_run(base).config.read_text()))
+        if base_cfg.lora.rank:
+            raise GenlabError(f"{base} holds LoRA adapters only: merge them first (genlab merge {base} OUT) and "
+                              "fine-tune the merged run")
+        model = dataclasses.asdict(base_cfg.model)
+        for key, mine, theirs in (("family", raw.get("family"), base_cfg.family),
+                                  ("data.block_size", data.get("block_size"), base_cfg.data.block_size)):
+            if mine is not None and mine != theirs:
+                raise GenlabError(f"{key}={mine!r} differs from the base run's {theirs!r}; a fine-tune keeps it")
+        if raw.get("model") and {**model, **raw["model"]} != model:
+            raise GenlabError("the model section must match the base run's architecture (leave it out)")
+        raw.update(family=base_cfg.family, model=model, init_from=str(base.resolve()))
+        data["block_size"] = base_cfg.data.block_size
+    elif (base / "config.json").is_file():
+        if raw.get("family", "hf") != "hf":
+            raise GenlabError(f"{base} is a Hugging Face model: family must be hf (or left out)")
+        raw.update(family="hf", model={**(raw.get("model") or {}), "path": str(base.resolve())})
+    else:
+        raise GenlabError(f"{base} is neither a genlab run (config.yaml) nor a Hugging Face model directory "
+                          "(config.json)")
+    data["tokenizer"] = "pretrained"
+    lora = raw.get("lora") or {}
+    raw["lora"] = {**lora, "rank": 0} if full else {"rank": 8, **lora}
+    raw.setdefault("train", {}).setdefault("val_at_start", True)
+    return train_config(config_from_dict(raw), runs_dir, resume, overwrite)
+
+
+def merge(run_path: str | Path, out: str | Path) -> RunPaths:
+    """Fold a LoRA run's adapters into its base weights and write a standalone run at `out` (full weights, no
+    adapters) that samples, evaluates and fine-tunes like any other run."""
+    loaded = open_run(run_path)
+    if not loaded.model.adapted:
+        raise GenlabError(f"{run_path} has no LoRA adapters to merge (lora.rank is 0)")
+    target = RunPaths(Path(out))
+    if target.root.exists() and any(target.root.iterdir()):
+        raise GenlabError(f"{target.root} already exists and is not empty")
+    loaded.model.merge_lora()
+    cfg = loaded.config
+    cfg.lora, cfg.init_from = LoraConfig(), None
+    target.root.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, target.config)
+    atomic_write_json(target.dataset, read_json(loaded.paths.dataset))
+    loaded.dataset.save_artifacts(target.root)
+    if base := base_fingerprint(cfg):
+        atomic_write_json(target.base, base)
+    atomic_save_tensors(target.final_weights, loaded.model.saved_state(),
+                        metadata={"family": cfg.family, "merged_from": str(loaded.paths.root)})
+    return target
+
+
+def base_dir(cfg: RunConfig) -> str | None:
+    """The folder a run starts from (a genlab run or a pretrained model), which also holds its tokenizer."""
+    return cfg.init_from or family_class(cfg.family).pretrained_dir(cfg.model)
+
+
+def base_fingerprint(cfg: RunConfig) -> dict | None:
+    """Path and SHA-256 of the weights a run starts from: an adapter is only valid on the exact base."""
+    folder = base_dir(cfg)
+    if folder is None:
+        return None
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        raise GenlabError(f"{folder} holds no .safetensors weights to start from (pickled .bin checkpoints are "
+                          "never loaded; convert them with save_pretrained(safe_serialization=True))")
+    digest = hashlib.sha256()
+    for f in files:
+        with f.open("rb") as fh:
+            while chunk := fh.read(1 << 22):
+                digest.update(chunk)
+    return {"path": str(folder), "sha256": digest.hexdigest()[:16]}
+
+
 def _check_same_config(run: RunPaths, cfg: RunConfig) -> None:
     if not run.config.is_file():
         return
-    old = yaml.safe_load(run.config.read_text())
+    old = config_from_dict(yaml.safe_load(run.config.read_text())).to_dict()  # keys added since: defaults
     new = cfg.to_dict()
     for section in set(old) | set(new):
         a, b = old.get(section), new.get(section)
@@ -89,9 +194,12 @@ def open_run(path: str | Path) -> LoadedRun:
     recorded = read_json(paths.dataset).get("fingerprint") if paths.dataset.is_file() else None
     if recorded and recorded != dataset.fingerprint:
         raise GenlabError(f"the data behind run {paths.root} changed (fingerprint {recorded} -> {dataset.fingerprint})")
+    if paths.base.is_file() and read_json(paths.base) != base_fingerprint(cfg):
+        raise GenlabError(f"run {paths.root} was fine-tuned from {read_json(paths.base)['path']}, whose weights "
+                          "have changed since; its adapter only fits the original")
     model = build_model(cfg, data_spec(dataset))
     try:
-        model.load_state_dict(load_tensors(paths.final_weights))
+        model.load_saved_state(load_tensors(paths.final_weights))
     except RuntimeError as exc:
         raise GenlabError(f"{paths.final_weights} does not match the run's config: {str(exc)[:300]}") from None
     model.eval()

@@ -102,6 +102,11 @@ class RunPaths:
         return self.root / "dataset.json"
 
     @property
+    def base(self) -> Path:
+        """Fine-tuned runs: the path and hash of the weights they started from."""
+        return self.root / "base.json"
+
+    @property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
 

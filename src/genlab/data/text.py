@@ -206,7 +206,7 @@ class TextDataset:
 def token_windows(tokens: torch.Tensor, block_size: int, batch_size: int):
     """Consecutive windows of block_size + 1 tokens overlapping by one, so every token after the first is
     predicted exactly once: batches of full windows, then the shorter remainder on its own."""
-    full = (tokens.numel() - 1) // block_size
+    full = max(0, tokens.numel() - 1) // block_size
     if full:
         windows = tokens[: full * block_size + 1].unfold(0, block_size + 1, block_size)
         for i in range(0, full, batch_size):
@@ -222,14 +222,19 @@ def load_text_dataset(cfg, tokenizer_dir: Path | None = None) -> TextDataset:
 
     if cfg.path is None:
         raise GenlabError(f"data.source={cfg.source} needs data.path (a file or folder)")
-    docs = read_documents(cfg.path, cfg.source, cfg.separator)
+    paths = cfg.path if isinstance(cfg.path, list) else [cfg.path]
+    docs = [doc for path in paths for doc in read_documents(path, cfg.source, cfg.separator)]
     if cfg.limit is not None:
         docs = docs[: cfg.limit]
-    corpus = split_corpus(docs, cfg.val_fraction, cfg.test_fraction, cfg.split_seed, source=str(cfg.path))
+    corpus = split_corpus(docs, cfg.val_fraction, cfg.test_fraction, cfg.split_seed, source=", ".join(map(str, paths)))
     if tokenizer_dir is not None and (Path(tokenizer_dir) / "tokenizer.json").is_file():
         tokenizer = load_tokenizer(tokenizer_dir)
+    elif cfg.tokenizer == "pretrained":
+        raise GenlabError("data.tokenizer=pretrained takes the tokenizer of the model fine-tuned (genlab finetune "
+                          f"BASE ...), but {tokenizer_dir or 'no base'} holds no tokenizer.json")
     elif cfg.tokenizer == "char":
-        tokenizer = train_tokenizer("char", corpus.documents)
+        extra = [doc for path in cfg.vocab_from for doc in read_documents(path, cfg.source, cfg.separator)]
+        tokenizer = train_tokenizer("char", corpus.documents + extra)
     else:
         tokenizer = train_tokenizer(cfg.tokenizer, corpus.split_documents("train"), cfg.vocab_size)
     tokens = {k: torch.from_numpy(encode_documents(tokenizer, corpus.split_documents(k)).astype(np.int64))

@@ -50,14 +50,17 @@ class CharTokenizer:
 
 
 class BPETokenizer:
-    """Byte-level BPE (GPT-2 style) trained with Hugging Face `tokenizers`; no normaliser, so decoding is exact."""
+    """Byte-level BPE (GPT-2 style) trained with Hugging Face `tokenizers`; no normaliser, so decoding is exact.
+    It also wraps a pretrained model's `tokenizer.json`, whose end-of-text token may have another name."""
 
     kind = "bpe"
 
-    def __init__(self, tokenizer):
+    def __init__(self, tokenizer, eot_id: int | None = None):
         self.tok = tokenizer
         self.vocab_size = tokenizer.get_vocab_size()
-        self.eot_id = tokenizer.token_to_id(EOT)
+        self.eot_id = tokenizer.token_to_id(EOT) if eot_id is None else eot_id
+        if self.eot_id is None:
+            raise GenlabError(f"the tokenizer has no end-of-text token ({EOT} or the model's eos_token_id)")
 
     @classmethod
     def train(cls, documents: list[str], vocab_size: int) -> BPETokenizer:
@@ -72,10 +75,10 @@ class BPETokenizer:
         return cls(tok)
 
     def encode(self, text: str) -> np.ndarray:
-        return np.array(self.tok.encode(text).ids, dtype=np.int32)
+        return np.array(self.tok.encode(text, add_special_tokens=False).ids, dtype=np.int32)
 
     def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
-        return [np.array(e.ids, dtype=np.int32) for e in self.tok.encode_batch(texts)]
+        return [np.array(e.ids, dtype=np.int32) for e in self.tok.encode_batch(texts, add_special_tokens=False)]
 
     def decode(self, ids) -> str:
         return self.tok.decode(np.asarray(ids).tolist(), skip_special_tokens=True)
@@ -93,7 +96,7 @@ def train_tokenizer(kind: str, documents: list[str], vocab_size: int = 4096):
 
 
 def load_tokenizer(folder: str | Path):
-    """The tokenizer saved in a run directory (plain JSON, never pickled)."""
+    """The tokenizer saved in a run directory or a Hugging Face model directory (plain JSON, never pickled)."""
     path = Path(folder) / "tokenizer.json"
     if not path.is_file():
         raise GenlabError(f"no tokenizer.json in {folder}")
@@ -106,9 +109,22 @@ def load_tokenizer(folder: str | Path):
     from tokenizers import Tokenizer
 
     try:
-        return BPETokenizer(Tokenizer.from_file(str(path)))
+        tok = Tokenizer.from_file(str(path))
     except Exception as exc:  # the Rust library raises its own exception type
         raise GenlabError(f"{path} is not a valid tokenizer file: {str(exc)[:200]}") from None
+    return BPETokenizer(tok, None if tok.token_to_id(EOT) is not None else _model_eos_id(Path(folder)))
+
+
+def _model_eos_id(folder: Path) -> int | None:
+    """A Hugging Face model's end-of-sequence id from its config.json, when the tokenizer names it otherwise."""
+    config = folder / "config.json"
+    try:
+        eos = json.loads(config.read_text(encoding="utf-8")).get("eos_token_id") if config.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise GenlabError(f"{config} is not valid JSON") from None
+    if isinstance(eos, list):
+        eos = eos[0] if eos else None
+    return eos if isinstance(eos, int) else None
 
 
 def encode_documents(tokenizer, documents: list[str]) -> np.ndarray:

@@ -129,3 +129,30 @@ def self_bleu(samples: list[str]) -> float:
     scores = [sacrebleu.sentence_bleu(s, samples[:i] + samples[i + 1:], tokenize=tokenize).score
               for i, s in enumerate(samples)]
     return float(np.mean(scores))
+
+
+CLAUSE_END = "，。！？；、"
+
+
+def verse_lines(text: str) -> list[str]:
+    """The body lines of a poem in the fortunes-zh layout: the 《title》 and 作者 lines are skipped."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return [line for line in lines if not line.startswith("《") and not line.startswith("作者")]
+
+
+def regular_verse(text: str) -> dict:
+    """Is `text` regulated verse in shape: every body line two clauses of the same length, 5 or 7 characters,
+    the first closed by ， and the second by 。！？ or ； (e.g. 床前明月光，疑是地上霜。)? The line-length
+    check of classical shi; it ignores tone and rhyme. Needs at least two body lines."""
+    lines = verse_lines(text)
+    clause_lengths = set()
+    for line in lines:
+        parts = re.findall(r"([^%s]+)([%s])" % (CLAUSE_END, CLAUSE_END), line)
+        if "".join(a + b for a, b in parts) != line or len(parts) != 2:
+            return {"regular": False, "lines": len(lines), "clause_length": None}
+        (first, p1), (second, p2) = parts
+        if p1 != "，" or p2 not in "。！？；" or len(first) != len(second):
+            return {"regular": False, "lines": len(lines), "clause_length": None}
+        clause_lengths.add(len(first))
+    regular = len(lines) >= 2 and len(clause_lengths) == 1 and clause_lengths <= {5, 7}
+    return {"regular": regular, "lines": len(lines), "clause_length": clause_lengths.pop() if regular else None}

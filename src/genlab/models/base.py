@@ -25,7 +25,8 @@ class Phase:
     repeats: int = 1
 
     def parameters(self) -> list[nn.Parameter]:
-        return [p for m in self.modules for p in m.parameters()]
+        """The phase's trainable parameters (frozen ones, e.g. a base under LoRA adapters, are left out)."""
+        return [p for m in self.modules for p in m.parameters() if p.requires_grad]
 
 
 class GenerativeModel(nn.Module):
@@ -36,10 +37,59 @@ class GenerativeModel(nn.Module):
     supports_likelihood: bool = False
     default_ema_decay: float = 0.0  # used when train.ema_decay is not set
     sampling_options: tuple[str, ...] = ()  # extra keyword arguments `sample` accepts (steps, guidance, ...)
+    lora_targets: tuple[str, ...] = ()  # modules LoRA adapts when lora.targets is not set
 
     def __init__(self, config, spec: DataSpec):
         super().__init__()
         self.config, self.spec = config, spec
+        self._adapter_keys: set[str] | None = None  # set by add_lora: the only tensors a run then stores
+
+    @classmethod
+    def pretrained_dir(cls, config) -> str | None:
+        """Where a family built on pretrained weights finds them and their tokenizer; None: trained from scratch."""
+        return None
+
+    # -- fine-tuning -----------------------------------------------------------------------------------------
+    def default_lora_targets(self) -> list[str]:
+        if not self.lora_targets:
+            raise GenlabError(f"the {self.family_name} family has no default LoRA targets; set lora.targets")
+        return list(self.lora_targets)
+
+    def add_lora(self, cfg) -> None:
+        """Freeze every weight and add LoRA adapters (a LoraConfig) to the target layers."""
+        from genlab.nn.lora import inject_lora
+
+        self._adapter_keys = set(inject_lora(self, cfg.rank, cfg.alpha, cfg.dropout,
+                                             cfg.targets or self.default_lora_targets()))
+
+    def merge_lora(self) -> None:
+        """Fold the adapters into the weights: a plain model again, whose outputs match the adapted one."""
+        from genlab.nn.lora import merge_lora
+
+        merge_lora(self)
+        self._adapter_keys = None
+
+    @property
+    def adapted(self) -> bool:
+        return self._adapter_keys is not None
+
+    def saved_state(self) -> dict[str, torch.Tensor]:
+        """The tensors a run stores: all of them, or under LoRA only the adapters (the frozen base is where the
+        run started from, so a checkpoint stays small)."""
+        state = self.state_dict()
+        if self._adapter_keys is None:
+            return state
+        return {k: v for k, v in state.items() if k in self._adapter_keys}
+
+    def load_saved_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Inverse of saved_state; raises RuntimeError (as load_state_dict does) when the tensors do not fit."""
+        if self._adapter_keys is None:
+            self.load_state_dict(state)
+            return
+        if set(state) != self._adapter_keys:
+            odd = sorted(set(state) ^ self._adapter_keys)
+            raise RuntimeError(f"expected the LoRA adapter tensors; mismatched keys include {odd[:3]}")
+        self.load_state_dict(state, strict=False)
 
     @property
     def conditional(self) -> bool:

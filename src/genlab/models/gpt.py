@@ -31,6 +31,7 @@ class GPTConfig:
 @register_family("gpt")
 class GPTLanguageModel(LanguageModel):
     config_class = GPTConfig
+    lora_targets = ("attn.qkv", "attn.proj")  # the attention projections, as in the LoRA paper
 
     def build_net(self, config: GPTConfig, spec: DataSpec) -> GPT:
         return GPT(spec.vocab_size, spec.block_size, config.layers, config.heads, config.width, config.dropout,

@@ -34,9 +34,22 @@ def data_spec(dataset) -> DataSpec:
 
 
 def build_model(cfg: RunConfig, spec: DataSpec) -> GenerativeModel:
-    """The family's model with weights initialised from the run's seed."""
+    """The family's model with weights initialised from the run's seed, or from the run named by `init_from`;
+    with `lora.rank` > 0 those weights freeze and LoRA adapters are added."""
     torch.manual_seed(cfg.train.seed)
-    return family_class(cfg.family)(cfg.model, spec)
+    model = family_class(cfg.family)(cfg.model, spec)
+    if cfg.init_from:
+        from genlab.runs import existing_run, load_tensors
+
+        base = existing_run(cfg.init_from)
+        try:
+            model.load_state_dict(load_tensors(base.final_weights))
+        except RuntimeError as exc:
+            raise GenlabError(f"the weights of {base.root} do not fit this model (an adapter-only run must be "
+                              f"merged first: genlab merge): {str(exc)[:300]}") from None
+    if cfg.lora.rank:
+        model.add_lora(cfg.lora)
+    return model
 
 
 def quiet() -> bool:
@@ -62,6 +75,7 @@ class Trainer:
         if tc.threads:
             torch.set_num_threads(tc.threads)
         self.phases = model.phases()
+        self._trainable = {id(p) for p in model.parameters() if p.requires_grad}
         self.optimizers = {p.name: self._optimizer(p) for p in self.phases}
         self._phase_params = {p.name: set(map(id, p.parameters())) for p in self.phases}
         ema_decay = model.default_ema_decay if tc.ema_decay is None else tc.ema_decay
@@ -72,6 +86,8 @@ class Trainer:
         self.step = 0
         self.elapsed = 0.0
         self.best: dict[str, Any] = {"value": None, "step": None, "bad_validations": 0}
+        self.start_metrics: dict[str, float] | None = None  # train.val_at_start: the figures before training
+        self.last_validation: dict[str, float] = {}
 
     def _optimizer(self, phase) -> torch.optim.Optimizer:
         tc = self.tc
@@ -85,7 +101,7 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
-        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        tensors = {f"model.{k}": v for k, v in self.model.saved_state().items()}
         if self.ema is not None:
             tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
         optim_meta = {}
@@ -96,14 +112,15 @@ class Trainer:
         tensors["rng.noise"] = self.noise.get_state()
         tensors["rng.torch"] = torch.get_rng_state()
         state = {"step": self.step, "elapsed_seconds": self.elapsed, "stream": self.stream.state(),
-                 "optimizers": optim_meta, "best": self.best, "family": self.cfg.family}
+                 "optimizers": optim_meta, "best": self.best, "family": self.cfg.family,
+                 "start_metrics": self.start_metrics}
         return self.store.save(self.step, tensors, state)
 
     def load_checkpoint(self, path: Path) -> None:
         tensors, state = self.store.load(path)
         model_sd = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
         try:
-            self.model.load_state_dict(model_sd)
+            self.model.load_saved_state(model_sd)
         except RuntimeError as exc:
             raise GenlabError(f"checkpoint {path} does not fit this model/config: {str(exc)[:300]}") from None
         if self.ema is not None:
@@ -114,6 +131,7 @@ class Trainer:
         torch.set_rng_state(tensors["rng.torch"])
         self.stream.load_state(state["stream"])
         self.step, self.elapsed, self.best = state["step"], state["elapsed_seconds"], state["best"]
+        self.start_metrics = state.get("start_metrics")
 
     # -- the loop ----------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> dict[str, Any]:
@@ -121,6 +139,9 @@ class Trainer:
         if resume and (latest := self.store.latest()) is not None:
             self.load_checkpoint(latest)
         log = RunLog(self.run.log, self.run.tensorboard, resume_step=self.step)
+        if tc.val_at_start and self.step == 0:
+            self._validate(log)
+            self.start_metrics = self.last_validation
         multi_phase = len(self.phases) > 1
         sums: dict[str, torch.Tensor] = {}
         counts: dict[str, int] = {}
@@ -142,7 +163,7 @@ class Trainer:
                     if multi_phase:
                         wanted = self._phase_params[phase.name]
                         for p in self.model.parameters():
-                            p.requires_grad_(id(p) in wanted)
+                            p.requires_grad_(id(p) in wanted)  # wanted holds trainable parameters only
                     for _ in range(phase.repeats):
                         batch = self.stream.next(self.noise)
                         loss, terms = self.model.phase_loss(phase.name, batch, self.noise)
@@ -175,7 +196,7 @@ class Trainer:
         finally:
             bar.close()
             for p in self.model.parameters():
-                p.requires_grad_(True)
+                p.requires_grad_(id(p) in self._trainable)
         if tc.val_every and self.step % tc.val_every != 0 and stop_reason != "early_stopping":
             self._validate(log)
         self.save_checkpoint()
@@ -198,7 +219,7 @@ class Trainer:
     def _validate(self, log: RunLog) -> bool:
         """Validation metrics (EMA weights when enabled); returns True when early stopping says stop."""
         tc = self.tc
-        metrics = self.validation_metrics()
+        metrics = self.last_validation = self.validation_metrics()
         log.write(self.step, "val", metrics)
         name = tc.early_stopping_metric
         if name is None:
@@ -234,7 +255,7 @@ class Trainer:
         return {k: v / n for k, v in totals.items()} if n else {}
 
     def sampling_weights(self) -> dict[str, torch.Tensor]:
-        return dict(self.ema.state_dict() if self.ema is not None else self.model.state_dict())
+        return dict(self.ema.state_dict() if self.ema is not None else self.model.saved_state())
 
     def _finish(self, stop_reason: str) -> dict[str, Any]:
         """Write model.safetensors: the best validated weights when early stopping tracks a metric, else the last."""
@@ -248,6 +269,11 @@ class Trainer:
         atomic_save_tensors(self.run.final_weights, weights, metadata={"family": self.cfg.family})
         summary = {"steps": self.step, "stop_reason": stop_reason, "train_seconds": round(self.elapsed, 3),
                    "weights": source + (" with EMA" if self.ema else ""), "best": self.best,
-                   "parameters": sum(p.numel() for p in self.model.parameters())}
+                   "parameters": sum(p.numel() for p in self.model.parameters()),
+                   "trainable_parameters": sum(p.numel() for p in self.model.parameters() if id(p) in self._trainable)}
+        if self.last_validation:
+            summary["validation"] = self.last_validation  # the latest, from the last weights
+        if self.start_metrics is not None:
+            summary["validation_at_start"] = self.start_metrics
         atomic_write_json(self.run.summary, summary)
         return summary
