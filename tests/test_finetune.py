@@ -11,7 +11,7 @@ from genlab.config import LoraConfig, config_from_dict
 from genlab.data import load_dataset
 from genlab.data.tokenizers import BPETokenizer
 from genlab.errors import GenlabError
-from genlab.pipeline import base_dir, finetune, generate_text, open_run, train_config
+from genlab.pipeline import base_dir, generate_text, open_run, train_config
 from genlab.runs import load_tensors
 from genlab.train.trainer import build_model
 

@@ -124,3 +124,22 @@ def test_a_corpus_of_several_files_and_a_vocabulary_that_covers_another(tmp_path
         config_from_dict({"data": {"source": "idx", "path": [str(a)]}})
     with pytest.raises(GenlabError, match="vocab_from applies to the char tokenizer"):
         config_from_dict({"family": "gpt", "data": {**data, "tokenizer": "bpe", "vocab_from": [str(c)]}})
+
+
+def test_token_noise_corrupts_inputs_only_at_the_set_rate_and_reproducibly():
+    import torch
+
+    from genlab.data.text import TokenStream
+
+    tokens = torch.randint(0, 50, (20_000,))
+    clean = TokenStream(tokens, 64, 32, seed=3).next()
+    noisy_stream = TokenStream(tokens, 64, 32, seed=3, noise=0.2, vocab_size=60)
+    noisy = noisy_stream.next()
+    assert torch.equal(noisy.x, clean.x) and clean.context is None  # same windows, clean targets
+    changed = (noisy.context != noisy.x[:, :-1]).float().mean().item()
+    assert 0.17 < changed < 0.21  # 0.2, less the draws that hit the same token (1/50)
+    assert int(noisy.context.max()) < 50  # unigram draws: only tokens of the split
+    again = TokenStream(tokens, 64, 32, seed=3, noise=0.2, vocab_size=60)
+    assert torch.equal(again.next().context, noisy.context)
+    again.load_state(noisy_stream.state())
+    assert torch.equal(again.next().context, noisy_stream.next().context)  # resumable

@@ -33,6 +33,7 @@ class DataConfig:
     # text, char: also take characters from these files (same format as source), so that a later fine-tune on
     # them finds every character in this run's vocabulary
     vocab_from: list[str] = field(default_factory=list)
+    token_noise: float = 0.0  # text: chance each training input token is swapped for a unigram draw (Xie et al.)
 
     def validate(self) -> None:
         choice("data.source", self.source, ("digits", "idx", "npz", "folder", "txt", "jsonl", "fortune"))
@@ -41,7 +42,8 @@ class DataConfig:
             raise GenlabError("data.path may list several files only for text sources (txt, jsonl, fortune)")
         if self.vocab_from and self.tokenizer != "char":
             raise GenlabError("data.vocab_from applies to the char tokenizer (byte-level BPE already covers any text)")
-        fraction("data", {"val_fraction": self.val_fraction, "test_fraction": self.test_fraction})
+        fraction("data", {"val_fraction": self.val_fraction, "test_fraction": self.test_fraction,
+                          "token_noise": self.token_noise})
         positive("data", {"resize": self.resize, "limit": self.limit, "vocab_size": self.vocab_size,
                           "block_size": self.block_size})
 

@@ -25,8 +25,9 @@ def images_to_unit(images: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Batch:
-    x: torch.Tensor  # float32 in [0, 1], B x C x H x W
+    x: torch.Tensor  # float32 in [0, 1], B x C x H x W; text: B x (T + 1) token windows
     y: torch.Tensor | None  # int64 class labels, or None for unlabelled data
+    context: torch.Tensor | None = None  # text with data.token_noise: the corrupted B x T inputs
 
 
 @dataclass

@@ -147,21 +147,35 @@ def split_corpus(documents: list[str], val_fraction: float, test_fraction: float
 
 class TokenStream:
     """Endless batches of random windows of block_size + 1 tokens from one split, reproducible from
-    (seed, number of batches drawn) alone, which is what a checkpoint stores."""
+    (seed, number of batches drawn) alone, which is what a checkpoint stores.
 
-    def __init__(self, tokens: torch.Tensor, block_size: int, batch_size: int, seed: int):
+    With `noise` > 0 each input token is replaced, with that probability, by a draw from the split's unigram
+    distribution while the targets stay clean: "unigram noising" (Xie et al. 2017, Data Noising as
+    Smoothing in Neural Network Language Models), a regulariser for small corpora."""
+
+    def __init__(self, tokens: torch.Tensor, block_size: int, batch_size: int, seed: int, noise: float = 0.0,
+                 vocab_size: int | None = None):
         if tokens.numel() < block_size + 2:
             raise GenlabError(f"the training split has {tokens.numel()} tokens, fewer than data.block_size + 2 "
                               f"({block_size + 2}); lower data.block_size")
         self.tokens, self.block_size, self.batch_size, self.seed = tokens, block_size, batch_size, seed
         self.drawn = 0
         self._offsets = torch.arange(block_size + 1)
+        self.noise = noise
+        if noise:
+            self._unigram = torch.bincount(tokens, minlength=vocab_size or int(tokens.max()) + 1).double()
 
     def next(self, noise: torch.Generator | None = None) -> Batch:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.drawn)
         starts = torch.randint(self.tokens.numel() - self.block_size - 1, (self.batch_size,), generator=gen)
         self.drawn += 1
-        return Batch(self.tokens[starts[:, None] + self._offsets], None)
+        windows = self.tokens[starts[:, None] + self._offsets]
+        if not self.noise:
+            return Batch(windows, None)
+        context = windows[:, :-1].clone()
+        hit = torch.rand(context.shape, generator=gen) < self.noise
+        context[hit] = torch.multinomial(self._unigram, int(hit.sum()), replacement=True, generator=gen)
+        return Batch(windows, None, context)
 
     def state(self) -> dict[str, int]:
         return {"drawn": self.drawn}
@@ -176,6 +190,7 @@ class TextDataset:
     tokenizer: object
     tokens: dict[str, torch.Tensor]  # int64 token stream per split, documents separated by EOT
     block_size: int
+    token_noise: float = 0.0  # training inputs only; see TokenStream
     modality = "text"
 
     @property
@@ -186,7 +201,8 @@ class TextDataset:
         return DataSpec(vocab_size=self.tokenizer.vocab_size, block_size=self.block_size)
 
     def train_stream(self, batch_size: int, seed: int, binarize: bool = False) -> TokenStream:
-        return TokenStream(self.tokens["train"], self.block_size, batch_size, seed)
+        return TokenStream(self.tokens["train"], self.block_size, batch_size, seed, self.token_noise,
+                           self.tokenizer.vocab_size)
 
     def validation_batches(self, batch_size: int, binarize_seed: int | None = None):
         """Every val token predicted once: consecutive windows of block_size + 1 overlapping by one token."""
@@ -239,4 +255,4 @@ def load_text_dataset(cfg, tokenizer_dir: Path | None = None) -> TextDataset:
         tokenizer = train_tokenizer(cfg.tokenizer, corpus.split_documents("train"), cfg.vocab_size)
     tokens = {k: torch.from_numpy(encode_documents(tokenizer, corpus.split_documents(k)).astype(np.int64))
               for k in corpus.splits}
-    return TextDataset(corpus, tokenizer, tokens, cfg.block_size)
+    return TextDataset(corpus, tokenizer, tokens, cfg.block_size, cfg.token_noise)

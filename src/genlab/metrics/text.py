@@ -132,6 +132,7 @@ def self_bleu(samples: list[str]) -> float:
 
 
 CLAUSE_END = "，。！？；、"
+_CLAUSE = re.compile(f"([^{CLAUSE_END}]+)([{CLAUSE_END}])")
 
 
 def verse_lines(text: str) -> list[str]:
@@ -147,7 +148,7 @@ def regular_verse(text: str) -> dict:
     lines = verse_lines(text)
     clause_lengths = set()
     for line in lines:
-        parts = re.findall(r"([^%s]+)([%s])" % (CLAUSE_END, CLAUSE_END), line)
+        parts = _CLAUSE.findall(line)
         if "".join(a + b for a, b in parts) != line or len(parts) != 2:
             return {"regular": False, "lines": len(lines), "clause_length": None}
         (first, p1), (second, p2) = parts

@@ -32,14 +32,15 @@ class LanguageModel(GenerativeModel):
     def phases(self) -> list[Phase]:
         return [Phase("lm", [self.net])]
 
-    def token_nll(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Per-token negative log-likelihood (nats) of tokens[:, 1:] given the tokens before them."""
-        logits = self.net(tokens[:, :-1])
+    def token_nll(self, tokens: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-token negative log-likelihood (nats) of tokens[:, 1:] given the tokens before them (or given
+        `context`, a corrupted copy of tokens[:, :-1], when training with token noise)."""
+        logits = self.net(tokens[:, :-1] if context is None else context)
         return F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten(), reduction="none").view(
             tokens.shape[0], -1)
 
     def phase_loss(self, phase: str, batch: Batch, noise: torch.Generator):
-        loss = self.token_nll(batch.x).mean()
+        loss = self.token_nll(batch.x, batch.context).mean()
         return loss, {"loss": loss}
 
     @torch.no_grad()
