@@ -75,14 +75,19 @@ class TrainConfig:
     log_every: int = 50
     seed: int = 0
     threads: int | None = None  # torch intra-op threads; None leaves torch's default
+    accumulate: int = 1  # micro-batches per process per step (gradient accumulation; same global batch)
+    precision: str = "fp32"  # fp32 | bf16 (autocast of the forward pass)
+    compile: bool = False  # torch.compile each phase's modules
 
     def validate(self) -> None:
         choice("train.optimizer", self.optimizer, ("adam", "adamw"))
         choice("train.schedule", self.schedule, ("constant", "cosine", "linear"))
         choice("train.early_stopping_mode", self.early_stopping_mode, ("min", "max"))
+        choice("train.precision", self.precision, ("fp32", "bf16"))
         positive("train", {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr,
                            "max_seconds": self.max_seconds, "keep_last": self.keep_last, "log_every": self.log_every,
-                           "threads": self.threads, "patience": self.patience, "grad_clip": self.grad_clip})
+                           "threads": self.threads, "patience": self.patience, "grad_clip": self.grad_clip,
+                           "accumulate": self.accumulate})
         fraction("train", {"ema_decay": self.ema_decay}, "; 0 disables EMA")
 
 

@@ -26,6 +26,7 @@ from genlab.runs import (
     load_tensors,
     read_json,
 )
+from genlab.train.distributed import World
 from genlab.train.trainer import Trainer, build_model, data_spec
 
 MAX_SAMPLES = 100_000
@@ -41,10 +42,16 @@ def train(config_path: str | Path | None, overrides=(), runs_dir: str | Path = "
 
 def train_config(cfg: RunConfig, runs_dir: str | Path = "runs", resume: bool = False,
                  overwrite: bool = False) -> tuple[RunPaths, dict]:
+    """Train (or resume) the run `cfg` describes. Under torchrun every process calls this; rank 0 alone
+    touches the run directory, the others wait for it."""
+    world = World.current()
     run = RunPaths(Path(runs_dir) / cfg.name)
-    if run.root.exists() and any(run.root.iterdir()):
+    existed = run.root.exists() and any(run.root.iterdir())
+    world.barrier()  # every process has looked before rank 0 deletes or creates anything
+    if existed:
         if overwrite:
-            shutil.rmtree(run.root)
+            if world.main:
+                shutil.rmtree(run.root)
         elif not resume:
             raise GenlabError(f"run {run.root} already exists; pass --resume to continue it or --overwrite to restart")
         else:
@@ -58,20 +65,24 @@ def train_config(cfg: RunConfig, runs_dir: str | Path = "runs", resume: bool = F
     if resume and run.base.is_file() and read_json(run.base) != base:
         raise GenlabError(f"the base model of {run.root} changed since it started ({base['path']})")
     model = build_model(cfg, data_spec(dataset))
+    world.barrier()
     fresh = not run.root.exists()
-    run.root.mkdir(parents=True, exist_ok=True)
+    if world.main:
+        run.root.mkdir(parents=True, exist_ok=True)
     try:
-        trainer = Trainer(cfg, run, dataset, model)  # checks data against the config (batch / block size)
+        trainer = Trainer(cfg, run, dataset, model, world)  # checks data against the config (batch / block size)
     except GenlabError:
-        if fresh:  # nothing was trained: leave no half-made run behind
+        if fresh and world.main:  # nothing was trained: leave no half-made run behind
             shutil.rmtree(run.root, ignore_errors=True)
         raise
-    save_config(cfg, run.config)
-    atomic_write_json(run.dataset, dataset.describe())
-    if base:
-        atomic_write_json(run.base, base)
-    if isinstance(dataset, TextDataset):
-        dataset.save_artifacts(run.root)  # the tokenizer travels with the run
+    if world.main:
+        save_config(cfg, run.config)
+        atomic_write_json(run.dataset, dataset.describe())
+        if base:
+            atomic_write_json(run.base, base)
+        if isinstance(dataset, TextDataset):
+            dataset.save_artifacts(run.root)  # the tokenizer travels with the run
+    world.barrier()
     summary = trainer.fit(resume=resume)
     return run, summary
 

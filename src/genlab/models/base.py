@@ -103,6 +103,10 @@ class GenerativeModel(nn.Module):
         """The scalar to minimise in `phase`, and named terms to log (each checked for NaN/inf)."""
         raise NotImplementedError
 
+    def forward(self, phase: str, batch: Batch, noise: torch.Generator):
+        """phase_loss as the module's forward, so DistributedDataParallel can wrap the whole model."""
+        return self.phase_loss(phase, batch, noise)
+
     @torch.no_grad()
     def validation_metrics(self, batch: Batch, noise: torch.Generator) -> dict[str, torch.Tensor]:
         """Per-image means on a validation batch; the trainer averages them over the split."""

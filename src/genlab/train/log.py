@@ -11,6 +11,16 @@ from genlab.runs import atomic_write_text
 HEADER = ["step", "split", "metric", "value"]
 
 
+class NullLog:
+    """What processes other than rank 0 log to: nothing (rank 0 writes the reduced figures)."""
+
+    def write(self, step: int, split: str, values: dict[str, float]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class RunLog:
     def __init__(self, csv_path: Path, tensorboard_dir: Path | None, resume_step: int = 0):
         self.csv_path = Path(csv_path)

@@ -6,6 +6,7 @@ each runs) and returns a loss per phase; everything else here is shared.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -23,8 +24,9 @@ from genlab.models.base import GenerativeModel
 from genlab.registry import family_class
 from genlab.runs import RunPaths, atomic_save_tensors, atomic_write_json
 from genlab.train.checkpoint import CheckpointStore, optimizer_from_flat, optimizer_to_flat
+from genlab.train.distributed import World, data_parallel
 from genlab.train.ema import EMA, weights_swapped
-from genlab.train.log import RunLog
+from genlab.train.log import NullLog, RunLog
 
 VAL_NOISE_SEED = 12345
 
@@ -68,10 +70,12 @@ def lr_factor(step: int, cfg) -> float:
 
 
 class Trainer:
-    def __init__(self, cfg: RunConfig, run: RunPaths, dataset, model: GenerativeModel):
-        """`dataset`: any genlab dataset (images, text): it provides train_stream and validation_batches."""
+    def __init__(self, cfg: RunConfig, run: RunPaths, dataset, model: GenerativeModel, world: World | None = None):
+        """`dataset`: any genlab dataset (images, text): it provides train_stream and validation_batches.
+        `world`: the processes training together (torchrun); by default the one torchrun set up, or just this."""
         tc = cfg.train
         self.cfg, self.tc, self.run, self.dataset, self.model = cfg, tc, run, dataset, model
+        self.world = world or World.current()
         if tc.threads:
             torch.set_num_threads(tc.threads)
         self.phases = model.phases()
@@ -81,13 +85,31 @@ class Trainer:
         ema_decay = model.default_ema_decay if tc.ema_decay is None else tc.ema_decay
         self.ema = EMA(model, ema_decay) if ema_decay > 0 else None
         self.stream = dataset.train_stream(tc.batch_size, tc.seed, cfg.data.binarize)
+        if tc.batch_size % (self.world.size * tc.accumulate):
+            raise GenlabError(f"train.batch_size={tc.batch_size} must be divisible by processes x train.accumulate "
+                              f"({self.world.size} x {tc.accumulate})")
         self.noise = torch.Generator().manual_seed(tc.seed + 1)
+        if self.world.size > 1:  # each process its own noise and dropout (the model itself starts identical)
+            self._fork_rngs()
+        if tc.compile:
+            for phase in self.phases:
+                for module in phase.modules:
+                    module.compile()
+        self.forward = {p.name: data_parallel(model, p.parameters()) if self.world.size > 1 else model
+                        for p in self.phases}
         self.store = CheckpointStore(run.checkpoints, tc.keep_last)
         self.step = 0
         self.elapsed = 0.0
         self.best: dict[str, Any] = {"value": None, "step": None, "bad_validations": 0}
         self.start_metrics: dict[str, float] | None = None  # train.val_at_start: the figures before training
         self.last_validation: dict[str, float] = {}
+
+    def _fork_rngs(self) -> None:
+        """Derive this process's noise and dropout streams from the shared ones and its rank, so processes do
+        not draw the same noise for different examples; deterministic, so a resume gives the same streams."""
+        rank = self.world.rank
+        self.noise.manual_seed(int(torch.randint(2**62, (1,), generator=self.noise)) + rank)
+        torch.manual_seed(int(torch.randint(2**62, (1,))) + rank)
 
     def _optimizer(self, phase) -> torch.optim.Optimizer:
         tc = self.tc
@@ -114,6 +136,8 @@ class Trainer:
         state = {"step": self.step, "elapsed_seconds": self.elapsed, "stream": self.stream.state(),
                  "optimizers": optim_meta, "best": self.best, "family": self.cfg.family,
                  "start_metrics": self.start_metrics}
+        if not self.world.main:  # every process holds the same weights and optimizer state; one writes them
+            return self.store.root
         return self.store.save(self.step, tensors, state)
 
     def load_checkpoint(self, path: Path) -> None:
@@ -132,13 +156,15 @@ class Trainer:
         self.stream.load_state(state["stream"])
         self.step, self.elapsed, self.best = state["step"], state["elapsed_seconds"], state["best"]
         self.start_metrics = state.get("start_metrics")
+        if self.world.size > 1:
+            self._fork_rngs()
 
     # -- the loop ----------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> dict[str, Any]:
         tc = self.tc
         if resume and (latest := self.store.latest()) is not None:
             self.load_checkpoint(latest)
-        log = RunLog(self.run.log, self.run.tensorboard, resume_step=self.step)
+        log = RunLog(self.run.log, self.run.tensorboard, resume_step=self.step) if self.world.main else NullLog()
         if tc.val_at_start and self.step == 0:
             self._validate(log)
             self.start_metrics = self.last_validation
@@ -147,11 +173,12 @@ class Trainer:
         counts: dict[str, int] = {}
         stop_reason = "steps"
         self.model.train()
-        bar = tqdm(total=tc.steps, initial=self.step, disable=quiet(), desc=f"train {self.cfg.name}",
+        bar = tqdm(total=tc.steps, initial=self.step, disable=quiet() or not self.world.main,
+                   desc=f"train {self.cfg.name}",
                    dynamic_ncols=True)
         try:
             while self.step < tc.steps:
-                if tc.max_seconds is not None and self.elapsed >= tc.max_seconds:
+                if tc.max_seconds is not None and self.world.agree(self.elapsed >= tc.max_seconds):
                     stop_reason = "max_seconds"
                     break
                 t0 = time.perf_counter()
@@ -165,24 +192,23 @@ class Trainer:
                         for p in self.model.parameters():
                             p.requires_grad_(id(p) in wanted)  # wanted holds trainable parameters only
                     for _ in range(phase.repeats):
-                        batch = self.stream.next(self.noise)
-                        loss, terms = self.model.phase_loss(phase.name, batch, self.noise)
-                        self._check_finite(phase.name, loss, terms)
                         opt.zero_grad(set_to_none=True)
-                        loss.backward()
+                        parts = self.world.shard(self.stream.next(self.noise), tc.accumulate)
+                        for i, part in enumerate(parts):
+                            loss, terms = self._loss(phase.name, part, last=i == len(parts) - 1)
+                            for k, v in terms.items():
+                                sums[k] = sums.get(k, 0.0) + v.detach()
+                                counts[k] = counts.get(k, 0) + 1
                         if tc.grad_clip:
                             torch.nn.utils.clip_grad_norm_(phase.parameters(), tc.grad_clip)
                         opt.step()
-                        for k, v in terms.items():
-                            sums[k] = sums.get(k, 0.0) + v.detach()
-                            counts[k] = counts.get(k, 0) + 1
                 if self.ema is not None:
                     self.ema.update(self.model, self.step)
                 self.step += 1
                 self.elapsed += time.perf_counter() - t0
                 bar.update(1)
                 if self.step % tc.log_every == 0 or self.step == tc.steps:
-                    means = {k: float(v) / counts[k] for k, v in sums.items()}
+                    means = self.world.mean({k: float(v) / counts[k] for k, v in sums.items()})
                     means["lr_factor"] = factor
                     log.write(self.step, "train", means)
                     bar.set_postfix({k: f"{v:.4g}" for k, v in list(means.items())[:3]})
@@ -202,6 +228,19 @@ class Trainer:
         self.save_checkpoint()
         log.close()
         return self._finish(stop_reason)
+
+    def _loss(self, phase: str, batch, last: bool):
+        """Forward and backward of one micro-batch (its loss scaled by 1 / train.accumulate); processes
+        average gradients (DDP) on the last micro-batch only."""
+        forward, parts = self.forward[phase], self.tc.accumulate
+        sync = contextlib.nullcontext() if last or self.world.size == 1 else forward.no_sync()
+        cast = torch.autocast("cpu", torch.bfloat16) if self.tc.precision == "bf16" else contextlib.nullcontext()
+        with sync:
+            with cast:
+                loss, terms = forward(phase, batch, self.noise)
+            self._check_finite(phase, loss, terms)
+            (loss / parts).backward()
+        return loss, terms
 
     def _check_finite(self, phase: str, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
         values = torch.stack([loss.detach(), *[t.detach().float() for t in terms.values()]])
@@ -231,7 +270,8 @@ class Trainer:
         improved = best is None or (value < best if tc.early_stopping_mode == "min" else value > best)
         if improved:
             self.best = {"value": value, "step": self.step, "bad_validations": 0}
-            atomic_save_tensors(self.run.checkpoints / "best.safetensors", self.sampling_weights())
+            if self.world.main:
+                atomic_save_tensors(self.run.checkpoints / "best.safetensors", self.sampling_weights())
         else:
             self.best["bad_validations"] += 1
         return tc.patience is not None and self.best["bad_validations"] >= tc.patience
@@ -260,13 +300,16 @@ class Trainer:
     def _finish(self, stop_reason: str) -> dict[str, Any]:
         """Write model.safetensors: the best validated weights when early stopping tracks a metric, else the last."""
         best_path = self.run.checkpoints / "best.safetensors"
-        if self.tc.early_stopping_metric and best_path.is_file():
-            from genlab.runs import load_tensors
+        if self.tc.early_stopping_metric and self.best["step"] is not None:
+            source = f"best at step {self.best['step']}"
+            if self.world.main:
+                from genlab.runs import load_tensors
 
-            weights, source = load_tensors(best_path), f"best at step {self.best['step']}"
+                atomic_save_tensors(self.run.final_weights, load_tensors(best_path), {"family": self.cfg.family})
         else:
-            weights, source = self.sampling_weights(), f"last (step {self.step})"
-        atomic_save_tensors(self.run.final_weights, weights, metadata={"family": self.cfg.family})
+            source = f"last (step {self.step})"
+            if self.world.main:
+                atomic_save_tensors(self.run.final_weights, self.sampling_weights(), {"family": self.cfg.family})
         summary = {"steps": self.step, "stop_reason": stop_reason, "train_seconds": round(self.elapsed, 3),
                    "weights": source + (" with EMA" if self.ema else ""), "best": self.best,
                    "parameters": sum(p.numel() for p in self.model.parameters()),
@@ -275,5 +318,9 @@ class Trainer:
             summary["validation"] = self.last_validation  # the latest, from the last weights
         if self.start_metrics is not None:
             summary["validation_at_start"] = self.start_metrics
-        atomic_write_json(self.run.summary, summary)
+        if self.world.size > 1:
+            summary["processes"] = self.world.size
+        if self.world.main:
+            atomic_write_json(self.run.summary, summary)
+        self.world.barrier()  # every process returns once the run's files are written
         return summary

@@ -1,0 +1,97 @@
+"""Data-parallel training on PyTorch distributed: the process group torchrun sets up, one DDP wrapper per
+phase, sharded global batches, reduced figures. One process (no torchrun) is the world of size 1.
+
+The global batch (`train.batch_size`) is drawn identically on every rank from the run's seeded stream and
+each rank takes its contiguous slice, so the sequence of global batches does not depend on the number of
+processes: a run resumed at another world size continues with the same batches (and `train.accumulate`
+splits a rank's slice into micro-batches when it no longer fits).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+
+import torch
+import torch.distributed as dist
+
+from genlab.data.images import Batch
+from genlab.errors import GenlabError
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def current(cls) -> World:
+        """The process group torchrun describes (WORLD_SIZE, RANK, MASTER_ADDR...), joined on first use:
+        gloo on CPU, nccl where CUDA is present. Without torchrun: rank 0 of 1."""
+        size = int(os.environ.get("WORLD_SIZE", "1"))
+        if size <= 1:
+            return cls()
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        return cls(dist.get_rank(), dist.get_world_size())
+
+    def barrier(self) -> None:
+        if self.size > 1:
+            dist.barrier()
+
+    def shard(self, batch: Batch, parts: int = 1) -> list[Batch]:
+        """This rank's contiguous slice of a global batch, cut into `parts` equal micro-batches."""
+        n = batch.x.shape[0]
+        if n % (self.size * parts):
+            raise GenlabError(f"train.batch_size={n} must be divisible by processes x train.accumulate "
+                              f"({self.size} x {parts})")
+        step = n // (self.size * parts)
+        start = self.rank * parts * step
+        return [_rows(batch, start + i * step, start + (i + 1) * step) for i in range(parts)]
+
+    def mean(self, values: dict[str, float]) -> dict[str, float]:
+        """Average named figures over ranks (each rank's figure weighted equally)."""
+        if self.size == 1 or not values:
+            return values
+        keys = sorted(values)
+        t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+        dist.all_reduce(t)
+        return {k: float(v) / self.size for k, v in zip(keys, t.tolist(), strict=True)}
+
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        if self.size > 1:
+            dist.all_reduce(t)
+        return t
+
+    def agree(self, flag: bool) -> bool:
+        """Rank 0's decision for everyone (wall-clock budgets differ slightly between processes)."""
+        if self.size == 1:
+            return flag
+        t = torch.tensor([int(flag)])
+        dist.broadcast(t, 0)
+        return bool(t.item())
+
+
+def _rows(batch: Batch, a: int, b: int) -> Batch:
+    return replace(batch, x=batch.x[a:b], y=None if batch.y is None else batch.y[a:b],
+                   context=None if batch.context is None else batch.context[a:b])
+
+
+def data_parallel(model: torch.nn.Module, params: list[torch.nn.Parameter]) -> torch.nn.Module:
+    """A DistributedDataParallel view of `model` that averages the gradients of `params` only (one phase:
+    a GAN's discriminator phase never touches the generator's gradients, and the other way round)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    wanted = set(map(id, params))
+    flags = {id(p): p.requires_grad for p in model.parameters()}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in wanted)
+    try:
+        return DistributedDataParallel(model, broadcast_buffers=True)
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(flags[id(p)])
