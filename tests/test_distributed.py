@@ -57,9 +57,11 @@ def test_two_processes_match_one_on_the_same_global_batch(tmp_path, gpt_recipe):
     genlab("train", gpt_recipe, "--runs-dir", tmp_path / "one")
     genlab("train", gpt_recipe, "--runs-dir", tmp_path / "two", processes=2)
     genlab("train", gpt_recipe, "train.accumulate=2", "--runs-dir", tmp_path / "acc")
+    genlab("train", gpt_recipe, "train.fsdp=true", "--runs-dir", tmp_path / "fsdp", processes=2)
     one = load_tensors(tmp_path / "one" / "gpt" / "model.safetensors")
     assert_close_weights(one, load_tensors(tmp_path / "two" / "gpt" / "model.safetensors"))
     assert_close_weights(one, load_tensors(tmp_path / "acc" / "gpt" / "model.safetensors"))
+    assert_close_weights(one, load_tensors(tmp_path / "fsdp" / "gpt" / "model.safetensors"))
     summary = json.loads((tmp_path / "two" / "gpt" / "train_summary.json").read_text())
     assert summary["processes"] == 2 and summary["steps"] == 12
     log = (tmp_path / "two" / "gpt" / "log.csv").read_text().splitlines()
@@ -105,6 +107,33 @@ def test_every_family_trains_under_ddp(tmp_path, family, model):
     genlab("train", recipe, "--runs-dir", tmp_path, processes=2)
     summary = json.loads((tmp_path / cfg["name"] / "train_summary.json").read_text())
     assert summary["steps"] == 4 and summary["processes"] == 2
+
+
+def test_fsdp_checkpoint_resumes_without_fsdp(tmp_path, gpt_recipe):
+    """A sharded run's checkpoint holds full tensors in the usual layout: one plain process continues it,
+    accumulating two micro-batches for the same global batch."""
+    runs, flat = tmp_path / "runs", "train.schedule=constant"  # the schedule must not depend on train.steps here
+    genlab("train", gpt_recipe, flat, "train.steps=8", "train.fsdp=true", "--runs-dir", runs, processes=2)
+    genlab("train", gpt_recipe, flat, "train.steps=12", "train.accumulate=2", "--runs-dir", runs, "--resume")
+    genlab("train", gpt_recipe, flat, "--runs-dir", tmp_path / "whole")
+    assert_close_weights(load_tensors(tmp_path / "whole" / "gpt" / "model.safetensors"),
+                         load_tensors(runs / "gpt" / "model.safetensors"), atol=1e-4)
+
+
+def test_fsdp_is_refused_where_it_does_not_apply(tmp_path):
+    from conftest import tiny_config
+
+    from genlab.data import load_dataset
+    from genlab.errors import GenlabError
+    from genlab.runs import RunPaths
+    from genlab.train.distributed import World
+    from genlab.train.trainer import Trainer, build_model
+
+    for family in ("vae", "gan"):
+        cfg = tiny_config(family, train={"fsdp": True, "ema_decay": 0.0})
+        ds = load_dataset(cfg.data)
+        with pytest.raises(GenlabError, match="fsdp"):
+            Trainer(cfg, RunPaths(tmp_path / family), ds, build_model(cfg, ds.spec()), World())
 
 
 def test_batch_must_divide_among_processes(tmp_path, gpt_recipe):

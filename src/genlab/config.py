@@ -78,6 +78,7 @@ class TrainConfig:
     accumulate: int = 1  # micro-batches per process per step (gradient accumulation; same global batch)
     precision: str = "fp32"  # fp32 | bf16 (autocast of the forward pass)
     compile: bool = False  # torch.compile each phase's modules
+    fsdp: bool = False  # shard parameters, gradients and optimizer state across processes (families with shard_units)
 
     def validate(self) -> None:
         choice("train.optimizer", self.optimizer, ("adam", "adamw"))

@@ -31,8 +31,10 @@ from genlab.train.trainer import Trainer, build_model, data_spec
 
 MAX_SAMPLES = 100_000
 
-# Keys that may differ between the original run and a resumed one (extend the budget, nothing else).
-RESUMABLE_CHANGES = {("train", "steps"), ("train", "max_seconds")}
+# Keys that may differ between the original run and a resumed one: the budget, and how the same global batch
+# is computed (processes, micro-batches, sharding, compilation, threads), which leaves the training unchanged.
+RESUMABLE_CHANGES = {("train", "steps"), ("train", "max_seconds"), ("train", "accumulate"), ("train", "fsdp"),
+                     ("train", "compile"), ("train", "threads")}
 
 
 def train(config_path: str | Path | None, overrides=(), runs_dir: str | Path = "runs", resume: bool = False,
@@ -182,8 +184,9 @@ def _check_same_config(run: RunPaths, cfg: RunConfig) -> None:
         if isinstance(a, dict) and isinstance(b, dict):
             for key in set(a) | set(b):
                 if a.get(key) != b.get(key) and (section, key) not in RESUMABLE_CHANGES:
+                    allowed = ", ".join(f"{s}.{k}" for s, k in sorted(RESUMABLE_CHANGES))
                     raise GenlabError(f"cannot resume {run.root}: {section}.{key} changed ({a.get(key)!r} -> "
-                                      f"{b.get(key)!r}); only train.steps and train.max_seconds may change")
+                                      f"{b.get(key)!r}); only {allowed} may change")
         elif a != b:
             raise GenlabError(f"cannot resume {run.root}: {section} changed ({a!r} -> {b!r})")
 

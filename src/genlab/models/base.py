@@ -49,6 +49,12 @@ class GenerativeModel(nn.Module):
         """Where a family built on pretrained weights finds them and their tokenizer; None: trained from scratch."""
         return None
 
+    def shard_units(self) -> list[nn.Module]:
+        """Modules FSDP shards one by one (train.fsdp), innermost first; the last is the one whose forward
+        every loss and metric calls."""
+        raise GenlabError(f"the {self.family_name} family does not support train.fsdp; its default data "
+                          "parallelism (DDP) needs no option")
+
     # -- fine-tuning -----------------------------------------------------------------------------------------
     def default_lora_targets(self) -> list[str]:
         if not self.lora_targets:

@@ -33,6 +33,9 @@ class GPTLanguageModel(LanguageModel):
     config_class = GPTConfig
     lora_targets = ("attn.qkv", "attn.proj")  # the attention projections, as in the LoRA paper
 
+    def shard_units(self) -> list:
+        return [*self.net.blocks, self.net]
+
     def build_net(self, config: GPTConfig, spec: DataSpec) -> GPT:
         return GPT(spec.vocab_size, spec.block_size, config.layers, config.heads, config.width, config.dropout,
                    config.positions)

@@ -14,9 +14,8 @@ from genlab.errors import GenlabError
 from genlab.runs import atomic_save_tensors, atomic_write_json, atomic_write_text, load_tensors, read_json
 
 
-def optimizer_to_flat(name: str, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Split an optimizer's state into tensors (for safetensors) and plain values (for JSON)."""
-    sd = optimizer.state_dict()
+def optimizer_to_flat(name: str, sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer's state dict into tensors (for safetensors) and plain values (for JSON)."""
     tensors, scalars = {}, {}
     for idx, state in sd["state"].items():
         for key, value in state.items():
@@ -27,8 +26,8 @@ def optimizer_to_flat(name: str, optimizer: torch.optim.Optimizer) -> tuple[dict
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
-def optimizer_from_flat(name: str, optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
-                        meta: dict[str, Any]) -> None:
+def optimizer_from_flat(name: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    """The optimizer state dict optimizer_to_flat split up."""
     state: dict[int, dict[str, Any]] = {}
     prefix = f"optim.{name}."
     for key, value in tensors.items():
@@ -38,7 +37,7 @@ def optimizer_from_flat(name: str, optimizer: torch.optim.Optimizer, tensors: di
     for key, value in meta["scalars"].items():
         idx, field = key.split(".", 1)
         state.setdefault(int(idx), {})[field] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    return {"state": state, "param_groups": meta["param_groups"]}
 
 
 class CheckpointStore:

@@ -95,3 +95,56 @@ def data_parallel(model: torch.nn.Module, params: list[torch.nn.Parameter]) -> t
     finally:
         for p in model.parameters():
             p.requires_grad_(flags[id(p)])
+
+
+# -- FSDP (train.fsdp): parameters, gradients and optimizer state sharded across processes ------------------
+# Checkpoints hold full (unsharded) tensors in the same layout as unsharded runs, so a run can resume with or
+# without FSDP and at any world size.
+
+def shard_model(model) -> None:
+    """FSDP2 `fully_shard` on the family's units (e.g. each GPT block, then the GPT), in place."""
+    from torch.distributed.fsdp import fully_shard
+
+    for unit in model.shard_units():
+        fully_shard(unit)
+
+
+def _full(cpu_offload: bool = True):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, cpu_offload=cpu_offload)
+
+
+def full_model_state(model) -> dict[str, torch.Tensor]:
+    """The whole model's tensors on rank 0 (other ranks get {}); every process must call it."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    return get_model_state_dict(model, options=_full())
+
+
+def load_full_model_state(model, state: dict[str, torch.Tensor]) -> None:
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict
+
+    set_model_state_dict(model, state, options=_full(cpu_offload=False))
+
+
+def full_optimizer_state(model, optimizer) -> dict:
+    """The optimizer's full state in torch's usual layout (parameters numbered in order), rank 0 only."""
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    sd = get_optimizer_state_dict(model, optimizer, options=_full())
+    if not sd:
+        return {"state": {}, "param_groups": []}
+    index = {name: i for i, name in enumerate(p for g in sd["param_groups"] for p in g["params"])}
+    return {"state": {index[k]: v for k, v in sd["state"].items()},
+            "param_groups": [{**g, "params": [index[p] for p in g["params"]]} for g in sd["param_groups"]]}
+
+
+def load_full_optimizer_state(model, optimizer, state: dict) -> None:
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
+
+    names = [p for g in get_optimizer_state_dict(model, optimizer, options=_full(False))["param_groups"]
+             for p in g["params"]]
+    sd = {"state": {names[int(i)]: v for i, v in state["state"].items()},
+          "param_groups": [{**g, "params": [names[int(i)] for i in g["params"]]} for g in state["param_groups"]]}
+    set_optimizer_state_dict(model, optimizer, sd, options=_full(cpu_offload=False))

@@ -24,7 +24,15 @@ from genlab.models.base import GenerativeModel
 from genlab.registry import family_class
 from genlab.runs import RunPaths, atomic_save_tensors, atomic_write_json
 from genlab.train.checkpoint import CheckpointStore, optimizer_from_flat, optimizer_to_flat
-from genlab.train.distributed import World, data_parallel
+from genlab.train.distributed import (
+    World,
+    data_parallel,
+    full_model_state,
+    full_optimizer_state,
+    load_full_model_state,
+    load_full_optimizer_state,
+    shard_model,
+)
 from genlab.train.ema import EMA, weights_swapped
 from genlab.train.log import NullLog, RunLog
 
@@ -80,9 +88,16 @@ class Trainer:
             torch.set_num_threads(tc.threads)
         self.phases = model.phases()
         self._trainable = {id(p) for p in model.parameters() if p.requires_grad}
+        ema_decay = model.default_ema_decay if tc.ema_decay is None else tc.ema_decay
+        if tc.fsdp:
+            if ema_decay > 0 or model.adapted or len(self.phases) > 1:
+                raise GenlabError("train.fsdp shards one-phase models without EMA or LoRA; set train.ema_decay=0")
+            model.shard_units()  # the family says whether it can be sharded, also on one process
+        self.sharded = tc.fsdp and self.world.size > 1  # one process has nothing to shard across
+        if self.sharded:
+            shard_model(model)
         self.optimizers = {p.name: self._optimizer(p) for p in self.phases}
         self._phase_params = {p.name: set(map(id, p.parameters())) for p in self.phases}
-        ema_decay = model.default_ema_decay if tc.ema_decay is None else tc.ema_decay
         self.ema = EMA(model, ema_decay) if ema_decay > 0 else None
         self.stream = dataset.train_stream(tc.batch_size, tc.seed, cfg.data.binarize)
         if tc.batch_size % (self.world.size * tc.accumulate):
@@ -95,8 +110,8 @@ class Trainer:
             for phase in self.phases:
                 for module in phase.modules:
                     module.compile()
-        self.forward = {p.name: data_parallel(model, p.parameters()) if self.world.size > 1 else model
-                        for p in self.phases}
+        parallel = self.world.size > 1 and not self.sharded  # FSDP reduces gradients itself
+        self.forward = {p.name: data_parallel(model, p.parameters()) if parallel else model for p in self.phases}
         self.store = CheckpointStore(run.checkpoints, tc.keep_last)
         self.step = 0
         self.elapsed = 0.0
@@ -122,13 +137,32 @@ class Trainer:
         return opt
 
     # -- checkpoints ----------------------------------------------------------------------------------
+    # -- state: what the run stores (full tensors, also under FSDP, where every process must take part) ------
+    def model_state(self) -> dict[str, torch.Tensor]:
+        return full_model_state(self.model) if self.sharded else self.model.saved_state()
+
+    def load_model_state(self, state: dict[str, torch.Tensor]) -> None:
+        if self.sharded:
+            load_full_model_state(self.model, state)
+        else:
+            self.model.load_saved_state(state)
+
+    def optimizer_state(self, opt: torch.optim.Optimizer) -> dict:
+        return full_optimizer_state(self.model, opt) if self.sharded else opt.state_dict()
+
+    def load_optimizer_state(self, opt: torch.optim.Optimizer, state: dict) -> None:
+        if self.sharded:
+            load_full_optimizer_state(self.model, opt, state)
+        else:
+            opt.load_state_dict(state)
+
     def save_checkpoint(self) -> Path:
-        tensors = {f"model.{k}": v for k, v in self.model.saved_state().items()}
+        tensors = {f"model.{k}": v for k, v in self.model_state().items()}
         if self.ema is not None:
             tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
         optim_meta = {}
         for name, opt in self.optimizers.items():
-            flat, meta = optimizer_to_flat(name, opt)
+            flat, meta = optimizer_to_flat(name, self.optimizer_state(opt))
             tensors.update(flat)
             optim_meta[name] = meta
         tensors["rng.noise"] = self.noise.get_state()
@@ -144,13 +178,13 @@ class Trainer:
         tensors, state = self.store.load(path)
         model_sd = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
         try:
-            self.model.load_saved_state(model_sd)
+            self.load_model_state(model_sd)
         except RuntimeError as exc:
             raise GenlabError(f"checkpoint {path} does not fit this model/config: {str(exc)[:300]}") from None
         if self.ema is not None:
             self.ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
         for name, opt in self.optimizers.items():
-            optimizer_from_flat(name, opt, tensors, state["optimizers"][name])
+            self.load_optimizer_state(opt, optimizer_from_flat(name, tensors, state["optimizers"][name]))
         self.noise.set_state(tensors["rng.noise"])
         torch.set_rng_state(tensors["rng.torch"])
         self.stream.load_state(state["stream"])
@@ -270,8 +304,9 @@ class Trainer:
         improved = best is None or (value < best if tc.early_stopping_mode == "min" else value > best)
         if improved:
             self.best = {"value": value, "step": self.step, "bad_validations": 0}
+            weights = self.sampling_weights()  # every process: FSDP gathers the shards
             if self.world.main:
-                atomic_save_tensors(self.run.checkpoints / "best.safetensors", self.sampling_weights())
+                atomic_save_tensors(self.run.checkpoints / "best.safetensors", weights)
         else:
             self.best["bad_validations"] += 1
         return tc.patience is not None and self.best["bad_validations"] >= tc.patience
@@ -295,7 +330,7 @@ class Trainer:
         return {k: v / n for k, v in totals.items()} if n else {}
 
     def sampling_weights(self) -> dict[str, torch.Tensor]:
-        return dict(self.ema.state_dict() if self.ema is not None else self.model.saved_state())
+        return dict(self.ema.state_dict() if self.ema is not None else self.model_state())
 
     def _finish(self, stop_reason: str) -> dict[str, Any]:
         """Write model.safetensors: the best validated weights when early stopping tracks a metric, else the last."""
@@ -308,8 +343,9 @@ class Trainer:
                 atomic_save_tensors(self.run.final_weights, load_tensors(best_path), {"family": self.cfg.family})
         else:
             source = f"last (step {self.step})"
+            weights = self.sampling_weights()
             if self.world.main:
-                atomic_save_tensors(self.run.final_weights, self.sampling_weights(), {"family": self.cfg.family})
+                atomic_save_tensors(self.run.final_weights, weights, {"family": self.cfg.family})
         summary = {"steps": self.step, "stop_reason": stop_reason, "train_seconds": round(self.elapsed, 3),
                    "weights": source + (" with EMA" if self.ema else ""), "best": self.best,
                    "parameters": sum(p.numel() for p in self.model.parameters()),
