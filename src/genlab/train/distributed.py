@@ -1,5 +1,6 @@
 """Data-parallel training on PyTorch distributed: the process group torchrun sets up, one DDP wrapper per
-phase, sharded global batches, reduced figures. One process (no torchrun) is the world of size 1.
+phase, sharded global batches, reduced figures, and FSDP for families that can be sharded. One process (no
+torchrun) is the world of size 1.
 
 The global batch (`train.batch_size`) is drawn identically on every rank from the run's seeded stream and
 each rank takes its contiguous slice, so the sequence of global batches does not depend on the number of
@@ -30,13 +31,14 @@ class World:
 
     @classmethod
     def current(cls) -> World:
-        """The process group torchrun describes (WORLD_SIZE, RANK, MASTER_ADDR...), joined on first use:
-        gloo on CPU, nccl where CUDA is present. Without torchrun: rank 0 of 1."""
+        """The process group torchrun describes (WORLD_SIZE, RANK, MASTER_ADDR...), joined on first use.
+        Without torchrun: rank 0 of 1. The backend is gloo: genlab trains on the CPU (nccl needs the model
+        and batches on GPUs, which the families do not place yet)."""
         size = int(os.environ.get("WORLD_SIZE", "1"))
         if size <= 1:
             return cls()
         if not dist.is_initialized():
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+            dist.init_process_group("gloo")
         return cls(dist.get_rank(), dist.get_world_size())
 
     def barrier(self) -> None:
