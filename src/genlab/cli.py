@@ -238,6 +238,67 @@ def compare(runs: tuple[Path, ...], out: Path) -> None:
     click.echo(f"wrote {out / 'compare.csv'} and {out / 'compare.png'}")
 
 
+def _key_store(path: Path | None):
+    import os
+
+    from genlab.serve.keys import KeyStore
+
+    default = Path(os.environ.get("GENLAB_HOME", Path.home() / ".config" / "genlab")) / "keys.json"
+    return KeyStore(path or default)
+
+
+KEYS_OPTION = click.option("--keys", "keys_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                           help="Key file (default: $GENLAB_HOME/keys.json, ~/.config/genlab/keys.json).")
+
+
+@cli.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@KEYS_OPTION
+def serve(runs: tuple[Path, ...], host: str, port: int, keys_path: Path | None) -> None:
+    """Serve trained RUNS over HTTP (FastAPI): /v1/models, image and text generation with an API key."""
+    import uvicorn
+
+    from genlab.serve.app import create_app
+
+    store = _key_store(keys_path)
+    if not store.list():
+        click.echo(f"note: {store.path} holds no keys yet; add one with `genlab keys add NAME`", err=True)
+    uvicorn.run(create_app(list(runs), store), host=host, port=port, log_level="info")
+
+
+@cli.group()
+def keys() -> None:
+    """API keys for `genlab serve` (stored hashed; a token is shown once)."""
+
+
+@keys.command(name="add")
+@click.argument("name")
+@KEYS_OPTION
+def keys_add(name: str, keys_path: Path | None) -> None:
+    """Create a key called NAME and print its token (once)."""
+    key_id, token = _key_store(keys_path).add(name)
+    click.echo(f"key {key_id} ({name}): {token}")
+
+
+@keys.command(name="list")
+@KEYS_OPTION
+def keys_list(keys_path: Path | None) -> None:
+    """List keys (ids, names, state; never tokens)."""
+    for key in _key_store(keys_path).list():
+        click.echo(f"{key['id']}  {key['name']}  {'revoked' if key['revoked'] else 'active'}")
+
+
+@keys.command(name="revoke")
+@click.argument("key_id")
+@KEYS_OPTION
+def keys_revoke(key_id: str, keys_path: Path | None) -> None:
+    """Revoke the key KEY_ID; requests with it get 401 from then on."""
+    _key_store(keys_path).revoke(key_id)
+    click.echo(f"revoked {key_id}")
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=False)

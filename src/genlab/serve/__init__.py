@@ -1,0 +1,1 @@
+"""`genlab serve`: trained runs behind an authenticated, rate-limited HTTP API."""

@@ -1,0 +1,212 @@
+"""The HTTP API of `genlab serve`: trained runs behind /v1, API keys, per-key limits, hard caps on every
+request. Models are loaded once at start from their run directories (safetensors and JSON only); a request
+names a model, never a path."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from pathlib import Path
+from typing import Literal
+
+import torch
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from genlab.data import TextDataset
+from genlab.errors import GenlabError
+from genlab.serve.keys import KeyStore
+from genlab.serve.limits import KeyLimiter, Limits
+
+
+class Served:
+    """One loaded run and the lock that serialises inference on it."""
+
+    def __init__(self, run):
+        self.run, self.lock = run, threading.Lock()
+        self.text = isinstance(run.dataset, TextDataset)
+
+    def describe(self) -> dict:
+        run = self.run
+        metrics = {}
+        if run.paths.metrics.is_file():
+            try:
+                metrics = json.loads(run.paths.metrics.read_text()).get("likelihood", {}).get("headline", {})
+            except json.JSONDecodeError:
+                metrics = {}
+        return {"name": run.paths.root.name, "family": run.config.family, "modality": "text" if self.text else "image",
+                "dataset_fingerprint": run.dataset.fingerprint, "metrics": metrics,
+                "sampling_options": list(run.model.sampling_options),
+                "num_classes": None if self.text else run.dataset.spec().num_classes}
+
+
+class ImageRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    n: int = Field(16, ge=1)
+    seed: int = Field(0, ge=0, le=2**62)
+    label: int | None = Field(None, ge=0)
+    steps: int | None = Field(None, ge=1, le=1000)
+    guidance: float | None = Field(None, ge=0, le=50)
+    format: Literal["png", "json"] = "png"
+
+
+class TextRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prompt: str = ""
+    n: int = Field(1, ge=1)
+    max_tokens: int = Field(200, ge=1)
+    temperature: float = Field(1.0, ge=0, le=10)
+    top_k: int | None = Field(None, ge=1)
+    top_p: float | None = Field(None, gt=0, le=1)
+    repetition_penalty: float = Field(1.0, gt=0, le=10)
+    stop: list[str] = Field(default_factory=list, max_length=4)
+    seed: int = Field(0, ge=0, le=2**62)
+    stream: bool = False
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `limit` bytes is answered 413 before it is read in full."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            return await _too_large(scope, receive, send, self.limit)
+        seen = 0
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise HTTPException(413, f"request body over {self.limit} bytes")
+            return message
+
+        return await self.app(scope, limited_receive, send)
+
+
+async def _too_large(scope, receive, send, limit: int):
+    response = JSONResponse({"detail": f"request body over {limit} bytes"}, status_code=413)
+    await response(scope, receive, send)
+
+
+def create_app(run_dirs: list[str | Path], keys: KeyStore, limits: Limits | None = None) -> FastAPI:
+    from genlab.pipeline import open_run
+
+    limits = limits or Limits()
+    models: dict[str, Served] = {}
+    for path in run_dirs:
+        served = Served(open_run(path))
+        name = served.run.paths.root.name
+        if name in models:
+            raise GenlabError(f"two runs are named {name!r}; serve runs with distinct folder names")
+        models[name] = served
+    limiter = KeyLimiter(limits)
+    app = FastAPI(title="genlab", version="1", description="Generate from trained genlab runs.")
+    app.add_middleware(BodyLimit, limit=limits.max_body_bytes)
+
+    @app.exception_handler(GenlabError)
+    async def user_error(request: Request, exc: GenlabError):
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    def caller(request: Request) -> str:
+        """The key id of the caller: `Authorization: Bearer <token>` or `X-API-Key: <token>`."""
+        auth = request.headers.get("authorization", "")
+        token = auth[7:].strip() if auth.lower().startswith("bearer ") else request.headers.get("x-api-key")
+        key_id = keys.check(token)
+        if key_id is None:
+            raise HTTPException(401, "a valid API key is required (Authorization: Bearer <key>)",
+                                headers={"WWW-Authenticate": "Bearer"})
+        return key_id
+
+    def slot(key_id: str) -> None:
+        wait = limiter.acquire(key_id)
+        if wait:
+            raise HTTPException(429, "too many requests for this key", headers={"Retry-After": str(int(wait))})
+
+    def model(name: str, text: bool) -> Served:
+        served = models.get(name)
+        if served is None:
+            raise HTTPException(404, f"no model named {name!r}; GET /v1/models lists them")
+        if served.text != text:
+            kind = "text" if served.text else "images"
+            raise HTTPException(400, f"model {name!r} generates {kind}")
+        return served
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz() -> dict:
+        return {"status": "ready", "models": len(models)}
+
+    @app.get("/v1/models")
+    def list_models() -> dict:
+        return {"models": [m.describe() for m in models.values()]}
+
+    @app.post("/v1/models/{name}/images", responses={200: {"content": {"image/png": {}}}})
+    def images(name: str, req: ImageRequest, key_id: str = Depends(caller)):
+        served = model(name, text=False)
+        if req.n > limits.max_images:
+            raise HTTPException(422, f"n must be at most {limits.max_images}")
+        options = {k: v for k, v in {"steps": req.steps, "guidance": req.guidance}.items() if v is not None}
+        slot(key_id)
+        try:
+            from genlab.pipeline import generate, image_grid, png_bytes, to_uint8
+
+            with served.lock, torch.inference_mode():
+                pictures = generate(served.run, req.n, label=req.label, seed=req.seed, **options)
+        finally:
+            limiter.release(key_id)
+        if req.format == "png":
+            return Response(png_bytes(image_grid(pictures)), media_type="image/png")
+        encoded = []
+        for picture in to_uint8(pictures):
+            encoded.append(base64.b64encode(png_bytes(picture[0] if picture.shape[0] == 1
+                                                      else picture.transpose(1, 2, 0))).decode())
+        return {"model": name, "n": req.n, "seed": req.seed, "images": encoded}
+
+    @app.post("/v1/models/{name}/text")
+    def text(name: str, req: TextRequest, key_id: str = Depends(caller)):
+        from genlab.pipeline import generate_text, stream_text
+
+        served = model(name, text=True)
+        for value, cap, what in ((req.n, limits.max_text_samples, "n"),
+                                 (req.max_tokens, limits.max_new_tokens, "max_tokens"),
+                                 (len(req.prompt), limits.max_prompt_chars, "the prompt's length")):
+            if value > cap:
+                raise HTTPException(422, f"{what} must be at most {cap}")
+        sampling = {"max_new_tokens": req.max_tokens, "temperature": req.temperature, "top_k": req.top_k,
+                    "top_p": req.top_p, "repetition_penalty": req.repetition_penalty}
+        slot(key_id)
+        if not req.stream:
+            try:
+                with served.lock, torch.inference_mode():
+                    texts = generate_text(served.run, req.prompt, req.n, req.seed, stop=req.stop, **sampling)
+            finally:
+                limiter.release(key_id)
+            return {"model": name, "prompt": req.prompt, "texts": texts}
+
+        def events():
+            try:
+                with served.lock, torch.inference_mode():
+                    for pieces in stream_text(served.run, req.prompt, req.seed, req.n, req.stop, **sampling):
+                        for i, piece in enumerate(pieces):
+                            if piece:
+                                yield f"data: {json.dumps({'index': i, 'text': piece}, ensure_ascii=False)}\n\n"
+                yield "data: [DONE]\n\n"
+            except GenlabError as exc:
+                yield f"event: error\ndata: {json.dumps({'detail': str(exc)})}\n\n"
+            finally:
+                limiter.release(key_id)
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return app

@@ -1,0 +1,159 @@
+"""`genlab serve`: keys, limits, caps and generation over HTTP (FastAPI's in-process client)."""
+
+import base64
+import json
+
+import pytest
+from conftest import tiny_config
+from fastapi.testclient import TestClient
+
+from genlab.config import config_from_dict
+from genlab.pipeline import train_config
+from genlab.serve.app import create_app
+from genlab.serve.keys import KeyStore
+from genlab.serve.limits import KeyLimiter, Limits
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A tiny conditional VAE on digits and a tiny character GPT, trained once for the module."""
+    root = tmp_path_factory.mktemp("serve")
+    image_run, _ = train_config(tiny_config("vae", name="digits"), root)
+    corpus = root / "corpus"
+    corpus.write_text("\n%\n".join(f"The quick brown fox {i} jumps." for i in range(40)) + "\n")
+    text_cfg = config_from_dict({"name": "fox", "family": "gpt", "model": {"layers": 1, "heads": 2, "width": 16},
+                                 "data": {"source": "fortune", "path": str(corpus), "block_size": 16},
+                                 "train": {"steps": 20, "batch_size": 8, "val_every": 0, "checkpoint_every": 0}})
+    text_run, _ = train_config(text_cfg, root)
+    return image_run.root, text_run.root
+
+
+@pytest.fixture
+def server(runs, tmp_path):
+    store = KeyStore(tmp_path / "keys.json")
+    key_id, token = store.add("tests")
+    app = create_app(list(runs), store, Limits(requests_per_minute=600, burst=5, max_images=16))
+    return TestClient(app), store, key_id, {"Authorization": f"Bearer {token}"}
+
+
+def test_keys_are_stored_hashed_and_checked(tmp_path):
+    store = KeyStore(tmp_path / "k.json")
+    key_id, token = store.add("alice")
+    raw = (tmp_path / "k.json").read_text()
+    assert token not in raw and (tmp_path / "k.json").stat().st_mode & 0o077 == 0
+    assert store.check(token) == key_id and store.check(token + "x") is None and store.check(None) is None
+    store.revoke(key_id)
+    assert store.check(token) is None and store.list()[0]["revoked"]
+
+
+def test_generate_endpoints_need_a_live_key(server):
+    client, store, key_id, auth = server
+    body = {"n": 2}
+    assert client.post("/v1/models/digits/images", json=body).status_code == 401
+    assert client.post("/v1/models/digits/images", json=body,
+                       headers={"Authorization": "Bearer gl_wrong"}).status_code == 401
+    assert client.post("/v1/models/digits/images", json=body, headers=auth).status_code == 200
+    store.revoke(key_id)
+    r = client.post("/v1/models/digits/images", json=body, headers=auth)
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    assert client.get("/healthz").json() == {"status": "ok"}  # health needs no key
+
+
+def test_images_are_deterministic_png(server):
+    client, _, _, auth = server
+    a = client.post("/v1/models/digits/images", json={"n": 4, "seed": 7, "label": 3}, headers=auth)
+    b = client.post("/v1/models/digits/images", json={"n": 4, "seed": 7, "label": 3}, headers=auth)
+    assert a.headers["content-type"] == "image/png" and a.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert a.content == b.content
+    c = client.post("/v1/models/digits/images", json={"n": 4, "seed": 8, "label": 3}, headers=auth)
+    assert c.content != a.content
+    js = client.post("/v1/models/digits/images", json={"n": 3, "format": "json"}, headers=auth).json()
+    assert len(js["images"]) == 3 and base64.b64decode(js["images"][0])[:4] == b"\x89PNG"
+
+
+def test_text_plain_and_streamed(server):
+    client, _, _, auth = server
+    body = {"prompt": "The", "n": 2, "max_tokens": 12, "temperature": 0.8, "seed": 1}
+    r = client.post("/v1/models/fox/text", json=body, headers=auth)
+    assert r.status_code == 200, r.text
+    texts = r.json()["texts"]
+    assert len(texts) == 2
+    with client.stream("POST", "/v1/models/fox/text", json={**body, "stream": True}, headers=auth) as s:
+        assert s.headers["content-type"].startswith("text/event-stream")
+        events = [line[6:] for line in s.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    streamed = ["", ""]
+    for e in events[:-1]:
+        piece = json.loads(e)
+        streamed[piece["index"]] += piece["text"]
+    assert streamed == texts  # the stream adds up to the same samples
+
+
+def test_bad_requests_are_4xx_with_a_message(server):
+    client, _, _, auth = server
+    cases = [
+        ("/v1/models/digits/images", {"n": 17}, 422),  # over the cap
+        ("/v1/models/digits/images", {"n": 0}, 422),
+        ("/v1/models/digits/images", {"n": 2, "label": 99}, 400),
+        ("/v1/models/digits/images", {"n": 2, "surprise": 1}, 422),
+        ("/v1/models/digits/images", {"n": "many"}, 422),
+        ("/v1/models/fox/images", {"n": 2}, 400),  # a language model
+        ("/v1/models/../../etc/images", {"n": 2}, 404),
+        ("/v1/models/nope/images", {"n": 2}, 404),
+        ("/v1/models/fox/text", {"max_tokens": 100_000}, 422),
+        ("/v1/models/fox/text", {"prompt": "x" * 5000}, 422),
+        ("/v1/models/fox/text", {"prompt": "Ω unknown"}, 400),
+        ("/v1/models/fox/text", {"top_p": 0}, 422),
+    ]
+    for path, body, code in cases:
+        r = client.post(path, json=body, headers=auth)
+        assert r.status_code == code, (path, body, r.status_code, r.text)
+        assert r.json()["detail"]
+    r = client.post("/v1/models/digits/images", content=b"{" + b" " * 70_000 + b"}",
+                    headers={**auth, "content-type": "application/json"})
+    assert r.status_code == 413
+    r = client.post("/v1/models/digits/images", content=b"not json", headers={**auth, "content-type": "application/json"})
+    assert r.status_code == 422
+
+
+def test_rate_limit_answers_429_with_retry_after(server):
+    client, _, _, auth = server
+    codes = [client.post("/v1/models/digits/images", json={"n": 1}, headers=auth) for _ in range(8)]
+    limited = [r for r in codes if r.status_code == 429]
+    assert [r.status_code for r in codes[:5]] == [200] * 5 and limited  # burst of 5
+    assert int(limited[0].headers["retry-after"]) >= 1
+
+
+def test_limiter_refills_and_caps_concurrency():
+    now = [0.0]
+    limiter = KeyLimiter(Limits(requests_per_minute=60, burst=2, concurrent=1), clock=lambda: now[0])
+    assert limiter.acquire("k") == 0
+    assert limiter.acquire("k") == 1.0  # one in flight already
+    limiter.release("k")
+    assert limiter.acquire("k") == 0
+    limiter.release("k")
+    assert limiter.acquire("k") >= 1  # bucket empty
+    now[0] += 1.0  # one request per second refills
+    assert limiter.acquire("k") == 0
+
+
+def test_models_are_listed_with_family_and_fingerprint(server, runs):
+    client, _, _, _ = server
+    models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+    assert models["digits"]["family"] == "vae" and models["fox"]["modality"] == "text"
+    fingerprint = json.loads((runs[0] / "dataset.json").read_text())["fingerprint"]
+    assert models["digits"]["dataset_fingerprint"] == fingerprint
+    assert client.get("/openapi.json").json()["paths"]["/v1/models/{name}/text"]
+
+
+def test_keys_cli(tmp_path, run_cli):
+    path = tmp_path / "keys.json"
+    code, out, err = run_cli("keys", "add", "bob", "--keys", path)
+    assert code == 0 and "gl_" in out
+    key_id = out.split()[1]
+    code, out, _ = run_cli("keys", "list", "--keys", path)
+    assert "bob" in out and "active" in out and "gl_" not in out
+    code, out, _ = run_cli("keys", "revoke", key_id, "--keys", path)
+    assert code == 0
+    code, _, err = run_cli("keys", "revoke", "nope", "--keys", path)
+    assert code == 2 and "no key" in err
