@@ -112,7 +112,8 @@ def test_bad_requests_are_4xx_with_a_message(server):
     r = client.post("/v1/models/digits/images", content=b"{" + b" " * 70_000 + b"}",
                     headers={**auth, "content-type": "application/json"})
     assert r.status_code == 413
-    r = client.post("/v1/models/digits/images", content=b"not json", headers={**auth, "content-type": "application/json"})
+    r = client.post("/v1/models/digits/images", content=b"not json",
+                    headers={**auth, "content-type": "application/json"})
     assert r.status_code == 422
 
 
