@@ -158,3 +158,20 @@ def test_keys_cli(tmp_path, run_cli):
     assert code == 0
     code, _, err = run_cli("keys", "revoke", "nope", "--keys", path)
     assert code == 2 and "no key" in err
+
+
+def test_metrics_and_request_ids(server, caplog):
+    client, _, _, auth = server
+    with caplog.at_level("INFO", logger="genlab.access"):
+        r = client.post("/v1/models/digits/images", json={"n": 3}, headers={**auth, "X-Request-ID": "abc-1"})
+        assert r.headers["x-request-id"] == "abc-1"
+        client.post("/v1/models/digits/images", json={"n": 3})  # 401
+        fresh = client.get("/healthz", headers={"X-Request-ID": "bad id with spaces"}).headers["x-request-id"]
+    assert fresh != "bad id with spaces" and len(fresh) == 32
+    line = next(json.loads(r.getMessage()) for r in caplog.records if "abc-1" in r.getMessage())
+    assert line["status"] == 200 and line["endpoint"] == "/v1/models/{name}/images" and line["ms"] > 0
+    text = client.get("/metrics").text
+    assert 'genlab_requests_total{endpoint="/v1/models/{name}/images",status="200"} 1.0' in text
+    assert 'genlab_rejections_total{reason="auth"} 1.0' in text
+    assert 'genlab_generated_images_total{model="digits"} 3.0' in text
+    assert "genlab_request_seconds_bucket" in text

@@ -19,6 +19,7 @@ from genlab.data import TextDataset
 from genlab.errors import GenlabError
 from genlab.serve.keys import KeyStore
 from genlab.serve.limits import KeyLimiter, Limits
+from genlab.serve.observe import AccessLog, Metrics
 
 
 class Served:
@@ -108,8 +109,10 @@ def create_app(run_dirs: list[str | Path], keys: KeyStore, limits: Limits | None
             raise GenlabError(f"two runs are named {name!r}; serve runs with distinct folder names")
         models[name] = served
     limiter = KeyLimiter(limits)
+    metrics = Metrics()
     app = FastAPI(title="genlab", version="1", description="Generate from trained genlab runs.")
     app.add_middleware(BodyLimit, limit=limits.max_body_bytes)
+    app.add_middleware(AccessLog, metrics=metrics)  # outermost: it also sees what BodyLimit refuses
 
     @app.exception_handler(GenlabError)
     async def user_error(request: Request, exc: GenlabError):
@@ -147,6 +150,12 @@ def create_app(run_dirs: list[str | Path], keys: KeyStore, limits: Limits | None
     def readyz() -> dict:
         return {"status": "ready", "models": len(models)}
 
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
     @app.get("/v1/models")
     def list_models() -> dict:
         return {"models": [m.describe() for m in models.values()]}
@@ -165,6 +174,7 @@ def create_app(run_dirs: list[str | Path], keys: KeyStore, limits: Limits | None
                 pictures = generate(served.run, req.n, label=req.label, seed=req.seed, **options)
         finally:
             limiter.release(key_id)
+        metrics.images.labels(name).inc(req.n)
         if req.format == "png":
             return Response(png_bytes(image_grid(pictures)), media_type="image/png")
         encoded = []
@@ -192,12 +202,14 @@ def create_app(run_dirs: list[str | Path], keys: KeyStore, limits: Limits | None
                     texts = generate_text(served.run, req.prompt, req.n, req.seed, stop=req.stop, **sampling)
             finally:
                 limiter.release(key_id)
+            metrics.characters.labels(name).inc(sum(map(len, texts)))
             return {"model": name, "prompt": req.prompt, "texts": texts}
 
         def events():
             try:
                 with served.lock, torch.inference_mode():
                     for pieces in stream_text(served.run, req.prompt, req.seed, req.n, req.stop, **sampling):
+                        metrics.characters.labels(name).inc(sum(map(len, pieces)))
                         for i, piece in enumerate(pieces):
                             if piece:
                                 yield f"data: {json.dumps({'index': i, 'text': piece}, ensure_ascii=False)}\n\n"
