@@ -175,3 +175,11 @@ def test_metrics_and_request_ids(server, caplog):
     assert 'genlab_rejections_total{reason="auth"} 1.0' in text
     assert 'genlab_generated_images_total{model="digits"} 3.0' in text
     assert "genlab_request_seconds_bucket" in text
+
+
+def test_playground_page_is_served(server):
+    client, _, _, _ = server
+    r = client.get("/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    for needle in ('id="model"', 'id="gen-image"', 'id="gen-text"', "/v1/models", "data: [DONE]"):
+        assert needle in r.text

@@ -142,6 +142,12 @@ def create_app(run_dirs: list[str | Path], keys: KeyStore, limits: Limits | None
             raise HTTPException(400, f"model {name!r} generates {kind}")
         return served
 
+    @app.get("/", include_in_schema=False)
+    def playground() -> Response:
+        """A small page to try the models (plain HTML and JavaScript; it calls the API with your key)."""
+        html = (Path(__file__).parent / "playground.html").read_text(encoding="utf-8")
+        return Response(html, media_type="text/html; charset=utf-8")
+
     @app.get("/healthz")
     def healthz() -> dict:
         return {"status": "ok"}
