@@ -258,14 +258,22 @@ KEYS_OPTION = click.option("--keys", "keys_path", type=click.Path(dir_okay=False
 @KEYS_OPTION
 def serve(runs: tuple[Path, ...], host: str, port: int, keys_path: Path | None) -> None:
     """Serve trained RUNS over HTTP (FastAPI): /v1/models, image and text generation with an API key."""
+    import logging
+
     import uvicorn
 
     from genlab.serve.app import create_app
 
+    access = logging.getLogger("genlab.access")  # one JSON line per request, on stderr
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+    access.propagate = False
     store = _key_store(keys_path)
     if not store.list():
         click.echo(f"note: {store.path} holds no keys yet; add one with `genlab keys add NAME`", err=True)
-    uvicorn.run(create_app(list(runs), store), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(list(runs), store), host=host, port=port, log_level="warning")
 
 
 @cli.group()
