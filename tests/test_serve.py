@@ -23,7 +23,8 @@ def runs(tmp_path_factory):
     corpus.write_text("\n%\n".join(f"The quick brown fox {i} jumps." for i in range(40)) + "\n")
     text_cfg = config_from_dict({"name": "fox", "family": "gpt", "model": {"layers": 1, "heads": 2, "width": 16},
                                  "data": {"source": "fortune", "path": str(corpus), "block_size": 16},
-                                 "train": {"steps": 20, "batch_size": 8, "val_every": 0, "checkpoint_every": 0}})
+                                 "train": {"steps": 200, "batch_size": 8, "lr": 1e-2, "val_every": 0,
+                                           "checkpoint_every": 0}})
     text_run, _ = train_config(text_cfg, root)
     return image_run.root, text_run.root
 
@@ -183,3 +184,41 @@ def test_playground_page_is_served(server):
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     for needle in ('id="model"', 'id="gen-image"', 'id="gen-text"', "/v1/models", "data: [DONE]"):
         assert needle in r.text
+
+
+def test_text_filter_redacts_whole_words_and_cjk_and_refuses():
+    from genlab.serve.safety import StreamFilter, TextFilter
+
+    f = TextFilter(["fox", "月光"])
+    r = f.apply("The Fox is no foxglove; 床前明月光")
+    assert r.text == "The ███ is no foxglove; 床前明██" and r.filtered and not r.refused
+    assert not f.apply("a clean line").filtered
+    refuse = TextFilter(["fox"], "refuse")
+    assert refuse.apply("quick fox") == type(r)("", True, True)
+    hooked = TextFilter([], hook=lambda t: "bad" in t)
+    assert hooked.apply("bad news").refused and not hooked.apply("good news").filtered
+    stream = StreamFilter(f)  # a term split across pieces is still caught
+    out = "".join(stream.feed(p) for p in ["the f", "o", "x ran"]) + stream.feed("", final=True)
+    assert out == "the ███ ran"
+
+
+def test_served_text_goes_through_the_filter(runs, tmp_path):
+    from genlab.serve.safety import TextFilter
+
+    store = KeyStore(tmp_path / "keys.json")
+    _, token = store.add("t")
+    auth = {"Authorization": f"Bearer {token}"}
+    body = {"prompt": "The", "max_tokens": 30, "temperature": 0.5, "n": 2, "seed": 3}
+    plain = TestClient(create_app([runs[1]], store)).post("/v1/models/fox/text", json=body, headers=auth).json()
+    assert any("fox" in t for t in plain["texts"]), plain  # the tiny model has learnt its one sentence
+    client = TestClient(create_app([runs[1]], store, text_filter=TextFilter(["fox"])))
+    r = client.post("/v1/models/fox/text", json=body, headers=auth).json()
+    assert all("fox" not in t for t in r["texts"]) and any(r["filtered"])
+    assert r["texts"] == [t.replace("fox", "███") for t in plain["texts"]]
+    with client.stream("POST", "/v1/models/fox/text", json={**body, "stream": True}, headers=auth) as s:
+        events = [json.loads(line[6:]) for line in s.iter_lines() if line.startswith("data: {")]
+    streamed = ["", ""]
+    for e in events:
+        streamed[e["index"]] += e.get("text", "")
+    assert streamed == r["texts"]
+    assert 'genlab_filtered_samples_total{action="redacted"}' in client.get("/metrics").text

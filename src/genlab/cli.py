@@ -256,13 +256,19 @@ KEYS_OPTION = click.option("--keys", "keys_path", type=click.Path(dir_okay=False
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @KEYS_OPTION
-def serve(runs: tuple[Path, ...], host: str, port: int, keys_path: Path | None) -> None:
+@click.option("--blocklist", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Text output filter: a file of blocked terms, one per line.")
+@click.option("--filter-mode", type=click.Choice(["redact", "refuse"]), default="redact", show_default=True)
+@click.option("--filter-hook", default=None, help="Text output filter: package.module:function(text) -> bool.")
+def serve(runs: tuple[Path, ...], host: str, port: int, keys_path: Path | None, blocklist: Path | None,
+          filter_mode: str, filter_hook: str | None) -> None:
     """Serve trained RUNS over HTTP (FastAPI): /v1/models, image and text generation with an API key."""
     import logging
 
     import uvicorn
 
     from genlab.serve.app import create_app
+    from genlab.serve.safety import TextFilter
 
     access = logging.getLogger("genlab.access")  # one JSON line per request, on stderr
     handler = logging.StreamHandler()
@@ -273,7 +279,8 @@ def serve(runs: tuple[Path, ...], host: str, port: int, keys_path: Path | None) 
     store = _key_store(keys_path)
     if not store.list():
         click.echo(f"note: {store.path} holds no keys yet; add one with `genlab keys add NAME`", err=True)
-    uvicorn.run(create_app(list(runs), store), host=host, port=port, log_level="warning")
+    text_filter = TextFilter.from_options(blocklist, filter_mode, filter_hook)
+    uvicorn.run(create_app(list(runs), store, text_filter=text_filter), host=host, port=port, log_level="warning")
 
 
 @cli.group()

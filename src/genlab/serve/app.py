@@ -20,6 +20,7 @@ from genlab.errors import GenlabError
 from genlab.serve.keys import KeyStore
 from genlab.serve.limits import KeyLimiter, Limits
 from genlab.serve.observe import AccessLog, Metrics
+from genlab.serve.safety import StreamFilter, TextFilter
 
 
 class Served:
@@ -97,7 +98,9 @@ async def _too_large(scope, receive, send, limit: int):
     await response(scope, receive, send)
 
 
-def create_app(run_dirs: list[str | Path], keys: KeyStore, limits: Limits | None = None) -> FastAPI:
+def create_app(run_dirs: list[str | Path], keys: KeyStore, limits: Limits | None = None,
+               text_filter: TextFilter | None = None) -> FastAPI:
+    """The app serving `run_dirs`; `text_filter` (optional) redacts or refuses generated text."""
     from genlab.pipeline import open_run
 
     limits = limits or Limits()
@@ -209,16 +212,38 @@ def create_app(run_dirs: list[str | Path], keys: KeyStore, limits: Limits | None
             finally:
                 limiter.release(key_id)
             metrics.characters.labels(name).inc(sum(map(len, texts)))
-            return {"model": name, "prompt": req.prompt, "texts": texts}
+            filtered = [False] * len(texts)
+            if text_filter is not None:
+                results = [text_filter.apply(t) for t in texts]
+                texts, filtered = [r.text for r in results], [r.filtered for r in results]
+                for r in results:
+                    if r.filtered:
+                        metrics.filtered.labels("refused" if r.refused else "redacted").inc()
+            return {"model": name, "prompt": req.prompt, "texts": texts, "filtered": filtered}
+
+        def event(i: int, **fields) -> str:
+            return f"data: {json.dumps({'index': i, **fields}, ensure_ascii=False)}\n\n"
 
         def events():
+            filters = [StreamFilter(text_filter) for _ in range(req.n)] if text_filter is not None else None
             try:
                 with served.lock, torch.inference_mode():
                     for pieces in stream_text(served.run, req.prompt, req.seed, req.n, req.stop, **sampling):
                         metrics.characters.labels(name).inc(sum(map(len, pieces)))
                         for i, piece in enumerate(pieces):
+                            if filters is not None:
+                                was_refused = filters[i].refused
+                                piece = filters[i].feed(piece)
+                                if filters[i].refused and not was_refused:
+                                    metrics.filtered.labels("refused").inc()
+                                    yield event(i, refused=True)
                             if piece:
-                                yield f"data: {json.dumps({'index': i, 'text': piece}, ensure_ascii=False)}\n\n"
+                                yield event(i, text=piece)
+                for i, f in enumerate(filters or []):
+                    if rest := f.feed("", final=True):
+                        yield event(i, text=rest)
+                    if f.filter.apply(f.text).filtered and not f.refused:
+                        metrics.filtered.labels("redacted").inc()
                 yield "data: [DONE]\n\n"
             except GenlabError as exc:
                 yield f"event: error\ndata: {json.dumps({'detail': str(exc)})}\n\n"

@@ -27,6 +27,8 @@ class Metrics:
         self.images = Counter("genlab_generated_images", "Images generated", ["model"], registry=self.registry)
         self.characters = Counter("genlab_generated_characters", "Characters of text generated", ["model"],
                                   registry=self.registry)
+        self.filtered = Counter("genlab_filtered_samples", "Text samples the output filter redacted or refused",
+                                ["action"], registry=self.registry)
         self.rejections = Counter("genlab_rejections", "Requests refused, by reason", ["reason"],
                                   registry=self.registry)
 
