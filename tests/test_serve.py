@@ -4,6 +4,7 @@ import base64
 import json
 
 import pytest
+import torch
 from conftest import tiny_config
 from fastapi.testclient import TestClient
 
@@ -222,3 +223,21 @@ def test_served_text_goes_through_the_filter(runs, tmp_path):
         streamed[e["index"]] += e.get("text", "")
     assert streamed == r["texts"]
     assert 'genlab_filtered_samples_total{action="redacted"}' in client.get("/metrics").text
+
+
+def test_int8_quantised_model_serves_close_to_float(runs, tmp_path):
+    from genlab.pipeline import open_run
+    from genlab.serve.app import quantize_int8
+
+    run = open_run(runs[1])
+    before = run.model.test_likelihood(run.dataset, run.config.eval, False)["bits_per_character"]
+    assert quantize_int8(run.model) > 0
+    after = run.model.test_likelihood(run.dataset, run.config.eval, False)["bits_per_character"]
+    assert abs(after - before) < 0.05 * before  # int8 weights: a small change, not a broken model
+    assert not any(type(m) is torch.nn.Linear for m in run.model.modules())
+    store = KeyStore(tmp_path / "keys.json")
+    _, token = store.add("t")
+    client = TestClient(create_app([runs[1]], store, quantize=True))
+    r = client.post("/v1/models/fox/text", json={"prompt": "The", "max_tokens": 10},
+                    headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200 and len(r.json()["texts"]) == 1

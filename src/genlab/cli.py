@@ -260,8 +260,10 @@ KEYS_OPTION = click.option("--keys", "keys_path", type=click.Path(dir_okay=False
               help="Text output filter: a file of blocked terms, one per line.")
 @click.option("--filter-mode", type=click.Choice(["redact", "refuse"]), default="redact", show_default=True)
 @click.option("--filter-hook", default=None, help="Text output filter: package.module:function(text) -> bool.")
+@click.option("--quantize", type=click.Choice(["none", "int8"]), default="none", show_default=True,
+              help="Dynamic int8 quantisation of Linear layers (CPU; see docs/benchmarks.md for when it pays).")
 def serve(runs: tuple[Path, ...], host: str, port: int, keys_path: Path | None, blocklist: Path | None,
-          filter_mode: str, filter_hook: str | None) -> None:
+          filter_mode: str, filter_hook: str | None, quantize: str) -> None:
     """Serve trained RUNS over HTTP (FastAPI): /v1/models, image and text generation with an API key."""
     import logging
 
@@ -280,7 +282,8 @@ def serve(runs: tuple[Path, ...], host: str, port: int, keys_path: Path | None, 
     if not store.list():
         click.echo(f"note: {store.path} holds no keys yet; add one with `genlab keys add NAME`", err=True)
     text_filter = TextFilter.from_options(blocklist, filter_mode, filter_hook)
-    uvicorn.run(create_app(list(runs), store, text_filter=text_filter), host=host, port=port, log_level="warning")
+    app = create_app(list(runs), store, text_filter=text_filter, quantize=quantize == "int8")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 @cli.group()

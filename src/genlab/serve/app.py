@@ -98,15 +98,30 @@ async def _too_large(scope, receive, send, limit: int):
     await response(scope, receive, send)
 
 
+def quantize_int8(model: torch.nn.Module) -> int:
+    """Dynamic int8 quantisation of every nn.Linear, in place (int8 weights, activations quantised on the fly):
+    worth it for Linear-heavy models on CPU, see docs/benchmarks.md. Returns how many layers it replaced."""
+    import warnings
+
+    count = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization announces its move to torchao
+        torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+    return count
+
+
 def create_app(run_dirs: list[str | Path], keys: KeyStore, limits: Limits | None = None,
-               text_filter: TextFilter | None = None) -> FastAPI:
-    """The app serving `run_dirs`; `text_filter` (optional) redacts or refuses generated text."""
+               text_filter: TextFilter | None = None, quantize: bool = False) -> FastAPI:
+    """The app serving `run_dirs`; `text_filter` (optional) redacts or refuses generated text; `quantize`
+    applies dynamic int8 quantisation to every model's Linear layers."""
     from genlab.pipeline import open_run
 
     limits = limits or Limits()
     models: dict[str, Served] = {}
     for path in run_dirs:
         served = Served(open_run(path))
+        if quantize:
+            quantize_int8(served.run.model)
         name = served.run.paths.root.name
         if name in models:
             raise GenlabError(f"two runs are named {name!r}; serve runs with distinct folder names")
