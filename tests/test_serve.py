@@ -3,6 +3,7 @@
 import base64
 import json
 
+import numpy as np
 import pytest
 import torch
 from conftest import tiny_config
@@ -241,3 +242,32 @@ def test_int8_quantised_model_serves_close_to_float(runs, tmp_path):
     r = client.post("/v1/models/fox/text", json={"prompt": "The", "max_tokens": 10},
                     headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 200 and len(r.json()["texts"]) == 1
+
+
+@pytest.mark.parametrize("family", ["vae", "diffusion"])
+def test_micro_batching_does_not_change_any_request(runs, tmp_path, family):
+    """Concurrent requests batched into one forward pass get the images each would get alone (DDPM draws
+    fresh noise at every step, so that is checked too)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from genlab.pipeline import generate, open_run, to_uint8
+    from genlab.serve.app import Served
+    from genlab.serve.batching import ImageBatcher
+
+    if family == "vae":
+        path = runs[0]
+    else:
+        path, _ = train_config(tiny_config("diffusion", name="diff", train={"steps": 3},
+                                           model={"sampler": "ddpm", "sample_steps": 3}), tmp_path)
+        path = path.root
+    run = open_run(path)
+    sizes = []
+    batcher = ImageBatcher(Served(run), max_batch=64, max_wait=0.3, on_batch=sizes.append)
+    requests = [(3, 11, 2), (2, 12, 5), (4, 13, 2), (1, 14, None), (2, 15, None)]
+    with ThreadPoolExecutor(len(requests)) as pool:
+        got = list(pool.map(lambda r: batcher.submit(r[0], r[1], r[2], {}), requests))
+    assert max(sizes) > 1 and sum(sizes) == len(requests)  # some requests really shared a pass
+    for (n, seed, label), images in zip(requests, got, strict=True):
+        alone = generate(run, n, label=label, seed=seed)
+        assert np.array_equal(to_uint8(images), to_uint8(alone))
+        torch.testing.assert_close(images, alone, atol=1e-5, rtol=0)

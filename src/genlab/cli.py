@@ -262,8 +262,12 @@ KEYS_OPTION = click.option("--keys", "keys_path", type=click.Path(dir_okay=False
 @click.option("--filter-hook", default=None, help="Text output filter: package.module:function(text) -> bool.")
 @click.option("--quantize", type=click.Choice(["none", "int8"]), default="none", show_default=True,
               help="Dynamic int8 quantisation of Linear layers (CPU; see docs/benchmarks.md for when it pays).")
+@click.option("--max-batch", default=64, show_default=True, type=click.IntRange(1, 1024),
+              help="Micro-batching: most images sampled in one forward pass.")
+@click.option("--max-wait-ms", default=10.0, show_default=True, type=click.FloatRange(0, 1000),
+              help="Micro-batching: how long a request waits for others; 0 turns batching off.")
 def serve(runs: tuple[Path, ...], host: str, port: int, keys_path: Path | None, blocklist: Path | None,
-          filter_mode: str, filter_hook: str | None, quantize: str) -> None:
+          filter_mode: str, filter_hook: str | None, quantize: str, max_batch: int, max_wait_ms: float) -> None:
     """Serve trained RUNS over HTTP (FastAPI): /v1/models, image and text generation with an API key."""
     import logging
 
@@ -282,7 +286,8 @@ def serve(runs: tuple[Path, ...], host: str, port: int, keys_path: Path | None, 
     if not store.list():
         click.echo(f"note: {store.path} holds no keys yet; add one with `genlab keys add NAME`", err=True)
     text_filter = TextFilter.from_options(blocklist, filter_mode, filter_hook)
-    app = create_app(list(runs), store, text_filter=text_filter, quantize=quantize == "int8")
+    batching = (max_batch, max_wait_ms / 1000) if max_wait_ms > 0 else None
+    app = create_app(list(runs), store, text_filter=text_filter, quantize=quantize == "int8", batching=batching)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 

@@ -10,6 +10,7 @@ from torch import nn
 from genlab.data.images import Batch
 from genlab.data.spec import DataSpec
 from genlab.errors import GenlabError
+from genlab.nn.noise import randint
 
 
 @dataclass
@@ -138,7 +139,7 @@ class GenerativeModel(nn.Module):
                 raise GenlabError(f"label must be in 0..{self.spec.num_classes - 1}")
             return labels.long()
         if self.conditional:
-            return torch.randint(self.spec.num_classes, (n,), generator=noise)
+            return randint(self.spec.num_classes, (n,), noise)
         return None
 
 

@@ -18,6 +18,7 @@ from genlab.diffusion.samplers import SAMPLERS, sample_loop
 from genlab.diffusion.schedule import NoiseSchedule
 from genlab.errors import GenlabError
 from genlab.models.base import DataSpec, GenerativeModel, Phase
+from genlab.nn.noise import randn
 from genlab.nn.unet import UNet
 from genlab.registry import register_family
 
@@ -154,7 +155,7 @@ class Diffusion(GenerativeModel):
         if guidance is not None and guidance < 0:
             raise GenlabError("--guidance must be >= 0")
         y = self.sample_labels(n, labels, noise)
-        x = torch.randn((n, self.spec.channels, self.spec.height, self.spec.width), generator=noise)
+        x = randn((n, self.spec.channels, self.spec.height, self.spec.width), noise)
         denoise = self.denoiser(y, cfg.guidance if guidance is None else guidance, cfg.clip_denoised)
         x0 = sample_loop(sampler or cfg.sampler, self.schedule, denoise, x, steps or cfg.sample_steps, noise,
                          cfg.eta if eta is None else eta)

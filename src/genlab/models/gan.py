@@ -13,6 +13,7 @@ from genlab.data.images import Batch
 from genlab.errors import GenlabError
 from genlab.models.base import DataSpec, GenerativeModel, Phase, class_embedding
 from genlab.nn.blocks import ConvDecoder, ConvEncoder
+from genlab.nn.noise import randn
 from genlab.registry import register_family
 
 
@@ -137,5 +138,5 @@ class GAN(GenerativeModel):
     @torch.no_grad()
     def sample(self, n: int, labels=None, noise=None) -> torch.Tensor:
         y = self.sample_labels(n, labels, noise)
-        z = torch.randn(n, self.config.latent_dim, generator=noise)
+        z = randn((n, self.config.latent_dim), noise)
         return (self.generator(z, y) + 1) / 2

@@ -18,6 +18,7 @@ from genlab.nn.likelihoods import (
     discretized_logistic_log_prob,
     standard_normal_log_prob,
 )
+from genlab.nn.noise import randn
 from genlab.registry import register_family
 
 
@@ -105,7 +106,7 @@ class VAE(GenerativeModel):
     @torch.no_grad()
     def sample(self, n: int, labels=None, noise=None) -> torch.Tensor:
         y = self.sample_labels(n, labels, noise)
-        z = torch.randn(n, self.config.latent_dim, generator=noise)
+        z = randn((n, self.config.latent_dim), noise)
         out = self.decode(z, y)
         if self.config.likelihood == "bernoulli":
             return torch.sigmoid(out)

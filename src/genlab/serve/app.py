@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from genlab.data import TextDataset
 from genlab.errors import GenlabError
+from genlab.serve.batching import ImageBatcher
 from genlab.serve.keys import KeyStore
 from genlab.serve.limits import KeyLimiter, Limits
 from genlab.serve.observe import AccessLog, Metrics
@@ -29,6 +30,7 @@ class Served:
     def __init__(self, run):
         self.run, self.lock = run, threading.Lock()
         self.text = isinstance(run.dataset, TextDataset)
+        self.batcher: ImageBatcher | None = None
 
     def describe(self) -> dict:
         run = self.run
@@ -111,9 +113,11 @@ def quantize_int8(model: torch.nn.Module) -> int:
 
 
 def create_app(run_dirs: list[str | Path], keys: KeyStore, limits: Limits | None = None,
-               text_filter: TextFilter | None = None, quantize: bool = False) -> FastAPI:
+               text_filter: TextFilter | None = None, quantize: bool = False,
+               batching: tuple[int, float] | None = (64, 0.01)) -> FastAPI:
     """The app serving `run_dirs`; `text_filter` (optional) redacts or refuses generated text; `quantize`
-    applies dynamic int8 quantisation to every model's Linear layers."""
+    applies dynamic int8 quantisation to every model's Linear layers; `batching` = (max images, max wait in
+    seconds) micro-batches image requests per model (None: each request alone)."""
     from genlab.pipeline import open_run
 
     limits = limits or Limits()
@@ -128,6 +132,11 @@ def create_app(run_dirs: list[str | Path], keys: KeyStore, limits: Limits | None
         models[name] = served
     limiter = KeyLimiter(limits)
     metrics = Metrics()
+    if batching is not None:
+        for served in models.values():
+            if not served.text:
+                served.batcher = ImageBatcher(served, batching[0], batching[1], metrics.batch_requests.observe)
+    metrics.queue_depth.set_function(lambda: sum(m.batcher.depth for m in models.values() if m.batcher))
     app = FastAPI(title="genlab", version="1", description="Generate from trained genlab runs.")
     app.add_middleware(BodyLimit, limit=limits.max_body_bytes)
     app.add_middleware(AccessLog, metrics=metrics)  # outermost: it also sees what BodyLimit refuses
@@ -190,12 +199,18 @@ def create_app(run_dirs: list[str | Path], keys: KeyStore, limits: Limits | None
         if req.n > limits.max_images:
             raise HTTPException(422, f"n must be at most {limits.max_images}")
         options = {k: v for k, v in {"steps": req.steps, "guidance": req.guidance}.items() if v is not None}
+        from genlab.pipeline import generate, image_grid, png_bytes, sampling_options, to_uint8
+
+        sampling_options(served.run, options)  # checked per request, so one bad request fails no batch
+        if req.label is not None:
+            served.run.model.sample_labels(1, torch.tensor([req.label]), None)
         slot(key_id)
         try:
-            from genlab.pipeline import generate, image_grid, png_bytes, to_uint8
-
-            with served.lock, torch.inference_mode():
-                pictures = generate(served.run, req.n, label=req.label, seed=req.seed, **options)
+            if served.batcher is not None:
+                pictures = served.batcher.submit(req.n, req.seed, req.label, options)
+            else:
+                with served.lock, torch.inference_mode():
+                    pictures = generate(served.run, req.n, label=req.label, seed=req.seed, **options)
         finally:
             limiter.release(key_id)
         metrics.images.labels(name).inc(req.n)

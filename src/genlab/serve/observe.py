@@ -29,6 +29,10 @@ class Metrics:
                                   registry=self.registry)
         self.filtered = Counter("genlab_filtered_samples", "Text samples the output filter redacted or refused",
                                 ["action"], registry=self.registry)
+        self.batch_requests = Histogram("genlab_batch_requests", "Requests served by one micro-batch",
+                                        buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry)
+        self.queue_depth = Gauge("genlab_queue_depth", "Image requests waiting for a micro-batch",
+                                 registry=self.registry)
         self.rejections = Counter("genlab_rejections", "Requests refused, by reason", ["reason"],
                                   registry=self.registry)
 
