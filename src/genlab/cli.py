@@ -266,14 +266,21 @@ KEYS_OPTION = click.option("--keys", "keys_path", type=click.Path(dir_okay=False
               help="Micro-batching: most images sampled in one forward pass.")
 @click.option("--max-wait-ms", default=10.0, show_default=True, type=click.FloatRange(0, 1000),
               help="Micro-batching: how long a request waits for others; 0 turns batching off.")
+@click.option("--rate", default=60.0, show_default=True, type=click.FloatRange(min=0.01),
+              help="Requests per minute per key (token bucket).")
+@click.option("--burst", default=10, show_default=True, type=click.IntRange(min=1), help="Bucket size per key.")
+@click.option("--concurrent", default=4, show_default=True, type=click.IntRange(min=1),
+              help="Requests in flight per key.")
 def serve(runs: tuple[Path, ...], host: str, port: int, keys_path: Path | None, blocklist: Path | None,
-          filter_mode: str, filter_hook: str | None, quantize: str, max_batch: int, max_wait_ms: float) -> None:
+          filter_mode: str, filter_hook: str | None, quantize: str, max_batch: int, max_wait_ms: float,
+          rate: float, burst: int, concurrent: int) -> None:
     """Serve trained RUNS over HTTP (FastAPI): /v1/models, image and text generation with an API key."""
     import logging
 
     import uvicorn
 
     from genlab.serve.app import create_app
+    from genlab.serve.limits import Limits
     from genlab.serve.safety import TextFilter
 
     access = logging.getLogger("genlab.access")  # one JSON line per request, on stderr
@@ -287,7 +294,9 @@ def serve(runs: tuple[Path, ...], host: str, port: int, keys_path: Path | None, 
         click.echo(f"note: {store.path} holds no keys yet; add one with `genlab keys add NAME`", err=True)
     text_filter = TextFilter.from_options(blocklist, filter_mode, filter_hook)
     batching = (max_batch, max_wait_ms / 1000) if max_wait_ms > 0 else None
-    app = create_app(list(runs), store, text_filter=text_filter, quantize=quantize == "int8", batching=batching)
+    limits = Limits(requests_per_minute=rate, burst=burst, concurrent=concurrent)
+    app = create_app(list(runs), store, limits, text_filter=text_filter, quantize=quantize == "int8",
+                     batching=batching)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
