@@ -4,7 +4,8 @@
 
 For each setting a fresh server (pinned to core 0, one torch thread) serves RUN; CLIENTS concurrent clients
 (asyncio + httpx, pinned to core 1) post image requests of N images for SECONDS, each as fast as answers
-come. Reports requests, status codes, throughput and latency percentiles; writes bench/out/serve_load.json.
+come. Reports requests, status codes (and transport errors by name), throughput and latency percentiles; writes
+bench/out/serve_load.json.
 """
 
 from __future__ import annotations
@@ -33,9 +34,13 @@ async def load(url: str, token: str, seconds: float, clients: int, n: int) -> di
             seed = i * 1_000_000
             while time.monotonic() < stop:
                 t0 = time.perf_counter()
-                r = await client.post(url, json={"n": n, "seed": seed}, headers=headers)
+                try:
+                    r = await client.post(url, json={"n": n, "seed": seed}, headers=headers)
+                    outcome = r.status_code
+                except httpx.HTTPError as exc:  # counted, not hidden: a dropped connection is a failure too
+                    outcome = type(exc).__name__
                 latencies.append(time.perf_counter() - t0)
-                codes[r.status_code] = codes.get(r.status_code, 0) + 1
+                codes[outcome] = codes.get(outcome, 0) + 1
                 seed += 1
 
         t0 = time.perf_counter()
