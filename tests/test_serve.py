@@ -178,6 +178,9 @@ def test_metrics_and_request_ids(server, caplog):
     assert 'genlab_rejections_total{reason="auth"} 1.0' in text
     assert 'genlab_generated_images_total{model="digits"} 3.0' in text
     assert "genlab_request_seconds_bucket" in text
+    client.post("/v1/models/fox/text", json={"prompt": "The", "max_tokens": 8}, headers=auth)
+    tokens = client.get("/metrics").text.split('genlab_generated_tokens_total{model="fox"} ')[1].split()[0]
+    assert 1 <= float(tokens) <= 8
 
 
 def test_playground_page_is_served(server):
@@ -271,3 +274,52 @@ def test_micro_batching_does_not_change_any_request(runs, tmp_path, family):
         alone = generate(run, n, label=label, seed=seed)
         assert np.array_equal(to_uint8(images), to_uint8(alone))
         torch.testing.assert_close(images, alone, atol=1e-5, rtol=0)
+
+
+def test_shutdown_drains_a_request_in_flight(tmp_path):
+    """SIGTERM while a slow request is being served: it is answered in full, then the server exits."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    import httpx
+
+    run, _ = train_config(tiny_config("diffusion", name="slow", train={"steps": 2},
+                                      model={"timesteps": 100, "sample_steps": 100,
+                                             "sampler": "ddpm"}), tmp_path)
+    env = {**os.environ, "GENLAB_HOME": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    token = KeyStore(tmp_path / "keys.json").add("t")[1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "genlab.cli", "serve", str(run.root), "--port", str(port)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        result = {}
+
+        def slow_request():
+            t0 = time.perf_counter()
+            r = httpx.post(f"http://127.0.0.1:{port}/v1/models/slow/images", json={"n": 64},
+                           headers={"Authorization": f"Bearer {token}"}, timeout=120)
+            result.update(status=r.status_code, png=r.content[:4], seconds=time.perf_counter() - t0)
+
+        client = threading.Thread(target=slow_request)
+        client.start()
+        time.sleep(0.5)
+        server.send_signal(signal.SIGTERM)
+        client.join(timeout=120)
+        # uvicorn drains, then re-raises the captured SIGTERM so the exit status still says "terminated"
+        assert server.wait(timeout=60) in (0, -signal.SIGTERM)
+    finally:
+        server.kill()
+    assert result["status"] == 200 and result["png"] == b"\x89PNG" and result["seconds"] > 0.5

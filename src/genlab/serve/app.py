@@ -227,6 +227,12 @@ def create_app(run_dirs: list[str | Path], keys: KeyStore, limits: Limits | None
         from genlab.pipeline import generate_text, stream_text
 
         served = model(name, text=True)
+
+        def count_text(texts: list[str]) -> None:
+            metrics.characters.labels(name).inc(sum(map(len, texts)))
+            tokenizer = served.run.dataset.tokenizer
+            metrics.tokens.labels(name).inc(sum(len(tokenizer.encode(t)) for t in texts if t))
+
         for value, cap, what in ((req.n, limits.max_text_samples, "n"),
                                  (req.max_tokens, limits.max_new_tokens, "max_tokens"),
                                  (len(req.prompt), limits.max_prompt_chars, "the prompt's length")):
@@ -241,7 +247,7 @@ def create_app(run_dirs: list[str | Path], keys: KeyStore, limits: Limits | None
                     texts = generate_text(served.run, req.prompt, req.n, req.seed, stop=req.stop, **sampling)
             finally:
                 limiter.release(key_id)
-            metrics.characters.labels(name).inc(sum(map(len, texts)))
+            count_text(texts)
             filtered = [False] * len(texts)
             if text_filter is not None:
                 results = [text_filter.apply(t) for t in texts]
@@ -256,10 +262,11 @@ def create_app(run_dirs: list[str | Path], keys: KeyStore, limits: Limits | None
 
         def events():
             filters = [StreamFilter(text_filter) for _ in range(req.n)] if text_filter is not None else None
+            produced = [""] * req.n
             try:
                 with served.lock, torch.inference_mode():
                     for pieces in stream_text(served.run, req.prompt, req.seed, req.n, req.stop, **sampling):
-                        metrics.characters.labels(name).inc(sum(map(len, pieces)))
+                        produced = [a + b for a, b in zip(produced, pieces, strict=True)]
                         for i, piece in enumerate(pieces):
                             if filters is not None:
                                 was_refused = filters[i].refused
@@ -278,6 +285,7 @@ def create_app(run_dirs: list[str | Path], keys: KeyStore, limits: Limits | None
             except GenlabError as exc:
                 yield f"event: error\ndata: {json.dumps({'detail': str(exc)})}\n\n"
             finally:
+                count_text(produced)
                 limiter.release(key_id)
 
         return StreamingResponse(events(), media_type="text/event-stream")

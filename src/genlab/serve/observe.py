@@ -25,6 +25,8 @@ class Metrics:
                                  registry=self.registry)
         self.in_flight = Gauge("genlab_requests_in_flight", "Requests being served", registry=self.registry)
         self.images = Counter("genlab_generated_images", "Images generated", ["model"], registry=self.registry)
+        self.tokens = Counter("genlab_generated_tokens", "Tokens of text generated", ["model"],
+                              registry=self.registry)
         self.characters = Counter("genlab_generated_characters", "Characters of text generated", ["model"],
                                   registry=self.registry)
         self.filtered = Counter("genlab_filtered_samples", "Text samples the output filter redacted or refused",
