@@ -23,6 +23,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from genlab.serve import wait_until_ready
+
 
 async def load(url: str, token: str, seconds: float, clients: int, n: int) -> dict:
     latencies, codes = [], {}
@@ -64,12 +66,8 @@ def serve_and_load(run: str, args, max_wait_ms: float, port: int) -> dict:
                                    "--burst", "1000000", "--concurrent", str(args.clients)],
                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            for _ in range(300):
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
+            if not wait_until_ready(f"http://127.0.0.1:{port}", 60):
+                raise SystemExit("the server did not start")
             os.sched_setaffinity(0, {1})
             name = Path(run).name
             return asyncio.run(load(f"http://127.0.0.1:{port}/v1/models/{name}/images", token, args.seconds,

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from genlab.config import config_from_dict
 from genlab.pipeline import train_config
+from genlab.serve import wait_until_ready
 from genlab.serve.app import create_app
 from genlab.serve.keys import KeyStore
 from genlab.serve.limits import KeyLimiter, Limits
@@ -299,12 +300,7 @@ def test_shutdown_drains_a_request_in_flight(tmp_path):
     server = subprocess.Popen([sys.executable, "-m", "genlab.cli", "serve", str(run.root), "--port", str(port)],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        assert wait_until_ready(f"http://127.0.0.1:{port}", 60)
         result = {}
 
         def slow_request():
