@@ -238,6 +238,38 @@ def compare(runs: tuple[Path, ...], out: Path) -> None:
     click.echo(f"wrote {out / 'compare.csv'} and {out / 'compare.png'}")
 
 
+@cli.group()
+def data() -> None:
+    """Look at a dataset before training on it."""
+
+
+@data.command(name="audit")
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("overrides", nargs=-1)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("audit"), show_default=True,
+              help="Folder for audit.json and audit.html.")
+def data_audit(config: Path, overrides: tuple[str, ...], out: Path) -> None:
+    """Audit the image dataset of recipe CONFIG: exact and near duplicates, likely label errors, class
+    balance, brightness; every finding lists item ids."""
+    from genlab.config import load_config
+    from genlab.data.audit import audit_images, write_audit
+    from genlab.data.images import load_image_dataset
+
+    cfg = load_config(config, overrides)
+    if cfg.data.source in ("txt", "jsonl", "fortune"):
+        raise GenlabError("genlab data audit covers image datasets so far (text corpora: genlab describe)")
+    ds = load_image_dataset(cfg.data)
+    report = {"dataset": ds.describe()["fingerprint"], **audit_images(ds.images, ds.labels, ds.class_names)}
+    write_audit(report, out)
+    summary = {"items": report["items"], "exact duplicate copies": report["exact_duplicates"]["extra_copies"],
+               "near-duplicate pairs": report["near_duplicates"]["pairs"]}
+    if "label_issues" in report:
+        summary["likely label errors"] = report["label_issues"]["count"]
+        summary["class imbalance (max/min)"] = round(report["classes"]["imbalance_ratio"], 2)
+    click.echo(json.dumps(summary, indent=2))
+    click.echo(f"wrote {out / 'audit.json'} and {out / 'audit.html'}")
+
+
 def _key_store(path: Path | None):
     import os
 

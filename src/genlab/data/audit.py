@@ -1,0 +1,181 @@
+"""Audit an image dataset before training on it: exact duplicates (content hash), near duplicates (difference
+hash within a Hamming distance), likely label errors (confident learning on out-of-fold probabilities), class
+balance and pixel statistics. Every finding lists item ids (row numbers in the dataset) so they can be looked at.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def exact_duplicates(images: torch.Tensor) -> list[list[int]]:
+    """Groups of ids whose pixels are byte-for-byte identical (first id = the one kept by a clean)."""
+    groups: dict[bytes, list[int]] = defaultdict(list)
+    arr = images.contiguous().numpy()
+    for i in range(arr.shape[0]):
+        groups[hashlib.sha256(arr[i].tobytes()).digest()].append(i)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def difference_hash(images: torch.Tensor, size: int = 8) -> np.ndarray:
+    """64-bit dHash per image (Krawetz): grey, area-resized to (size) x (size + 1), one bit per horizontal
+    brightness step. Small noise, blur or contrast changes move few bits; different images differ in ~half."""
+    grey = images.float().mean(dim=1, keepdim=True)
+    small = F.adaptive_avg_pool2d(grey, (size, size + 1))[:, 0]
+    bits = (small[:, :, 1:] > small[:, :, :-1]).reshape(images.shape[0], -1).numpy().astype(np.uint64)
+    return (bits << np.arange(bits.shape[1], dtype=np.uint64)).sum(axis=1, dtype=np.uint64)
+
+
+def near_duplicates(images: torch.Tensor, max_distance: int = 4) -> list[tuple[int, int, int]]:
+    """Pairs (i, j, Hamming distance) with dHash distance <= max_distance, not counting exact copies.
+    Candidates come from banding (the 64 bits cut into max_distance + 1 bands: two hashes within the distance
+    agree on at least one whole band), so the search is near linear, and it finds every such pair."""
+    hashes = difference_hash(images)
+    bands = max_distance + 1
+    width = 64 // bands
+    exact = {i: g[0] for g in exact_duplicates(images) for i in g}
+    pairs: dict[tuple[int, int], int] = {}
+    for b in range(bands):
+        shift, mask = np.uint64(b * width), np.uint64((1 << width) - 1)
+        keys = (hashes >> shift) & mask
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
+        starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+        ends = np.r_[starts[1:], len(order)]
+        for s, e in zip(starts, ends, strict=True):
+            if e - s < 2 or e - s > 2000:  # a huge bucket is a flat image class, not duplicates
+                continue
+            members = np.sort(order[s:e])
+            xor = hashes[members][:, None] ^ hashes[members][None, :]
+            dist = np.unpackbits(xor.view(np.uint8), axis=-1).reshape(len(members), len(members), -1).sum(-1)
+            for a, c in zip(*np.nonzero(np.triu(dist <= max_distance, k=1)), strict=True):
+                i, j = int(members[a]), int(members[c])
+                if exact.get(i, i) != exact.get(j, j):
+                    pairs[(i, j)] = int(dist[a, c])
+    return [(i, j, d) for (i, j), d in sorted(pairs.items())]
+
+
+def feature_near_duplicates(images: torch.Tensor, ratio: float = 0.25, neighbours: int = 5) -> list[tuple]:
+    """Pairs (i, j, distance) closer in pixel space (PCA to 64 dimensions for larger images) than `ratio` times
+    the dataset's median nearest-neighbour distance, not counting exact copies. Catches noisy or re-encoded
+    copies that a hash of a tiny image cannot."""
+    from sklearn.decomposition import PCA
+    from sklearn.neighbors import NearestNeighbors
+
+    n = images.shape[0]
+    x = images.reshape(n, -1).float().numpy() / 255.0
+    if x.shape[1] > 64:
+        x = PCA(64, random_state=0).fit_transform(x)
+    dist, idx = NearestNeighbors(n_neighbors=min(neighbours + 1, n)).fit(x).kneighbors(x)
+    exact = {i: g[0] for g in exact_duplicates(images) for i in g}
+    nearest, others = dist[:, 1:], idx[:, 1:]
+    apart = nearest > 1e-6  # exact copies are the other finding
+    typical = float(np.median(nearest[apart])) if apart.any() else 0.0
+    pairs = {}
+    for i, j in zip(*np.nonzero(apart & (nearest <= ratio * typical)), strict=True):
+        a, b = sorted((int(i), int(others[i, j])))
+        if a != b and exact.get(a, a) != exact.get(b, b):
+            pairs[(a, b)] = round(float(nearest[i, j]), 4)
+    return [(a, b, d) for (a, b), d in sorted(pairs.items())]
+
+
+def out_of_fold_probabilities(images: torch.Tensor, labels: torch.Tensor, folds: int = 5, seed: int = 0):
+    """P(class | image) for every item from a model that never saw it: multinomial logistic regression on
+    the pixels (scaled to [0, 1]), k-fold cross-fitted (scikit-learn)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    x = images.reshape(images.shape[0], -1).float().numpy() / 255.0
+    y = labels.numpy()
+    model = LogisticRegression(max_iter=300, C=0.5)
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    return cross_val_predict(model, x, y, cv=splitter, method="predict_proba")
+
+
+def label_issues(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Ids whose given label confident learning doubts (Northcutt et al. 2021, the confident joint): class j's
+    threshold is the mean p_j over items labelled j; an item counts toward the class among those it clears
+    with the highest p; off-diagonal items are issues. Returned worst first (lowest p of the given label)."""
+    k = probs.shape[1]
+    thresholds = np.array([probs[labels == j, j].mean() if (labels == j).any() else 1.0 for j in range(k)])
+    above = probs >= thresholds[None, :]
+    masked = np.where(above, probs, -1.0)
+    confident = masked.max(axis=1) >= 0
+    assigned = masked.argmax(axis=1)
+    issues = np.flatnonzero(confident & (assigned != labels))
+    return issues[np.argsort(probs[issues, labels[issues]])]
+
+
+def audit_images(images: torch.Tensor, labels: torch.Tensor | None, class_names: list[str] | None = None,
+                 near_distance: int = 4, folds: int = 5, seed: int = 0, listed: int = 50) -> dict:
+    """All findings for one image dataset; each lists up to `listed` ids (counts are complete)."""
+    n = images.shape[0]
+    exact = exact_duplicates(images)
+    hashed = near_duplicates(images, near_distance) if min(images.shape[-2:]) >= 16 else None
+    close = feature_near_duplicates(images)
+    bright = images.float().mean(dim=(1, 2, 3)) / 255.0
+    report: dict = {
+        "items": n, "shape": list(images.shape[1:]),
+        "exact_duplicates": {"groups": len(exact), "extra_copies": sum(len(g) - 1 for g in exact),
+                             "first_groups": exact[:listed]},
+        "near_duplicates": {"pairs": len(close), "first_pairs": [list(p) for p in close[:listed]],
+                            "method": "pixel-space neighbours closer than 0.25 x the median nearest-neighbour "
+                                      "distance"},
+        "hash_near_duplicates": ({"max_hamming_distance": near_distance, "pairs": len(hashed),
+                                  "first_pairs": [list(p) for p in hashed[:listed]]} if hashed is not None
+                                 else {"skipped": "dHash needs images of at least 16 x 16 pixels"}),
+        "brightness": {"mean": float(bright.mean()), "std": float(bright.std()),
+                       "darkest_ids": bright.argsort()[:5].tolist(), "brightest_ids": bright.argsort()[-5:].tolist(),
+                       "blank_ids": torch.nonzero(images.reshape(n, -1).amax(1) == images.reshape(n, -1).amin(1))
+                       .flatten().tolist()[:listed]},
+    }
+    if labels is not None:
+        counts = torch.bincount(labels, minlength=int(labels.max()) + 1).tolist()
+        names = class_names or [str(i) for i in range(len(counts))]
+        report["classes"] = {"counts": dict(zip(names, counts, strict=True)),
+                             "imbalance_ratio": max(counts) / max(1, min(counts))}
+        probs = out_of_fold_probabilities(images, labels, folds, seed)
+        issues = label_issues(probs, labels.numpy())
+        report["label_issues"] = {
+            "method": "confident learning on out-of-fold logistic-regression probabilities",
+            "count": int(len(issues)),
+            "worst": [{"id": int(i), "given": names[int(labels[i])], "suggested": names[int(probs[i].argmax())],
+                       "p_given": round(float(probs[i, labels[i]]), 4)} for i in issues[:listed]],
+            "ids": issues.tolist(),
+        }
+    return report
+
+
+def write_audit(report: dict, out) -> None:
+    """audit.json (everything) and audit.html (the findings and their first ids, one self-contained page)."""
+    import html
+    import json
+    from pathlib import Path
+
+    from genlab.runs import atomic_write_json, atomic_write_text
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "audit.json", report)
+    rows = [("Items", report["items"], ""),
+            ("Exact duplicate copies", report["exact_duplicates"]["extra_copies"],
+             report["exact_duplicates"]["first_groups"][:20]),
+            ("Near-duplicate pairs", report["near_duplicates"]["pairs"],
+             report["near_duplicates"]["first_pairs"][:20]),
+            ("Blank images", len(report["brightness"]["blank_ids"]), report["brightness"]["blank_ids"][:20])]
+    if "label_issues" in report:
+        rows.append(("Likely label errors", report["label_issues"]["count"],
+                     [(w["id"], w["given"], w["suggested"]) for w in report["label_issues"]["worst"][:20]]))
+        rows.append(("Class counts", round(report["classes"]["imbalance_ratio"], 2), report["classes"]["counts"]))
+    body = "".join(f"<tr><td>{html.escape(str(a))}</td><td>{html.escape(str(b))}</td>"
+                   f"<td><code>{html.escape(json.dumps(c))}</code></td></tr>" for a, b, c in rows)
+    atomic_write_text(out / "audit.html", "<!doctype html><meta charset='utf-8'><title>genlab audit</title>"
+                      "<style>body{font:14px system-ui;margin:2rem}td{border-bottom:1px solid #ddd;padding:4px 8px;"
+                      "vertical-align:top}code{font-size:12px}</style><h1>Dataset audit</h1>"
+                      f"<p>dataset {html.escape(str(report.get('dataset', '')))}; ids are row numbers</p>"
+                      f"<table><tr><th>finding</th><th>count</th><th>first ids</th></tr>{body}</table>")
