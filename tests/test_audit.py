@@ -81,3 +81,29 @@ def test_audit_cli_writes_json_and_html(tmp_path, run_cli):
     (tmp_path / "t.yaml").write_text("data:\n  source: txt\n  path: x\n")
     code, _, err = run_cli("data", "audit", tmp_path / "t.yaml")
     assert code == 2 and "image datasets so far" in err
+
+
+def test_clean_writes_an_immutable_version_with_a_manifest(tmp_path, run_cli):
+    import json
+
+    images, labels, exact_src, near_src, flipped, n = planted_digits()
+    k = len(exact_src)
+    np.savez(tmp_path / "planted.npz", images=images.numpy(), labels=labels.numpy())
+    (tmp_path / "r.yaml").write_text(f"data:\n  source: npz\n  path: {tmp_path / 'planted.npz'}\n")
+    args = ["data", "clean", tmp_path / "r.yaml", "--drop", "exact,near,labels"]
+    code, out, err = run_cli(*args, "--out", tmp_path / "v1")
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "v1" / "manifest.json").read_text())
+    removed = {o["op"]: set(o["removed_ids"]) for o in manifest["operations"]}
+    assert set(range(n, n + k)) <= removed["exact"] | {int(s) for s in exact_src}  # one of each copy pair
+    assert len(removed["exact"]) == k
+    assert set(range(n + k, n + 2 * k)) == removed["near"]  # the noisy copies
+    assert len(removed["labels"] & set(flipped.tolist())) >= 0.7 * k
+    assert manifest["items"] == manifest["parent"]["items"] - sum(len(v) for v in removed.values())
+    assert manifest["fingerprint"] != manifest["parent"]["fingerprint"]
+    with np.load(tmp_path / "v1" / "data.npz") as data:
+        assert data["images"].shape[0] == manifest["items"]
+    code, out, err = run_cli(*args, "--out", tmp_path / "v2")
+    assert json.loads((tmp_path / "v2" / "manifest.json").read_text())["fingerprint"] == manifest["fingerprint"]
+    code, _, err = run_cli(*args, "--out", tmp_path / "v1")
+    assert code == 2 and "never overwritten" in err

@@ -179,3 +179,30 @@ def write_audit(report: dict, out) -> None:
                       "vertical-align:top}code{font-size:12px}</style><h1>Dataset audit</h1>"
                       f"<p>dataset {html.escape(str(report.get('dataset', '')))}; ids are row numbers</p>"
                       f"<table><tr><th>finding</th><th>count</th><th>first ids</th></tr>{body}</table>")
+
+
+CLEAN_OPERATIONS = ("exact", "near", "labels")
+
+
+def clean_images(images: torch.Tensor, labels: torch.Tensor | None, report: dict, operations: list[str]):
+    """Apply audit fixes: `exact` keeps the first of each identical group, `near` drops the later item of each
+    near-duplicate pair, `labels` drops the items confident learning doubts. Returns the kept images and
+    labels and, per operation, the ids (rows of the input) it removed."""
+    unknown = [op for op in operations if op not in CLEAN_OPERATIONS]
+    if unknown:
+        from genlab.errors import GenlabError
+
+        raise GenlabError(f"unknown clean operation {unknown[0]!r}; choose from: {', '.join(CLEAN_OPERATIONS)}")
+    removed: dict[str, list[int]] = {}
+    gone: set[int] = set()
+    for op in operations:
+        if op == "exact":
+            ids = [i for g in report["exact_duplicates"]["first_groups"] for i in g[1:]]
+        elif op == "near":
+            ids = [j for _, j, _ in report["near_duplicates"]["first_pairs"]]
+        else:
+            ids = report.get("label_issues", {}).get("ids", [])
+        removed[op] = sorted(set(ids) - gone)
+        gone |= set(ids)
+    keep = torch.tensor(sorted(set(range(images.shape[0])) - gone), dtype=torch.long)
+    return images[keep], None if labels is None else labels[keep], removed
