@@ -110,8 +110,8 @@ class Trainer:
             for phase in self.phases:
                 for module in phase.modules:
                     module.compile()
-        parallel = self.world.size > 1 and not self.sharded  # FSDP reduces gradients itself
-        self.forward = {p.name: data_parallel(model, p.parameters()) if parallel else model for p in self.phases}
+        self.ddp = self.world.size > 1 and not self.sharded  # FSDP reduces gradients itself
+        self.forward = {p.name: data_parallel(model, p.parameters()) if self.ddp else model for p in self.phases}
         self.store = CheckpointStore(run.checkpoints, tc.keep_last)
         self.step = 0
         self.elapsed = 0.0
@@ -136,8 +136,7 @@ class Trainer:
             group["base_lr"] = lr
         return opt
 
-    # -- checkpoints ----------------------------------------------------------------------------------
-    # -- state: what the run stores (full tensors, also under FSDP, where every process must take part) ------
+    # -- checkpoints: what the run stores (full tensors, also under FSDP, where every process takes part) ----
     def model_state(self) -> dict[str, torch.Tensor]:
         return full_model_state(self.model) if self.sharded else self.model.saved_state()
 
@@ -267,7 +266,7 @@ class Trainer:
         """Forward and backward of one micro-batch (its loss scaled by 1 / train.accumulate); processes
         average gradients (DDP) on the last micro-batch only."""
         forward, parts = self.forward[phase], self.tc.accumulate
-        sync = contextlib.nullcontext() if last or self.world.size == 1 else forward.no_sync()
+        sync = forward.no_sync() if self.ddp and not last else contextlib.nullcontext()
         cast = torch.autocast("cpu", torch.bfloat16) if self.tc.precision == "bf16" else contextlib.nullcontext()
         with sync:
             with cast:
