@@ -107,6 +107,7 @@ def test_bad_requests_are_4xx_with_a_message(server):
         ("/v1/models/fox/text", {"max_tokens": 100_000}, 422),
         ("/v1/models/fox/text", {"prompt": "x" * 5000}, 422),
         ("/v1/models/fox/text", {"prompt": "Ω unknown"}, 400),
+        ("/v1/models/fox/text", {"prompt": "Ω unknown", "stream": True}, 400),  # refused before streaming
         ("/v1/models/fox/text", {"top_p": 0}, 422),
     ]
     for path, body, code in cases:

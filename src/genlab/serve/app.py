@@ -240,6 +240,7 @@ def create_app(run_dirs: list[str | Path], keys: KeyStore, limits: Limits | None
                 raise HTTPException(422, f"{what} must be at most {cap}")
         sampling = {"max_new_tokens": req.max_tokens, "temperature": req.temperature, "top_k": req.top_k,
                     "top_p": req.top_p, "repetition_penalty": req.repetition_penalty}
+        served.run.dataset.tokenizer.encode(req.prompt)  # an unknown character: 400 now, also before a stream
         slot(key_id)
         if not req.stream:
             try:
@@ -279,7 +280,7 @@ def create_app(run_dirs: list[str | Path], keys: KeyStore, limits: Limits | None
                 for i, f in enumerate(filters or []):
                     if rest := f.feed("", final=True):
                         yield event(i, text=rest)
-                    if f.filter.apply(f.text).filtered and not f.refused:
+                    if f.filtered and not f.refused:
                         metrics.filtered.labels("redacted").inc()
                 yield "data: [DONE]\n\n"
             except GenlabError as exc:

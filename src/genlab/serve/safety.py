@@ -71,13 +71,15 @@ class StreamFilter:
     at its end (a hold-back of the longest term's length), so a term split across pieces is still caught."""
 
     def __init__(self, text_filter: TextFilter):
-        self.filter, self.text, self.sent, self.refused = text_filter, "", 0, False
+        self.filter, self.text, self.sent = text_filter, "", 0
+        self.filtered = self.refused = False  # as in FilterResult, for the sample so far
 
     def feed(self, piece: str, final: bool = False) -> str:
         if self.refused:
             return ""
         self.text += piece
         result = self.filter.apply(self.text)
+        self.filtered = result.filtered
         if result.refused:
             self.refused = True
             return ""
