@@ -280,39 +280,14 @@ def data_audit(config: Path, overrides: tuple[str, ...], out: Path) -> None:
 def data_clean(config: Path, overrides: tuple[str, ...], drop: str, out: Path) -> None:
     """Write a cleaned, immutable version of the image dataset of recipe CONFIG, with a manifest of what was
     removed and why; train on it with data.source=npz data.path=OUT/data.npz."""
-    import io
-
-    import numpy as np
-
     from genlab.config import load_config
-    from genlab.data.audit import audit_images, clean_images
-    from genlab.data.images import load_image_dataset
-    from genlab.runs import atomic_write_bytes, atomic_write_json
+    from genlab.data.audit import write_clean_version
 
-    if out.exists():
-        raise GenlabError(f"{out} exists; a dataset version is never overwritten (choose a new folder)")
-    cfg = load_config(config, overrides)
-    ds = load_image_dataset(cfg.data)
     operations = [op.strip() for op in drop.split(",") if op.strip()]
-    report = audit_images(ds.images, ds.labels, ds.class_names, listed=10**9)
-    images, labels, removed = clean_images(ds.images, ds.labels, report, operations)
-    buf = io.BytesIO()
-    arrays = {"images": images.numpy()} | ({} if labels is None else {"labels": labels.numpy()})
-    np.savez_compressed(buf, **arrays)
-    out.mkdir(parents=True)
-    atomic_write_bytes(out / "data.npz", buf.getvalue())
-    from genlab.config import DataConfig
-
-    child = load_image_dataset(DataConfig(source="npz", path=str(out / "data.npz")))
-    manifest = {"parent": {"source": cfg.data.source, "path": cfg.data.path, "fingerprint": ds.fingerprint,
-                           "items": int(ds.images.shape[0])},
-                "operations": [{"op": op, "removed_ids": removed[op], "count": len(removed[op])}
-                               for op in operations],
-                "fingerprint": child.fingerprint, "items": int(images.shape[0])}
-    atomic_write_json(out / "manifest.json", manifest)
+    manifest = write_clean_version(load_config(config, overrides).data, operations, out)
     click.echo(f"wrote {out} ({manifest['items']} of {manifest['parent']['items']} items; "
                + ", ".join(f"{o['op']}: -{o['count']}" for o in manifest["operations"])
-               + f"; fingerprint {child.fingerprint})")
+               + f"; fingerprint {manifest['fingerprint']})")
 
 
 def _key_store(path: Path | None):

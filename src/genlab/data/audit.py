@@ -31,14 +31,21 @@ def difference_hash(images: torch.Tensor, size: int = 8) -> np.ndarray:
     return (bits << np.arange(bits.shape[1], dtype=np.uint64)).sum(axis=1, dtype=np.uint64)
 
 
-def near_duplicates(images: torch.Tensor, max_distance: int = 4) -> list[tuple[int, int, int]]:
+def _copy_of(images: torch.Tensor, exact: list[list[int]] | None) -> dict[int, int]:
+    """id -> the first id of its exact-duplicate group (ids without copies are absent)."""
+    return {i: g[0] for g in (exact_duplicates(images) if exact is None else exact) for i in g}
+
+
+def near_duplicates(images: torch.Tensor, max_distance: int = 4,
+                    exact: list[list[int]] | None = None) -> list[tuple[int, int, int]]:
     """Pairs (i, j, Hamming distance) with dHash distance <= max_distance, not counting exact copies.
     Candidates come from banding (the 64 bits cut into max_distance + 1 bands: two hashes within the distance
-    agree on at least one whole band), so the search is near linear, and it finds every such pair."""
+    agree on at least one whole band), so the search is near linear, and it finds every such pair. `exact`:
+    the groups exact_duplicates found, when already known."""
     hashes = difference_hash(images)
     bands = max_distance + 1
     width = 64 // bands
-    exact = {i: g[0] for g in exact_duplicates(images) for i in g}
+    copy_of = _copy_of(images, exact)
     pairs: dict[tuple[int, int], int] = {}
     for b in range(bands):
         shift, mask = np.uint64(b * width), np.uint64((1 << width) - 1)
@@ -55,12 +62,13 @@ def near_duplicates(images: torch.Tensor, max_distance: int = 4) -> list[tuple[i
             dist = np.unpackbits(xor.view(np.uint8), axis=-1).reshape(len(members), len(members), -1).sum(-1)
             for a, c in zip(*np.nonzero(np.triu(dist <= max_distance, k=1)), strict=True):
                 i, j = int(members[a]), int(members[c])
-                if exact.get(i, i) != exact.get(j, j):
+                if copy_of.get(i, i) != copy_of.get(j, j):
                     pairs[(i, j)] = int(dist[a, c])
     return [(i, j, d) for (i, j), d in sorted(pairs.items())]
 
 
-def feature_near_duplicates(images: torch.Tensor, ratio: float = 0.25, neighbours: int = 5) -> list[tuple]:
+def feature_near_duplicates(images: torch.Tensor, ratio: float = 0.25, neighbours: int = 5,
+                            exact: list[list[int]] | None = None) -> list[tuple]:
     """Pairs (i, j, distance) closer in pixel space (PCA to 64 dimensions for larger images) than `ratio` times
     the dataset's median nearest-neighbour distance, not counting exact copies. Catches noisy or re-encoded
     copies that a hash of a tiny image cannot."""
@@ -72,14 +80,14 @@ def feature_near_duplicates(images: torch.Tensor, ratio: float = 0.25, neighbour
     if x.shape[1] > 64:
         x = PCA(64, random_state=0).fit_transform(x)
     dist, idx = NearestNeighbors(n_neighbors=min(neighbours + 1, n)).fit(x).kneighbors(x)
-    exact = {i: g[0] for g in exact_duplicates(images) for i in g}
+    copy_of = _copy_of(images, exact)
     nearest, others = dist[:, 1:], idx[:, 1:]
     apart = nearest > 1e-6  # exact copies are the other finding
     typical = float(np.median(nearest[apart])) if apart.any() else 0.0
     pairs = {}
     for i, j in zip(*np.nonzero(apart & (nearest <= ratio * typical)), strict=True):
         a, b = sorted((int(i), int(others[i, j])))
-        if a != b and exact.get(a, a) != exact.get(b, b):
+        if a != b and copy_of.get(a, a) != copy_of.get(b, b):
             pairs[(a, b)] = round(float(nearest[i, j]), 4)
     return [(a, b, d) for (a, b), d in sorted(pairs.items())]
 
@@ -112,12 +120,12 @@ def label_issues(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def audit_images(images: torch.Tensor, labels: torch.Tensor | None, class_names: list[str] | None = None,
-                 near_distance: int = 4, folds: int = 5, seed: int = 0, listed: int = 50) -> dict:
-    """All findings for one image dataset; each lists up to `listed` ids (counts are complete)."""
+                 near_distance: int = 4, folds: int = 5, seed: int = 0, listed: int | None = 50) -> dict:
+    """All findings for one image dataset; each lists up to `listed` ids (None: all; counts are complete)."""
     n = images.shape[0]
     exact = exact_duplicates(images)
-    hashed = near_duplicates(images, near_distance) if min(images.shape[-2:]) >= 16 else None
-    close = feature_near_duplicates(images)
+    hashed = near_duplicates(images, near_distance, exact) if min(images.shape[-2:]) >= 16 else None
+    close = feature_near_duplicates(images, exact=exact)
     bright = images.float().mean(dim=(1, 2, 3)) / 255.0
     report: dict = {
         "items": n, "shape": list(images.shape[1:]),
@@ -184,15 +192,21 @@ def write_audit(report: dict, out) -> None:
 CLEAN_OPERATIONS = ("exact", "near", "labels")
 
 
-def clean_images(images: torch.Tensor, labels: torch.Tensor | None, report: dict, operations: list[str]):
-    """Apply audit fixes: `exact` keeps the first of each identical group, `near` drops the later item of each
-    near-duplicate pair, `labels` drops the items confident learning doubts. Returns the kept images and
-    labels and, per operation, the ids (rows of the input) it removed."""
+def _check_operations(operations: list[str]) -> None:
     unknown = [op for op in operations if op not in CLEAN_OPERATIONS]
-    if unknown:
+    if unknown or not operations:
         from genlab.errors import GenlabError
 
-        raise GenlabError(f"unknown clean operation {unknown[0]!r}; choose from: {', '.join(CLEAN_OPERATIONS)}")
+        raise GenlabError(f"unknown clean operation {(unknown or [''])[0]!r}; choose from: "
+                          + ", ".join(CLEAN_OPERATIONS))
+
+
+def clean_images(images: torch.Tensor, labels: torch.Tensor | None, report: dict, operations: list[str]):
+    """Apply audit fixes (`report` from audit_images with listed=None, so every id is there): `exact` keeps
+    the first of each identical group, `near` drops the later item of each near-duplicate pair, `labels` drops
+    the items confident learning doubts. Returns the kept images and labels and, per operation, the ids (rows
+    of the input) it removed."""
+    _check_operations(operations)
     removed: dict[str, list[int]] = {}
     gone: set[int] = set()
     for op in operations:
@@ -206,3 +220,36 @@ def clean_images(images: torch.Tensor, labels: torch.Tensor | None, report: dict
         gone |= set(ids)
     keep = torch.tensor(sorted(set(range(images.shape[0])) - gone), dtype=torch.long)
     return images[keep], None if labels is None else labels[keep], removed
+
+
+def write_clean_version(data_cfg, operations: list[str], out) -> dict:
+    """Audit the dataset of `data_cfg`, apply `operations` and write a new, never-overwritten version to
+    `out`: data.npz (loadable with data.source=npz) and manifest.json (parent fingerprint, each operation and
+    the ids it removed, the new fingerprint as genlab's loader computes it). Returns the manifest."""
+    import io
+    from pathlib import Path
+
+    from genlab.config import DataConfig
+    from genlab.data.images import load_image_dataset
+    from genlab.errors import GenlabError
+    from genlab.runs import atomic_write_bytes, atomic_write_json
+
+    out = Path(out)
+    if out.exists():
+        raise GenlabError(f"{out} exists; a dataset version is never overwritten (choose a new folder)")
+    _check_operations(operations)
+    ds = load_image_dataset(data_cfg)
+    report = audit_images(ds.images, ds.labels, ds.class_names, listed=None)
+    images, labels, removed = clean_images(ds.images, ds.labels, report, operations)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, images=images.numpy(), **({} if labels is None else {"labels": labels.numpy()}))
+    out.mkdir(parents=True)
+    atomic_write_bytes(out / "data.npz", buf.getvalue())
+    child = load_image_dataset(DataConfig(source="npz", path=str(out / "data.npz")))
+    manifest = {"parent": {"source": data_cfg.source, "path": data_cfg.path, "fingerprint": ds.fingerprint,
+                           "items": int(ds.images.shape[0])},
+                "operations": [{"op": op, "removed_ids": removed[op], "count": len(removed[op])}
+                               for op in operations],
+                "fingerprint": child.fingerprint, "items": int(images.shape[0])}
+    atomic_write_json(out / "manifest.json", manifest)
+    return manifest
