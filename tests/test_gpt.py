@@ -4,6 +4,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from genlab.nn.decoding import SamplingConfig, filter_logits, generate_tokens
 from genlab.nn.gpt import GPT
@@ -74,10 +76,26 @@ def test_filters():
     assert keep(filter_logits(logits, ctx, SamplingConfig(top_p=0.6))) == [True, True, False, False, False]
     assert keep(filter_logits(logits, ctx, SamplingConfig(top_p=0.5))) == [True, False, False, False, False]
     hot = filter_logits(logits, ctx, SamplingConfig(temperature=2.0))
-    assert torch.allclose(hot, logits / 2)
+    assert torch.allclose(hot.softmax(-1), (logits / 2).softmax(-1))
     raw = torch.tensor([[2.0, -1.0, 0.5]])
     pen = filter_logits(raw, torch.tensor([[0, 1]]), SamplingConfig(repetition_penalty=2.0))
-    assert torch.allclose(pen, torch.tensor([[1.0, -2.0, 0.5]]))
+    assert torch.allclose(pen.softmax(-1), torch.tensor([[1.0, -2.0, 0.5]]).softmax(-1))
+
+
+@settings(max_examples=300, deadline=None)
+@given(temperature=st.floats(0, 1e6) | st.sampled_from([5e-324, 1e-300, 1e-40]),
+       top_p=st.none() | st.floats(5e-324, 1.0, exclude_min=False),
+       top_k=st.none() | st.integers(1, 10),
+       penalty=st.floats(1e-300, 1e300),
+       scale=st.sampled_from([1.0, 1e4, 1e30]))
+def test_any_valid_config_leaves_a_distribution(temperature, top_p, top_k, penalty, scale):
+    # found by the serving fuzz test: top_p=5e-324 (0 in float32) used to drop every token -> NaN
+    cfg = SamplingConfig(temperature=temperature, top_p=top_p, top_k=top_k, repetition_penalty=penalty)
+    cfg.validate()
+    logits = torch.randn(3, 7, generator=torch.Generator().manual_seed(0)) * scale
+    probs = filter_logits(logits, torch.tensor([[0, 1], [2, 2], [6, 5]]), cfg).softmax(-1)
+    assert torch.isfinite(probs).all() and torch.allclose(probs.sum(-1), torch.ones(3))
+    torch.multinomial(probs, 1)
 
 
 def test_weights_are_tied_and_parameter_count():

@@ -6,6 +6,7 @@ the whole context each step (the reference the cached path is tested against).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -23,6 +24,9 @@ class SamplingConfig:
     max_new_tokens: int = 200
 
     def validate(self) -> None:
+        numbers = (self.temperature, self.repetition_penalty, self.top_p if self.top_p is not None else 1.0)
+        if not all(math.isfinite(x) for x in numbers):
+            raise GenlabError("--temperature, --top-p and --repetition-penalty must be finite numbers")
         if not 1 <= self.max_new_tokens <= 100_000:
             raise GenlabError("--max-tokens must be between 1 and 100,000")
         if self.temperature < 0 or self.repetition_penalty <= 0:
@@ -32,14 +36,22 @@ class SamplingConfig:
 
 
 def filter_logits(logits: torch.Tensor, context: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
-    """Apply repetition penalty, temperature, top-k and top-p to B x V logits (returns new logits)."""
+    """Apply repetition penalty, temperature, top-k and top-p to B x V logits (returns new logits).
+
+    Every row keeps at least its most likely token, so the result is a valid distribution for any valid
+    config, however extreme (a temperature of 1e-300 is greedy, not NaN).
+    """
     logits = logits.float().clone()
     if cfg.repetition_penalty != 1.0 and context.numel():
         seen = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, context, True)
         penalised = torch.where(logits > 0, logits / cfg.repetition_penalty, logits * cfg.repetition_penalty)
-        logits = torch.where(seen, penalised, logits)
+        biggest = torch.finfo(logits.dtype).max
+        logits = torch.where(seen, penalised, logits).clamp(-biggest, biggest)
     if cfg.temperature > 0:
-        logits = logits / cfg.temperature
+        # shifting the best logit to 0 first keeps it finite when a tiny temperature overflows the rest
+        # (and a temperature below float32's range divides only the others, to -inf: greedy)
+        shifted = logits - logits.max(-1, keepdim=True).values
+        logits = torch.where(shifted == 0, shifted, shifted / cfg.temperature)
     if cfg.top_k is not None and cfg.top_k < logits.shape[-1]:
         kth = torch.topk(logits, cfg.top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -47,6 +59,7 @@ def filter_logits(logits: torch.Tensor, context: torch.Tensor, cfg: SamplingConf
         sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
         cumulative = sorted_logits.softmax(-1).cumsum(-1)
         drop = cumulative - sorted_logits.softmax(-1) >= cfg.top_p  # keep the token that crosses top_p
+        drop[:, 0] = False  # and always the most likely one (a top_p below float32's range rounds to 0)
         logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
     return logits
 
