@@ -3,8 +3,10 @@
 import numpy as np
 import torch
 
+from genlab.config import DataConfig
 from genlab.data.audit import audit_images, difference_hash, exact_duplicates, label_issues, near_duplicates
-from genlab.data.images import _load_digits
+from genlab.data.images import _load_digits, load_image_dataset
+from genlab.data.versions import degraded_version, version_config
 
 
 def planted_digits(seed: int = 0):
@@ -95,15 +97,64 @@ def test_clean_writes_an_immutable_version_with_a_manifest(tmp_path, run_cli):
     assert code == 0, err
     manifest = json.loads((tmp_path / "v1" / "manifest.json").read_text())
     removed = {o["op"]: set(o["removed_ids"]) for o in manifest["operations"]}
-    assert set(range(n, n + k)) <= removed["exact"] | {int(s) for s in exact_src}  # one of each copy pair
-    assert len(removed["exact"]) == k
-    assert set(range(n + k, n + 2 * k)) == removed["near"]  # the noisy copies
-    assert len(removed["labels"] & set(flipped.tolist())) >= 0.7 * k
+    parent = load_image_dataset(DataConfig(source="npz", path=str(tmp_path / "planted.npz")))
+    test_ids = set(parent.splits["test"].tolist())  # the yardstick: never cleaned
+    assert not test_ids & set().union(*removed.values())
+    assert removed["exact"] == set(range(n, n + k)) - test_ids  # the later copy of each pair, unless in test
+    assert removed["near"] == set(range(n + k, n + 2 * k)) - test_ids  # the noisy copies
+    assert len(removed["labels"] & set(flipped.tolist())) >= 0.7 * len(set(flipped.tolist()) - test_ids)
     assert manifest["items"] == manifest["parent"]["items"] - sum(len(v) for v in removed.values())
     assert manifest["fingerprint"] != manifest["parent"]["fingerprint"]
     with np.load(tmp_path / "v1" / "data.npz") as data:
         assert data["images"].shape[0] == manifest["items"]
+    child = load_image_dataset(version_config(tmp_path / "v1"))
+    assert torch.equal(child.split_images("test"), parent.split_images("test"))  # splits travel with it
+    assert torch.equal(child.split_labels("test"), parent.split_labels("test"))
     code, out, err = run_cli(*args, "--out", tmp_path / "v2")
     assert json.loads((tmp_path / "v2" / "manifest.json").read_text())["fingerprint"] == manifest["fingerprint"]
     code, _, err = run_cli(*args, "--out", tmp_path / "v1")
     assert code == 2 and "never overwritten" in err
+
+
+def test_outliers_are_the_isolated_items():
+    images, _, _, _ = _load_digits()
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (20, 1, 8, 8), dtype=np.uint8)  # nothing like a digit
+    report = audit_images(torch.from_numpy(np.concatenate([images, noise])), None, listed=None)
+    found = set(report["outliers"]["ids"])
+    planted = set(range(len(images), len(images) + 20))
+    assert len(found & planted) == 20 and len(found - planted) <= 0.01 * len(images)
+
+
+def test_degraded_version_damages_only_the_training_split(tmp_path):
+    parent = load_image_dataset(DataConfig(source="digits"))
+    train = parent.splits["train"]
+    m = degraded_version(parent, tmp_path / "d", label_noise=0.3, duplicates=0.2, subsample=0.5, seed=3)
+    child = load_image_dataset(version_config(tmp_path / "d"))
+    for split in ("val", "test"):
+        assert torch.equal(child.split_images(split), parent.split_images(split))
+        assert torch.equal(child.split_labels(split), parent.split_labels(split))
+    ops = {o["op"]: o for o in m["operations"]}
+    kept = round(train.numel() * 0.5)
+    assert abs(child.splits["train"].numel() - kept) <= parent.num_classes  # stratified rounding
+    assert ops["duplicate"]["count"] == round(child.splits["train"].numel() * 0.2)
+    distinct = len(exact_duplicates(child.split_images("train")))
+    assert distinct > 0
+    assert ops["label-noise"]["count"] == round(child.splits["train"].numel() * 0.3)
+    counts = torch.bincount(child.split_labels("train"), minlength=10)
+    assert counts.min() > 0
+    # reproducible: the same seed gives the same version, another seed another one
+    assert degraded_version(parent, tmp_path / "e", 0.3, 0.2, 0.5, seed=3)["fingerprint"] == m["fingerprint"]
+    assert degraded_version(parent, tmp_path / "f", 0.3, 0.2, 0.5, seed=4)["fingerprint"] != m["fingerprint"]
+    clean = degraded_version(parent, tmp_path / "g")
+    assert clean["fingerprint"] == parent.fingerprint  # no damage: same content, same fingerprint
+
+
+def test_label_noise_changes_exactly_the_listed_labels(tmp_path):
+    parent = load_image_dataset(DataConfig(source="digits"))
+    m = degraded_version(parent, tmp_path / "d", label_noise=0.1, seed=0)
+    child = load_image_dataset(version_config(tmp_path / "d"))
+    changed = torch.nonzero(child.labels != parent.labels).flatten().tolist()
+    assert changed == m["operations"][0]["flipped_ids"]
+    assert set(changed) <= set(parent.splits["train"].tolist())
+    assert len(changed) == round(0.1 * parent.splits["train"].numel())

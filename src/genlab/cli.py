@@ -274,20 +274,111 @@ def data_audit(config: Path, overrides: tuple[str, ...], out: Path) -> None:
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("overrides", nargs=-1)
 @click.option("--drop", default="exact,near", show_default=True,
-              help="Comma-separated fixes: exact (duplicate copies), near (near duplicates), labels (likely errors).")
+              help="Comma-separated fixes: exact (duplicate copies), near (near duplicates), labels (likely "
+                   "errors), outliers (low-density items).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="New dataset version folder (must not exist): data.npz + manifest.json.")
 def data_clean(config: Path, overrides: tuple[str, ...], drop: str, out: Path) -> None:
-    """Write a cleaned, immutable version of the image dataset of recipe CONFIG, with a manifest of what was
-    removed and why; train on it with data.source=npz data.path=OUT/data.npz."""
+    """Write a cleaned, immutable version of the image dataset of recipe CONFIG (the test split is never
+    touched), with a manifest of what was removed and why; train on it with data.source=npz
+    data.path=OUT/data.npz."""
     from genlab.config import load_config
-    from genlab.data.audit import write_clean_version
+    from genlab.data.versions import clean_version
 
     operations = [op.strip() for op in drop.split(",") if op.strip()]
-    manifest = write_clean_version(load_config(config, overrides).data, operations, out)
+    _echo_version(out, clean_version(load_config(config, overrides).data, operations, out))
+
+
+@data.command(name="degrade")
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("overrides", nargs=-1)
+@click.option("--label-noise", type=float, default=0.0, help="Fraction of training labels changed to another class.")
+@click.option("--duplicates", type=float, default=0.0, help="Fraction of training items replaced by copies of others.")
+@click.option("--subsample", type=float, default=1.0, help="Fraction of training items kept (stratified).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="New dataset version folder (must not exist).")
+def data_degrade(config: Path, overrides: tuple[str, ...], label_noise: float, duplicates: float, subsample: float,
+                 seed: int, out: Path) -> None:
+    """Write a deliberately damaged version of the image dataset of recipe CONFIG (training split only), to
+    measure what data quality is worth; the manifest lists every id changed."""
+    from genlab.config import load_config
+    from genlab.data.images import load_image_dataset
+    from genlab.data.versions import degraded_version
+
+    parent = load_image_dataset(load_config(config, overrides).data)
+    _echo_version(out, degraded_version(parent, out, label_noise, duplicates, subsample, seed))
+
+
+def _echo_version(out: Path, manifest: dict) -> None:
     click.echo(f"wrote {out} ({manifest['items']} of {manifest['parent']['items']} items; "
-               + ", ".join(f"{o['op']}: -{o['count']}" for o in manifest["operations"])
+               + ", ".join(f"{o['op']}: {o['count']}" for o in manifest["operations"])
                + f"; fingerprint {manifest['fingerprint']})")
+
+
+def _fractions(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise GenlabError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+@cli.group()
+def study() -> None:
+    """Answer one question about your data with many runs (resumable: finished arms are kept)."""
+
+
+@study.command(name="data-quality")
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("overrides", nargs=-1)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Study folder: data/ (versions), runs/, arms/ (results), report.html, data_quality.png.")
+@click.option("--label-noise", default="0,0.1,0.3", show_default=True, help="Label-noise levels.")
+@click.option("--duplicates", default="0,0.5", show_default=True, help="Duplicated fractions.")
+@click.option("--subsample", default="1,0.3,0.1", show_default=True, help="Fractions of the training set kept.")
+@click.option("--clean/--no-clean", default=True, show_default=True,
+              help="Also train on the worst label noise and duplication after genlab data clean.")
+@click.option("--samples", type=int, default=2000, show_default=True, help="Generated images scored per arm.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the damage and of the samples.")
+def study_data_quality(config: Path, overrides: tuple[str, ...], out: Path, label_noise: str, duplicates: str,
+                       subsample: str, clean: bool, samples: int, seed: int) -> None:
+    """Train recipe CONFIG on controlled degradations of its dataset (label noise, duplicates, less data) and
+    on cleaned versions of them; score every arm on the clean test split; plot metric vs degradation."""
+    from genlab.config import load_config
+    from genlab.studies.data_quality import data_quality_study, study_arms
+    from genlab.train.trainer import quiet
+
+    arms = study_arms(_fractions(label_noise), _fractions(duplicates), _fractions(subsample), clean)
+    results = data_quality_study(load_config(config, overrides), out, arms, seed, samples, quiet())
+    for r in results:
+        click.echo(f"{r['arm']:<22} train items {r['train_items']:>6}  FID {r['fid']:.3f}"
+                   + (f"  label agreement {r['label_agreement']:.3f}" if "label_agreement" in r else ""))
+    click.echo(f"wrote {out / 'report.html'} and {out / 'data_quality.png'}")
+
+
+@study.command(name="synthetic-utility")
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Study folder: synthetic.npz, arms/ (results), report.html, synthetic_utility.png.")
+@click.option("--fractions", default="0.01,0.1,1", show_default=True, help="Fractions of the real training split.")
+@click.option("--seeds", default="0,1,2", show_default=True, help="Seeds (real subset and classifier).")
+@click.option("--per-class", type=int, default=600, show_default=True, help="Synthetic images per class.")
+@click.option("--steps", type=int, default=1000, show_default=True, help="Classifier training steps per arm.")
+@click.option("--guidance", type=float, default=None, help="Diffusion runs: classifier-free guidance scale.")
+def study_synthetic_utility(run: Path, out: Path, fractions: str, seeds: str, per_class: int, steps: int,
+                            guidance: float | None) -> None:
+    """Is RUN's synthetic data worth anything downstream? A classifier trained on real data, real + synthetic,
+    and synthetic only, at several real-data sizes and seeds, always tested on the real test split."""
+    from genlab.studies.synthetic_utility import summarise, synthetic_utility_study
+
+    if per_class < 1 or steps < 1:
+        raise GenlabError("--per-class and --steps must be at least 1")
+    results = synthetic_utility_study(run, out, _fractions(fractions), tuple(int(s) for s in _fractions(seeds)),
+                                      per_class, steps, {"guidance": guidance})
+    for row in summarise(results):
+        click.echo(f"{row['kind']:<17} real {row['fraction']:>5.0%}  {row['train_images']:>6} images  accuracy "
+                   f"{row['mean']:.4f} +- {row['std']:.4f} ({row['seeds']} seeds)")
+    click.echo(f"wrote {out / 'report.html'} and {out / 'synthetic_utility.png'}")
 
 
 def _key_store(path: Path | None):

@@ -1,6 +1,7 @@
 """Audit an image dataset before training on it: exact duplicates (content hash), near duplicates (difference
-hash within a Hamming distance), likely label errors (confident learning on out-of-fold probabilities), class
-balance and pixel statistics. Every finding lists item ids (row numbers in the dataset) so they can be looked at.
+hash within a Hamming distance, pixel-space neighbours), outliers (kNN density), likely label errors (confident
+learning on out-of-fold probabilities), class balance and pixel statistics. Every finding lists item ids (row
+numbers in the dataset) so they can be looked at.
 """
 
 from __future__ import annotations
@@ -67,11 +68,9 @@ def near_duplicates(images: torch.Tensor, max_distance: int = 4,
     return [(i, j, d) for (i, j), d in sorted(pairs.items())]
 
 
-def feature_near_duplicates(images: torch.Tensor, ratio: float = 0.25, neighbours: int = 5,
-                            exact: list[list[int]] | None = None) -> list[tuple]:
-    """Pairs (i, j, distance) closer in pixel space (PCA to 64 dimensions for larger images) than `ratio` times
-    the dataset's median nearest-neighbour distance, not counting exact copies. Catches noisy or re-encoded
-    copies that a hash of a tiny image cannot."""
+def pixel_neighbours(images: torch.Tensor, neighbours: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Distances and ids of each item's nearest neighbours (itself excluded) in pixel space, PCA to 64
+    dimensions for larger images: the feature space both near duplicates and outliers are judged in."""
     from sklearn.decomposition import PCA
     from sklearn.neighbors import NearestNeighbors
 
@@ -80,8 +79,16 @@ def feature_near_duplicates(images: torch.Tensor, ratio: float = 0.25, neighbour
     if x.shape[1] > 64:
         x = PCA(64, random_state=0).fit_transform(x)
     dist, idx = NearestNeighbors(n_neighbors=min(neighbours + 1, n)).fit(x).kneighbors(x)
+    return dist[:, 1:], idx[:, 1:]
+
+
+def feature_near_duplicates(images: torch.Tensor, ratio: float = 0.25, exact: list[list[int]] | None = None,
+                            neighbours: tuple[np.ndarray, np.ndarray] | None = None) -> list[tuple]:
+    """Pairs (i, j, distance) closer in pixel space (PCA to 64 dimensions for larger images) than `ratio` times
+    the dataset's median nearest-neighbour distance, not counting exact copies. Catches noisy or re-encoded
+    copies that a hash of a tiny image cannot."""
+    nearest, others = neighbours if neighbours is not None else pixel_neighbours(images)
     copy_of = _copy_of(images, exact)
-    nearest, others = dist[:, 1:], idx[:, 1:]
     apart = nearest > 1e-6  # exact copies are the other finding
     typical = float(np.median(nearest[apart])) if apart.any() else 0.0
     pairs = {}
@@ -90,6 +97,15 @@ def feature_near_duplicates(images: torch.Tensor, ratio: float = 0.25, neighbour
         if a != b and copy_of.get(a, a) != copy_of.get(b, b):
             pairs[(a, b)] = round(float(nearest[i, j]), 4)
     return [(a, b, d) for (a, b), d in sorted(pairs.items())]
+
+
+def density_outliers(nearest: np.ndarray, fence: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+    """Items in empty regions: score = mean distance to the k nearest neighbours (a kNN density estimate's
+    inverse); outliers lie above Q3 + fence x IQR of the scores. Returns (ids most isolated first, scores)."""
+    score = nearest.mean(axis=1)
+    q1, q3 = np.percentile(score, [25, 75])
+    ids = np.flatnonzero(score > q3 + fence * (q3 - q1))
+    return ids[np.argsort(-score[ids])], score
 
 
 def out_of_fold_probabilities(images: torch.Tensor, labels: torch.Tensor, folds: int = 5, seed: int = 0):
@@ -125,7 +141,9 @@ def audit_images(images: torch.Tensor, labels: torch.Tensor | None, class_names:
     n = images.shape[0]
     exact = exact_duplicates(images)
     hashed = near_duplicates(images, near_distance, exact) if min(images.shape[-2:]) >= 16 else None
-    close = feature_near_duplicates(images, exact=exact)
+    neighbours = pixel_neighbours(images)
+    close = feature_near_duplicates(images, exact=exact, neighbours=neighbours)
+    outliers, outlier_score = density_outliers(neighbours[0])
     bright = images.float().mean(dim=(1, 2, 3)) / 255.0
     report: dict = {
         "items": n, "shape": list(images.shape[1:]),
@@ -134,6 +152,9 @@ def audit_images(images: torch.Tensor, labels: torch.Tensor | None, class_names:
         "near_duplicates": {"pairs": len(close), "first_pairs": [list(p) for p in close[:listed]],
                             "method": "pixel-space neighbours closer than 0.25 x the median nearest-neighbour "
                                       "distance"},
+        "outliers": {"count": int(len(outliers)), "ids": outliers[:listed].tolist(),
+                     "method": "mean distance to the 5 nearest neighbours (PCA pixel space) above Q3 + 3 IQR",
+                     "median_score": round(float(np.median(outlier_score)), 4)},
         "hash_near_duplicates": ({"max_hamming_distance": near_distance, "pairs": len(hashed),
                                   "first_pairs": [list(p) for p in hashed[:listed]]} if hashed is not None
                                  else {"skipped": "dHash needs images of at least 16 x 16 pixels"}),
@@ -175,6 +196,7 @@ def write_audit(report: dict, out) -> None:
              report["exact_duplicates"]["first_groups"][:20]),
             ("Near-duplicate pairs", report["near_duplicates"]["pairs"],
              report["near_duplicates"]["first_pairs"][:20]),
+            ("Outliers (low density)", report["outliers"]["count"], report["outliers"]["ids"][:20]),
             ("Blank images", len(report["brightness"]["blank_ids"]), report["brightness"]["blank_ids"][:20])]
     if "label_issues" in report:
         rows.append(("Likely label errors", report["label_issues"]["count"],
@@ -189,7 +211,7 @@ def write_audit(report: dict, out) -> None:
                       f"<table><tr><th>finding</th><th>count</th><th>first ids</th></tr>{body}</table>")
 
 
-CLEAN_OPERATIONS = ("exact", "near", "labels")
+CLEAN_OPERATIONS = ("exact", "near", "labels", "outliers")
 
 
 def _check_operations(operations: list[str]) -> None:
@@ -201,11 +223,13 @@ def _check_operations(operations: list[str]) -> None:
                           + ", ".join(CLEAN_OPERATIONS))
 
 
-def clean_images(images: torch.Tensor, labels: torch.Tensor | None, report: dict, operations: list[str]):
+def clean_images(images: torch.Tensor, labels: torch.Tensor | None, report: dict, operations: list[str],
+                 protected: set[int] = frozenset()):
     """Apply audit fixes (`report` from audit_images with listed=None, so every id is there): `exact` keeps
     the first of each identical group, `near` drops the later item of each near-duplicate pair, `labels` drops
-    the items confident learning doubts. Returns the kept images and labels and, per operation, the ids (rows
-    of the input) it removed."""
+    the items confident learning doubts, `outliers` drops the low-density items. `protected` ids (the test
+    split: the yardstick stays fixed) are never removed. Returns the ids kept and, per operation, the ids
+    (rows of the input) it removed."""
     _check_operations(operations)
     removed: dict[str, list[int]] = {}
     gone: set[int] = set()
@@ -214,42 +238,11 @@ def clean_images(images: torch.Tensor, labels: torch.Tensor | None, report: dict
             ids = [i for g in report["exact_duplicates"]["first_groups"] for i in g[1:]]
         elif op == "near":
             ids = [j for _, j, _ in report["near_duplicates"]["first_pairs"]]
-        else:
+        elif op == "labels":
             ids = report.get("label_issues", {}).get("ids", [])
-        removed[op] = sorted(set(ids) - gone)
+        else:
+            ids = report["outliers"]["ids"]
+        removed[op] = sorted(set(ids) - gone - set(protected))
         gone |= set(ids)
-    keep = torch.tensor(sorted(set(range(images.shape[0])) - gone), dtype=torch.long)
-    return images[keep], None if labels is None else labels[keep], removed
-
-
-def write_clean_version(data_cfg, operations: list[str], out) -> dict:
-    """Audit the dataset of `data_cfg`, apply `operations` and write a new, never-overwritten version to
-    `out`: data.npz (loadable with data.source=npz) and manifest.json (parent fingerprint, each operation and
-    the ids it removed, the new fingerprint as genlab's loader computes it). Returns the manifest."""
-    import io
-    from pathlib import Path
-
-    from genlab.config import DataConfig
-    from genlab.data.images import load_image_dataset
-    from genlab.errors import GenlabError
-    from genlab.runs import atomic_write_bytes, atomic_write_json
-
-    out = Path(out)
-    if out.exists():
-        raise GenlabError(f"{out} exists; a dataset version is never overwritten (choose a new folder)")
-    _check_operations(operations)
-    ds = load_image_dataset(data_cfg)
-    report = audit_images(ds.images, ds.labels, ds.class_names, listed=None)
-    images, labels, removed = clean_images(ds.images, ds.labels, report, operations)
-    buf = io.BytesIO()
-    np.savez_compressed(buf, images=images.numpy(), **({} if labels is None else {"labels": labels.numpy()}))
-    out.mkdir(parents=True)
-    atomic_write_bytes(out / "data.npz", buf.getvalue())
-    child = load_image_dataset(DataConfig(source="npz", path=str(out / "data.npz")))
-    manifest = {"parent": {"source": data_cfg.source, "path": data_cfg.path, "fingerprint": ds.fingerprint,
-                           "items": int(ds.images.shape[0])},
-                "operations": [{"op": op, "removed_ids": removed[op], "count": len(removed[op])}
-                               for op in operations],
-                "fingerprint": child.fingerprint, "items": int(images.shape[0])}
-    atomic_write_json(out / "manifest.json", manifest)
-    return manifest
+    keep = torch.tensor(sorted(set(range(images.shape[0])) - (gone - set(protected))), dtype=torch.long)
+    return keep, removed

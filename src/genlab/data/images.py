@@ -105,6 +105,8 @@ def load_image_dataset(cfg: DataConfig) -> ImageDataset:
             raise GenlabError(f"data path not found: {path}")
         loader = {"idx": _load_idx, "npz": _load_npz, "folder": _load_folder}[cfg.source]
         images, labels, names, n_test = loader(path, cfg)
+    if cfg.limit is not None and isinstance(n_test, np.ndarray):
+        raise GenlabError("data.limit does not apply to a dataset version with its own splits")
     if cfg.limit is not None:
         n_test = max(0, min(n_test, cfg.limit - (images.shape[0] - n_test))) if n_test else 0
         keep = np.arange(min(cfg.limit, images.shape[0]))
@@ -131,8 +133,15 @@ def _fingerprint(images: torch.Tensor, labels: torch.Tensor | None) -> str:
     return h.hexdigest()[:16]
 
 
-def _make_splits(n: int, n_test: int, cfg: DataConfig) -> dict[str, torch.Tensor]:
-    """Seeded, fixed splits; a source's own test set (the last n_test images) stays the test split."""
+def _make_splits(n: int, n_test: int | np.ndarray, cfg: DataConfig) -> dict[str, torch.Tensor]:
+    """Seeded, fixed splits; a source's own test set (the last n_test images) stays the test split; a
+    dataset version's stored split codes are used as they are."""
+    if isinstance(n_test, np.ndarray):
+        codes = torch.from_numpy(n_test)
+        splits = {name: torch.nonzero(codes == code).flatten() for name, code in SPLIT_CODES.items()}
+        if splits["train"].numel() == 0:
+            raise GenlabError("this dataset version has no training images")
+        return splits
     gen = torch.Generator().manual_seed(cfg.split_seed)
     if n_test:
         pool = torch.randperm(n - n_test, generator=gen)
@@ -212,7 +221,26 @@ def _load_npz(path: Path, cfg: DataConfig):
             raise GenlabError(f"{path}: {labels.shape[0]} labels for {images.shape[0]} images; the counts must match")
     if cfg.resize:
         images = _resize_all(images, cfg.resize)
+    if "split" in arrays:  # a genlab dataset version: its splits travel with it (the parent's test set stays)
+        return images, labels, None, _checked_split(arrays["split"], images.shape[0], path)
     return images, labels, None, 0
+
+
+SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+
+
+def _checked_split(split: np.ndarray, n: int, path: Path) -> np.ndarray:
+    if split.shape != (n,) or not np.isin(split, list(SPLIT_CODES.values())).all():
+        raise GenlabError(f"{path}: 'split' must hold one code per image: 0 train, 1 val, 2 test")
+    return split.astype(np.uint8)
+
+
+def split_codes(dataset: ImageDataset) -> np.ndarray:
+    """Per image: 0 train, 1 val, 2 test (what a dataset version stores so its splits survive)."""
+    codes = np.zeros(dataset.images.shape[0], dtype=np.uint8)
+    for name, code in SPLIT_CODES.items():
+        codes[dataset.splits[name].numpy()] = code
+    return codes
 
 
 def _to_nchw_uint8(arr: np.ndarray, where: str) -> np.ndarray:
