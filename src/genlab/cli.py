@@ -249,24 +249,44 @@ def data() -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("audit"), show_default=True,
               help="Folder for audit.json and audit.html.")
 def data_audit(config: Path, overrides: tuple[str, ...], out: Path) -> None:
-    """Audit the image dataset of recipe CONFIG: exact and near duplicates, likely label errors, class
-    balance, brightness; every finding lists item ids."""
+    """Audit the dataset of recipe CONFIG. Images: exact and near duplicates, outliers, likely label errors,
+    class balance, brightness, unreadable files. Text: unreadable and empty records, exact and near
+    duplicates (MinHash LSH), boilerplate, length outliers, scripts. Every finding lists item ids."""
     from genlab.config import load_config
-    from genlab.data.audit import audit_images, write_audit
-    from genlab.data.images import load_image_dataset
 
     cfg = load_config(config, overrides)
     if cfg.data.source in ("txt", "jsonl", "fortune"):
-        raise GenlabError("genlab data audit covers image datasets so far (text corpora: genlab describe)")
-    ds = load_image_dataset(cfg.data)
-    report = {"dataset": ds.describe()["fingerprint"], **audit_images(ds.images, ds.labels, ds.class_names)}
-    write_audit(report, out)
-    summary = {"items": report["items"], "exact duplicate copies": report["exact_duplicates"]["extra_copies"],
-               "near-duplicate pairs": report["near_duplicates"]["pairs"]}
-    if "label_issues" in report:
-        summary["likely label errors"] = report["label_issues"]["count"]
-        summary["class imbalance (max/min)"] = round(report["classes"]["imbalance_ratio"], 2)
-    click.echo(json.dumps(summary, indent=2))
+        from genlab.data.text_audit import audit_text, read_records, write_text_audit
+
+        records, problems = [], []
+        for path in cfg.data.path if isinstance(cfg.data.path, list) else [cfg.data.path or ""]:
+            got, bad = read_records(path, cfg.data.source, cfg.data.separator)
+            problems += [{**b, "id": None if b["id"] is None else b["id"] + len(records)} for b in bad]
+            records += got
+        report = audit_text(records, problems)
+        write_text_audit(report, out)
+        summary = {"records": report["records"], "unreadable": report["unreadable"]["count"],
+                   "empty records": report["empty_records"]["count"],
+                   "exact duplicate copies": report["exact_duplicates"]["extra_copies"],
+                   "near-duplicate pairs": report["near_duplicates"]["pairs"],
+                   "mostly boilerplate": report["boilerplate"]["mostly_boilerplate"],
+                   "scripts": report["scripts"]["dominant"]}
+    else:
+        from genlab.data.audit import audit_images, write_audit
+        from genlab.data.images import load_image_dataset
+
+        unreadable: list[dict] = []
+        ds = load_image_dataset(cfg.data, unreadable)
+        report = {"dataset": ds.describe()["fingerprint"], **audit_images(ds.images, ds.labels, ds.class_names),
+                  "unreadable": {"count": len(unreadable), "items": unreadable[:50]}}
+        write_audit(report, out)
+        summary = {"items": report["items"], "unreadable files": len(unreadable),
+                   "exact duplicate copies": report["exact_duplicates"]["extra_copies"],
+                   "near-duplicate pairs": report["near_duplicates"]["pairs"], "outliers": report["outliers"]["count"]}
+        if "label_issues" in report:
+            summary["likely label errors"] = report["label_issues"]["count"]
+            summary["class imbalance (max/min)"] = round(report["classes"]["imbalance_ratio"], 2)
+    click.echo(json.dumps(summary, indent=2, ensure_ascii=False))
     click.echo(f"wrote {out / 'audit.json'} and {out / 'audit.html'}")
 
 

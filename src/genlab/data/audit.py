@@ -196,6 +196,8 @@ def write_audit(report: dict, out) -> None:
              report["exact_duplicates"]["first_groups"][:20]),
             ("Near-duplicate pairs", report["near_duplicates"]["pairs"],
              report["near_duplicates"]["first_pairs"][:20]),
+            ("Unreadable files", report.get("unreadable", {}).get("count", 0),
+             report.get("unreadable", {}).get("items", [])[:10]),
             ("Outliers (low density)", report["outliers"]["count"], report["outliers"]["ids"][:20]),
             ("Blank images", len(report["brightness"]["blank_ids"]), report["brightness"]["blank_ids"][:20])]
     if "label_issues" in report:

@@ -94,7 +94,9 @@ class ImageDataset:
         return desc
 
 
-def load_image_dataset(cfg: DataConfig) -> ImageDataset:
+def load_image_dataset(cfg: DataConfig, unreadable: list[dict] | None = None) -> ImageDataset:
+    """`unreadable`: a list to collect image files that cannot be read (folder source) instead of stopping
+    at the first one; what `genlab data audit` passes."""
     if cfg.source == "digits":
         images, labels, names, n_test = _load_digits()
     else:
@@ -103,8 +105,10 @@ def load_image_dataset(cfg: DataConfig) -> ImageDataset:
         path = Path(cfg.path).expanduser()
         if not path.exists():
             raise GenlabError(f"data path not found: {path}")
-        loader = {"idx": _load_idx, "npz": _load_npz, "folder": _load_folder}[cfg.source]
-        images, labels, names, n_test = loader(path, cfg)
+        if cfg.source == "folder":
+            images, labels, names, n_test = _load_folder(path, cfg, unreadable)
+        else:
+            images, labels, names, n_test = {"idx": _load_idx, "npz": _load_npz}[cfg.source](path, cfg)
     if cfg.limit is not None and isinstance(n_test, np.ndarray):
         raise GenlabError("data.limit does not apply to a dataset version with its own splits")
     if cfg.limit is not None:
@@ -259,7 +263,7 @@ def _to_nchw_uint8(arr: np.ndarray, where: str) -> np.ndarray:
     raise GenlabError(f"{where}: images must be uint8 or float in [0, 1], got {arr.dtype}")
 
 
-def _load_folder(path: Path, cfg: DataConfig):
+def _load_folder(path: Path, cfg: DataConfig, unreadable: list[dict] | None = None):
     from PIL import Image, UnidentifiedImageError
 
     if not path.is_dir():
@@ -274,14 +278,21 @@ def _load_folder(path: Path, cfg: DataConfig):
         names = None
     if not files:
         raise GenlabError(f"{path}: no image files found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-    pictures = []
-    for f, _ in files:
+    pictures, readable = [], []
+    for f, label in files:
         try:
             with Image.open(f) as im:
                 im.load()
                 pictures.append(im.copy())
+                readable.append((f, label))
         except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-            raise GenlabError(f"cannot read image {f}: {exc}") from None
+            if unreadable is None:
+                raise GenlabError(f"cannot read image {f}: {exc} (genlab data audit lists every unreadable "
+                                  "file)") from None
+            unreadable.append({"file": str(f), "reason": str(exc)[:200]})
+    files = readable
+    if not files:
+        raise GenlabError(f"{path}: none of the image files could be read")
     mode = "L" if all(p.mode in ("L", "1", "P", "LA", "I;16", "I") and _is_grey(p) for p in pictures) else "RGB"
     sizes = {p.size for p in pictures}
     if len(sizes) > 1 and not cfg.resize:
