@@ -330,6 +330,35 @@ def data_degrade(config: Path, overrides: tuple[str, ...], label_noise: float, d
     _echo_version(out, degraded_version(parent, out, label_noise, duplicates, subsample, seed))
 
 
+@data.command(name="augment")
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("overrides", nargs=-1)
+@click.option("--copies", type=int, default=1, show_default=True, help="Augmented copies of each training image.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="New dataset version folder (must not exist).")
+def data_augment(config: Path, overrides: tuple[str, ...], copies: int, seed: int, out: Path) -> None:
+    """Write a version of the image dataset of recipe CONFIG whose training split also holds augmented copies.
+    The recipe's data.augment.* settings are used; with none set, defaults suited to the data (mild shifts,
+    rotations and zooms; horizontal flips only if the classes look mirror-symmetric). To augment while
+    training instead, set data.augment.* in the recipe."""
+    from genlab.config import load_config
+    from genlab.data.augment import suggest_augmentation
+    from genlab.data.images import load_image_dataset
+    from genlab.data.versions import augmented_version
+
+    cfg = load_config(config, overrides)
+    if cfg.data.source in ("txt", "jsonl", "fortune"):
+        raise GenlabError("genlab data augment is for image datasets (text: data.token_noise while training)")
+    parent = load_image_dataset(cfg.data)
+    settings = cfg.data.augment
+    if not settings.active:
+        settings, why = suggest_augmentation(parent.split_images("train"), parent.split_labels("train"))
+        click.echo(f"no data.augment.* set: using {settings} (mirror symmetry {why['mirror_symmetry']}, "
+                   f"flips {why['flip']})")
+    _echo_version(out, augmented_version(parent, out, settings, copies, seed))
+
+
 def _echo_version(out: Path, manifest: dict) -> None:
     click.echo(f"wrote {out} ({manifest['items']} of {manifest['parent']['items']} items; "
                + ", ".join(f"{o['op']}: {o['count']}" for o in manifest["operations"])

@@ -17,6 +17,28 @@ IMAGE_METRICS = ("fid", "kid", "inception_score", "precision_recall", "density_c
 
 
 @dataclass
+class AugmentConfig:
+    """Image augmentation of training batches, drawn fresh each batch from the run's noise generator (so a
+    resumed run sees the same batches); validation and test images are never augmented."""
+
+    flip: float = 0.0  # probability of a horizontal flip (leave 0 for digits, letters, anything handed)
+    translate: float = 0.0  # largest shift, as a fraction of the image side
+    rotate: float = 0.0  # largest rotation, degrees
+    scale: float = 0.0  # largest zoom in or out, as a fraction
+    noise: float = 0.0  # standard deviation of Gaussian pixel noise (pixels in [0, 1])
+
+    def validate(self) -> None:
+        fraction("data.augment", {"flip": self.flip, "translate": self.translate, "scale": self.scale,
+                                  "noise": self.noise})
+        if not 0 <= self.rotate <= 180:
+            raise GenlabError("data.augment.rotate must be between 0 and 180 degrees")
+
+    @property
+    def active(self) -> bool:
+        return any((self.flip, self.translate, self.rotate, self.scale, self.noise))
+
+
+@dataclass
 class DataConfig:
     source: str = "digits"  # images: digits | idx | npz | folder; text: txt | jsonl | fortune
     path: str | list[str] | None = None  # file or folder (every source but digits); text: also a list of files
@@ -34,12 +56,15 @@ class DataConfig:
     # them finds every character in this run's vocabulary
     vocab_from: list[str] = field(default_factory=list)
     token_noise: float = 0.0  # text: chance each training input token is swapped for a unigram draw (Xie et al.)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # images: augmentation of training batches
 
     def validate(self) -> None:
         choice("data.source", self.source, ("digits", "idx", "npz", "folder", "txt", "jsonl", "fortune"))
         choice("data.tokenizer", self.tokenizer, ("char", "bpe", "pretrained"))
         if isinstance(self.path, list) and (self.source not in ("txt", "jsonl", "fortune") or not self.path):
             raise GenlabError("data.path may list several files only for text sources (txt, jsonl, fortune)")
+        if self.augment.active and self.source in ("txt", "jsonl", "fortune"):
+            raise GenlabError("data.augment applies to images; for text see data.token_noise")
         if self.vocab_from and self.tokenizer != "char":
             raise GenlabError("data.vocab_from applies to the char tokenizer (byte-level BPE already covers any text)")
         fraction("data", {"val_fraction": self.val_fraction, "test_fraction": self.test_fraction,

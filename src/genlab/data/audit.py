@@ -216,7 +216,7 @@ def write_audit(report: dict, out) -> None:
 CLEAN_OPERATIONS = ("exact", "near", "labels", "outliers")
 
 
-def _check_operations(operations: list[str]) -> None:
+def check_operations(operations: list[str]) -> None:
     unknown = [op for op in operations if op not in CLEAN_OPERATIONS]
     if unknown or not operations:
         from genlab.errors import GenlabError
@@ -232,7 +232,7 @@ def clean_images(images: torch.Tensor, labels: torch.Tensor | None, report: dict
     the items confident learning doubts, `outliers` drops the low-density items. `protected` ids (the test
     split: the yardstick stays fixed) are never removed. Returns the ids kept and, per operation, the ids
     (rows of the input) it removed."""
-    _check_operations(operations)
+    check_operations(operations)
     removed: dict[str, list[int]] = {}
     gone: set[int] = set()
     for op in operations:

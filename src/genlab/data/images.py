@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from genlab.config import DataConfig
+from genlab.config import AugmentConfig, DataConfig
+from genlab.data.augment import augment_batch
 from genlab.data.idx import labels_path_for, read_idx
 from genlab.data.spec import DataSpec
 from genlab.errors import GenlabError
@@ -38,6 +39,7 @@ class ImageDataset:
     splits: dict[str, torch.Tensor]  # split name -> int64 indices into images
     source: str
     fingerprint: str
+    augment: AugmentConfig | None = None  # applied to training batches only
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -57,7 +59,8 @@ class ImageDataset:
         return DataSpec(c, h, w, self.num_classes)
 
     def train_stream(self, batch_size: int, seed: int, binarize: bool = False) -> BatchStream:
-        return BatchStream(self.split_images("train"), self.split_labels("train"), batch_size, seed, binarize)
+        return BatchStream(self.split_images("train"), self.split_labels("train"), batch_size, seed, binarize,
+                           self.augment)
 
     def validation_batches(self, batch_size: int, binarize_seed: int | None = None):
         return iterate_batches(self.split_images("val"), self.split_labels("val"), batch_size, binarize_seed)
@@ -125,7 +128,8 @@ def load_image_dataset(cfg: DataConfig, unreadable: list[dict] | None = None) ->
     labels_t = None if labels is None else torch.from_numpy(labels.astype(np.int64))
     fingerprint = _fingerprint(images_t, labels_t)
     splits = _make_splits(images_t.shape[0], n_test, cfg)
-    return ImageDataset(images_t, labels_t, names, splits, cfg.source, fingerprint)
+    return ImageDataset(images_t, labels_t, names, splits, cfg.source, fingerprint,
+                        cfg.augment if cfg.augment.active else None)
 
 
 def _fingerprint(images: torch.Tensor, labels: torch.Tensor | None) -> str:
@@ -331,11 +335,11 @@ class BatchStream:
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor | None, batch_size: int, seed: int,
-                 binarize: bool = False):
+                 binarize: bool = False, augment: AugmentConfig | None = None):
         if images.shape[0] < batch_size:
             raise GenlabError(f"batch size {batch_size} is larger than the training split ({images.shape[0]} images)")
         self.images, self.labels = images, labels
-        self.batch_size, self.seed, self.binarize = batch_size, seed, binarize
+        self.batch_size, self.seed, self.binarize, self.augment = batch_size, seed, binarize, augment
         self.epoch, self.position = 0, 0
         self._order = self._permutation(0)
 
@@ -350,6 +354,8 @@ class BatchStream:
         idx = self._order[self.position : self.position + self.batch_size]
         self.position += self.batch_size
         x = images_to_unit(self.images[idx])
+        if self.augment is not None:
+            x = augment_batch(x, self.augment, noise)
         if self.binarize:
             x = torch.bernoulli(x, generator=noise)
         return Batch(x, None if self.labels is None else self.labels[idx])

@@ -3,21 +3,24 @@ test set stays the test set) and manifest.json (the parent's fingerprint, each o
 and the ids it touched, the new fingerprint). Train on one with data.source=npz data.path=VERSION/data.npz;
 the run's dataset.json records the fingerprint it trained on.
 
-Two producers: `clean_version` (the audit's fixes) and `degraded_version` (controlled damage for studies of
-what data quality is worth: label noise, duplicates, subsampling, always within the training split).
+Three producers: `clean_version` (the audit's fixes), `degraded_version` (controlled damage for studies of
+what data quality is worth: label noise, duplicates, subsampling, always within the training split) and
+`augmented_version` (augmented copies of the training images).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from genlab.config import DataConfig
-from genlab.data.audit import _check_operations, audit_images, clean_images
-from genlab.data.images import ImageDataset, load_image_dataset, split_codes
+from genlab.config import AugmentConfig, DataConfig
+from genlab.data.audit import audit_images, check_operations, clean_images
+from genlab.data.augment import augment_batch
+from genlab.data.images import ImageDataset, images_to_unit, load_image_dataset, split_codes
 from genlab.errors import GenlabError
 from genlab.runs import atomic_write_bytes, atomic_write_json
 
@@ -26,15 +29,14 @@ def version_config(folder: str | Path) -> DataConfig:
     return DataConfig(source="npz", path=str(Path(folder) / "data.npz"))
 
 
-def write_version(out: str | Path, parent: ImageDataset, keep: torch.Tensor, labels: torch.Tensor | None,
-                  operations: list[dict]) -> dict:
-    """Write rows `keep` of `parent` (with `labels`, already indexed by keep) as a new version; never
-    overwrites. Returns the manifest."""
+def write_version(out: str | Path, parent: ImageDataset, images: torch.Tensor, labels: torch.Tensor | None,
+                  split: np.ndarray, operations: list[dict]) -> dict:
+    """Write `images` / `labels` with their split codes (0 train, 1 val, 2 test) as a new version derived from
+    `parent`; never overwrites, and a version appears whole or not at all. Returns the manifest."""
     out = Path(out)
     if out.exists():
         raise GenlabError(f"{out} exists; a dataset version is never overwritten (choose a new folder)")
-    images = parent.images[keep]
-    arrays = {"images": images.numpy(), "split": split_codes(parent)[keep.numpy()]}
+    arrays = {"images": images.numpy(), "split": split.astype(np.uint8)}
     if labels is not None:
         arrays["labels"] = labels.numpy()
     buf = io.BytesIO()
@@ -48,14 +50,20 @@ def write_version(out: str | Path, parent: ImageDataset, keep: torch.Tensor, lab
                 "operations": operations, "fingerprint": child.fingerprint, "items": int(images.shape[0]),
                 "splits": {name: int(ids.numel()) for name, ids in child.splits.items()}}
     atomic_write_json(tmp / "manifest.json", manifest)
-    tmp.rename(out)  # a version appears whole or not at all
+    tmp.rename(out)
     return manifest
+
+
+def _subset(out: str | Path, parent: ImageDataset, keep: torch.Tensor, labels: torch.Tensor | None,
+            operations: list[dict]) -> dict:
+    """A version holding rows `keep` of `parent` (labels already indexed by keep)."""
+    return write_version(out, parent, parent.images[keep], labels, split_codes(parent)[keep.numpy()], operations)
 
 
 def clean_version(data_cfg: DataConfig | ImageDataset, operations: list[str], out: str | Path) -> dict:
     """Audit the dataset, apply `operations` (audit.CLEAN_OPERATIONS) to its training and validation items
     (the test split is never touched) and write the result as a new version. Returns the manifest."""
-    _check_operations(operations)
+    check_operations(operations)
     if Path(out).exists():
         raise GenlabError(f"{out} exists; a dataset version is never overwritten (choose a new folder)")
     ds = data_cfg if isinstance(data_cfg, ImageDataset) else load_image_dataset(data_cfg)
@@ -63,7 +71,7 @@ def clean_version(data_cfg: DataConfig | ImageDataset, operations: list[str], ou
     keep, removed = clean_images(ds.images, ds.labels, report, operations,
                                  protected=set(ds.splits["test"].tolist()))
     ops = [{"op": op, "removed_ids": removed[op], "count": len(removed[op])} for op in operations]
-    return write_version(out, ds, keep, None if ds.labels is None else ds.labels[keep], ops)
+    return _subset(out, ds, keep, None if ds.labels is None else ds.labels[keep], ops)
 
 
 def degraded_version(parent: ImageDataset, out: str | Path, label_noise: float = 0.0, duplicates: float = 0.0,
@@ -112,4 +120,23 @@ def degraded_version(parent: ImageDataset, out: str | Path, label_noise: float =
                                                     parent.splits["test"].numpy()])))
     view = ImageDataset(parent.images[torch.from_numpy(rows)], labels, parent.class_names, parent.splits,
                         parent.source, parent.fingerprint)
-    return write_version(out, view, keep, None if labels is None else labels[keep], ops)
+    return _subset(out, view, keep, None if labels is None else labels[keep], ops)
+
+
+def augmented_version(parent: ImageDataset, out: str | Path, augment: AugmentConfig, copies: int = 1,
+                      seed: int = 0) -> dict:
+    """Add `copies` augmented copies of every training image (same label) to the training split and write
+    the result as a version; validation and test are untouched. For on-the-fly augmentation while training,
+    set data.augment.* in the recipe instead."""
+    if copies < 1 or not augment.active:
+        raise GenlabError("an augmented version needs copies >= 1 and at least one data.augment.* setting")
+    train = parent.splits["train"]
+    gen = torch.Generator().manual_seed(seed)
+    made = [torch.cat([(augment_batch(images_to_unit(chunk), augment, gen) * 255).round().to(torch.uint8)
+                       for chunk in parent.images[train].split(1000)]) for _ in range(copies)]
+    images = torch.cat([parent.images, *made])
+    labels = None if parent.labels is None else torch.cat([parent.labels, *[parent.labels[train]] * copies])
+    split = np.concatenate([split_codes(parent), np.zeros(copies * train.numel(), dtype=np.uint8)])
+    op = {"op": "augment", "copies": copies, "seed": seed, "count": int(copies * train.numel()),
+          "settings": dataclasses.asdict(augment), "source_ids": train.tolist()}
+    return write_version(out, parent, images, labels, split, [op])
