@@ -158,3 +158,25 @@ def test_label_noise_changes_exactly_the_listed_labels(tmp_path):
     assert changed == m["operations"][0]["flipped_ids"]
     assert set(changed) <= set(parent.splits["train"].tolist())
     assert len(changed) == round(0.1 * parent.splits["train"].numel())
+
+
+def test_relabel_restores_flipped_labels_without_dropping_items(tmp_path, run_cli):
+    import json
+
+    images, labels, exact_src, near_src, flipped, n = planted_digits()
+    true = torch.from_numpy(_load_digits()[1])
+    np.savez(tmp_path / "p.npz", images=images[:n].numpy(), labels=labels[:n].numpy())
+    (tmp_path / "r.yaml").write_text(f"data:\n  source: npz\n  path: {tmp_path / 'p.npz'}\n")
+    code, out, err = run_cli("data", "clean", tmp_path / "r.yaml", "--drop", "relabel", "--out", tmp_path / "v")
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "v" / "manifest.json").read_text())
+    child = load_image_dataset(version_config(tmp_path / "v"))
+    assert child.images.shape[0] == n and torch.equal(child.images, images[:n])  # nothing dropped
+    changed = {i for i, _, _ in manifest["operations"][0]["changed"]}
+    test_ids = set(child.splits["test"].tolist())
+    movable = set(flipped.tolist()) - test_ids
+    restored = sum(int(child.labels[i] == true[i]) for i in movable)
+    print(f"relabel: {restored}/{len(movable)} flipped labels restored; {len(changed - movable)} other labels changed")
+    assert restored >= 0.6 * len(movable) and not changed & test_ids
+    code, _, err = run_cli("data", "clean", tmp_path / "r.yaml", "--drop", "labels,relabel", "--out", tmp_path / "w")
+    assert code == 2 and "choose labels" in err

@@ -102,3 +102,50 @@ def test_text_audit_cli(tmp_path, run_cli):
     report = json.loads((tmp_path / "a" / "audit.json").read_text())
     assert report["records"] == len(docs) and report["exact_duplicates"]["extra_copies"] == 20
     assert "Near-duplicate pairs" in (tmp_path / "a" / "audit.html").read_text()
+
+
+def test_text_clean_keeps_the_test_split_and_trains(tmp_path, run_cli):
+    from genlab.config import DataConfig
+    from genlab.data.text import load_text_dataset
+
+    docs, n, k, exact_src, near_src = planted_corpus()
+    docs = docs + ["", "   "]
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps({"text": d}, ensure_ascii=False) + "\n" for d in docs))
+    (tmp_path / "r.yaml").write_text(f"data:\n  source: jsonl\n  path: {tmp_path / 'c.jsonl'}\n  block_size: 16\n")
+    code, out, err = run_cli("data", "clean", tmp_path / "r.yaml", "--drop", "exact,near,empty", "--out",
+                             tmp_path / "v")
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "v" / "manifest.json").read_text())
+    removed = {o["op"]: set(o["removed_ids"]) for o in manifest["operations"]}
+    parent = load_text_dataset(DataConfig(source="jsonl", path=str(tmp_path / "c.jsonl"), block_size=16))
+    child = load_text_dataset(DataConfig(source="jsonl", path=str(tmp_path / "v" / "data.jsonl"), block_size=16))
+    assert manifest["parent"]["fingerprint"] == parent.fingerprint
+    assert manifest["fingerprint"] == child.fingerprint != parent.fingerprint
+    assert child.corpus.split_documents("test") == parent.corpus.split_documents("test")  # the yardstick
+    test_ids = {int(i) for i in parent.corpus.splits["test"]}  # record ids == document ids before the blanks
+    assert removed["exact"] == set(range(n, n + k)) - test_ids
+    assert removed["near"] == set(range(n + k, n + 2 * k)) - test_ids
+    assert removed["empty"] == {len(docs) - 2, len(docs) - 1}
+    assert len(child.corpus.documents) == len(docs) - sum(len(v) for v in removed.values())
+    code, _, err = run_cli("train", tmp_path / "r.yaml", f"data.path={tmp_path / 'v' / 'data.jsonl'}",
+                           "family=gpt", "model.layers=1", "model.width=16", "model.heads=2", "train.steps=3",
+                           "train.batch_size=4", "--runs-dir", tmp_path / "runs")
+    assert code == 0, err
+    recorded = json.loads((tmp_path / "runs" / "run" / "dataset.json").read_text())["fingerprint"]
+    assert recorded == manifest["fingerprint"]  # the run records the version it trained on
+    code, _, err = run_cli("data", "clean", tmp_path / "r.yaml", "--drop", "labels", "--out", tmp_path / "w")
+    assert code == 2 and "for text" in err
+
+
+def test_jsonl_with_some_split_fields_is_an_error(tmp_path):
+    from genlab.config import DataConfig
+    from genlab.data.text import load_text_dataset
+    from genlab.errors import GenlabError
+
+    (tmp_path / "c.jsonl").write_text('{"text": "a b c d e f", "split": "train"}\n{"text": "g h i j k"}\n')
+    try:
+        load_text_dataset(DataConfig(source="jsonl", path=str(tmp_path / "c.jsonl")))
+    except GenlabError as exc:
+        assert "give every record one or none" in str(exc)
+    else:
+        raise AssertionError("mixed split fields were accepted")

@@ -294,19 +294,22 @@ def data_audit(config: Path, overrides: tuple[str, ...], out: Path) -> None:
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("overrides", nargs=-1)
 @click.option("--drop", default="exact,near", show_default=True,
-              help="Comma-separated fixes: exact (duplicate copies), near (near duplicates), labels (likely "
-                   "errors), outliers (low-density items).")
+              help="Comma-separated fixes. Images: exact (duplicate copies), near (near duplicates), labels (drop "
+                   "likely label errors), relabel (give them the suggested class instead), outliers (low density). "
+                   "Text: exact, near, empty, corrupt, boilerplate, outliers (length).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="New dataset version folder (must not exist): data.npz + manifest.json.")
+              help="New dataset version folder (must not exist): data.npz or data.jsonl + manifest.json.")
 def data_clean(config: Path, overrides: tuple[str, ...], drop: str, out: Path) -> None:
-    """Write a cleaned, immutable version of the image dataset of recipe CONFIG (the test split is never
-    touched), with a manifest of what was removed and why; train on it with data.source=npz
-    data.path=OUT/data.npz."""
+    """Write a cleaned, immutable version of the dataset of recipe CONFIG (the test split is never touched),
+    with a manifest of what was removed or changed and why. Train on it with data.source=npz
+    data.path=OUT/data.npz (images) or data.source=jsonl data.path=OUT/data.jsonl (text)."""
     from genlab.config import load_config
-    from genlab.data.versions import clean_version
+    from genlab.data.versions import clean_text_version, clean_version
 
+    cfg = load_config(config, overrides)
     operations = [op.strip() for op in drop.split(",") if op.strip()]
-    _echo_version(out, clean_version(load_config(config, overrides).data, operations, out))
+    text = cfg.data.source in ("txt", "jsonl", "fortune")
+    _echo_version(out, (clean_text_version if text else clean_version)(cfg.data, operations, out))
 
 
 @data.command(name="degrade")

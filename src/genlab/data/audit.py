@@ -174,7 +174,8 @@ def audit_images(images: torch.Tensor, labels: torch.Tensor | None, class_names:
             "method": "confident learning on out-of-fold logistic-regression probabilities",
             "count": int(len(issues)),
             "worst": [{"id": int(i), "given": names[int(labels[i])], "suggested": names[int(probs[i].argmax())],
-                       "p_given": round(float(probs[i, labels[i]]), 4)} for i in issues[:listed]],
+                       "suggested_index": int(probs[i].argmax()), "p_given": round(float(probs[i, labels[i]]), 4)}
+                      for i in issues[:listed]],
             "ids": issues.tolist(),
         }
     return report
@@ -213,14 +214,16 @@ def write_audit(report: dict, out) -> None:
                       f"<table><tr><th>finding</th><th>count</th><th>first ids</th></tr>{body}</table>")
 
 
-CLEAN_OPERATIONS = ("exact", "near", "labels", "outliers")
+CLEAN_OPERATIONS = ("exact", "near", "labels", "outliers", "relabel")  # relabel: suggested class, not dropped
 
 
 def check_operations(operations: list[str]) -> None:
+    from genlab.errors import GenlabError
+
+    if "labels" in operations and "relabel" in operations:
+        raise GenlabError("choose labels (drop the doubted items) or relabel (give them the suggested class)")
     unknown = [op for op in operations if op not in CLEAN_OPERATIONS]
     if unknown or not operations:
-        from genlab.errors import GenlabError
-
         raise GenlabError(f"unknown clean operation {(unknown or [''])[0]!r}; choose from: "
                           + ", ".join(CLEAN_OPERATIONS))
 
@@ -236,6 +239,8 @@ def clean_images(images: torch.Tensor, labels: torch.Tensor | None, report: dict
     removed: dict[str, list[int]] = {}
     gone: set[int] = set()
     for op in operations:
+        if op == "relabel":
+            continue  # changes labels, removes nothing (see relabelled)
         if op == "exact":
             ids = [i for g in report["exact_duplicates"]["first_groups"] for i in g[1:]]
         elif op == "near":
@@ -248,3 +253,15 @@ def clean_images(images: torch.Tensor, labels: torch.Tensor | None, report: dict
         gone |= set(ids)
     keep = torch.tensor(sorted(set(range(images.shape[0])) - (gone - set(protected))), dtype=torch.long)
     return keep, removed
+
+
+def relabelled(labels: torch.Tensor, report: dict, protected: set[int] = frozenset()) -> tuple[torch.Tensor, list]:
+    """Labels with each doubted item (report from audit_images with listed=None) given the class the
+    out-of-fold model suggests; `protected` ids keep theirs. Returns the new labels and (id, old, new)."""
+    new = labels.clone()
+    changes = []
+    for w in report["label_issues"]["worst"]:
+        if w["id"] not in protected:
+            changes.append((w["id"], int(labels[w["id"]]), w["suggested_index"]))
+            new[w["id"]] = w["suggested_index"]
+    return new, changes

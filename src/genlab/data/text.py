@@ -145,6 +145,43 @@ def split_corpus(documents: list[str], val_fraction: float, test_fraction: float
     return TextCorpus(documents, splits, digest.hexdigest()[:16], [g for g in unique if len(g) > 1], source)
 
 
+SPLITS = ("train", "val", "test")
+
+
+def stored_splits(path: str | Path) -> tuple[list[str], list[str]] | None:
+    """(documents, split names) when every record of a JSONL file has a `split` field (train / val / test),
+    as the corpus versions `genlab data clean` writes; None when none has one."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    read_documents(path, "jsonl")  # one clear error for a malformed file
+    records = [json.loads(line) for line in _read_text(path).splitlines() if line.strip()]
+    records = [r for r in records if r["text"].strip()]
+    marked = sum("split" in r for r in records)
+    if marked == 0:
+        return None
+    if marked != len(records) or any(r["split"] not in SPLITS for r in records):
+        raise GenlabError(f"{path}: some records have a 'split' field and some do not, or one is not "
+                          f"{'/'.join(SPLITS)}; give every record one or none")
+    return [r["text"] for r in records], [r["split"] for r in records]
+
+
+def corpus_from_splits(documents: list[str], names: list[str], source: str = "") -> TextCorpus:
+    """A corpus whose split of each document is given (a version keeps its parent's test set); the splits
+    are part of its fingerprint."""
+    digest = hashlib.sha256()
+    groups: dict[str, list[int]] = {}
+    for i, doc in enumerate(documents):
+        h = hashlib.sha256(doc.encode()).digest()
+        digest.update(h + names[i].encode())
+        groups.setdefault(h.hex(), []).append(i)
+    labels = np.array(names)
+    splits = {k: np.flatnonzero(labels == k).astype(np.int64) for k in SPLITS}
+    if not len(splits["train"]):
+        raise GenlabError(f"{source}: no record has split 'train'")
+    return TextCorpus(documents, splits, digest.hexdigest()[:16], [g for g in groups.values() if len(g) > 1], source)
+
+
 class TokenStream:
     """Endless batches of random windows of block_size + 1 tokens from one split, reproducible from
     (seed, number of batches drawn) alone, which is what a checkpoint stores.
@@ -239,10 +276,17 @@ def load_text_dataset(cfg, tokenizer_dir: Path | None = None) -> TextDataset:
     if cfg.path is None:
         raise GenlabError(f"data.source={cfg.source} needs data.path (a file or folder)")
     paths = cfg.path if isinstance(cfg.path, list) else [cfg.path]
-    docs = [doc for path in paths for doc in read_documents(path, cfg.source, cfg.separator)]
-    if cfg.limit is not None:
-        docs = docs[: cfg.limit]
-    corpus = split_corpus(docs, cfg.val_fraction, cfg.test_fraction, cfg.split_seed, source=", ".join(map(str, paths)))
+    stored = stored_splits(paths[0]) if cfg.source == "jsonl" and len(paths) == 1 else None
+    if stored is not None:  # a genlab text version: its splits travel with it
+        if cfg.limit is not None:
+            raise GenlabError("data.limit does not apply to a corpus version with its own splits")
+        corpus = corpus_from_splits(*stored, source=str(paths[0]))
+    else:
+        docs = [doc for path in paths for doc in read_documents(path, cfg.source, cfg.separator)]
+        if cfg.limit is not None:
+            docs = docs[: cfg.limit]
+        corpus = split_corpus(docs, cfg.val_fraction, cfg.test_fraction, cfg.split_seed,
+                              source=", ".join(map(str, paths)))
     if tokenizer_dir is not None and (Path(tokenizer_dir) / "tokenizer.json").is_file():
         tokenizer = load_tokenizer(tokenizer_dir)
     elif cfg.tokenizer == "pretrained":

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from genlab.config import AugmentConfig, DataConfig
-from genlab.data.audit import audit_images, check_operations, clean_images
+from genlab.data.audit import audit_images, check_operations, clean_images, relabelled
 from genlab.data.augment import augment_batch
 from genlab.data.images import ImageDataset, images_to_unit, load_image_dataset, split_codes
 from genlab.errors import GenlabError
@@ -67,11 +68,20 @@ def clean_version(data_cfg: DataConfig | ImageDataset, operations: list[str], ou
     if Path(out).exists():
         raise GenlabError(f"{out} exists; a dataset version is never overwritten (choose a new folder)")
     ds = data_cfg if isinstance(data_cfg, ImageDataset) else load_image_dataset(data_cfg)
+    if "relabel" in operations and ds.labels is None:
+        raise GenlabError("relabel needs a labelled dataset")
     report = audit_images(ds.images, ds.labels, ds.class_names, listed=None)
-    keep, removed = clean_images(ds.images, ds.labels, report, operations,
-                                 protected=set(ds.splits["test"].tolist()))
-    ops = [{"op": op, "removed_ids": removed[op], "count": len(removed[op])} for op in operations]
-    return _subset(out, ds, keep, None if ds.labels is None else ds.labels[keep], ops)
+    test = set(ds.splits["test"].tolist())
+    keep, removed = clean_images(ds.images, ds.labels, report, operations, protected=test)
+    labels = ds.labels
+    ops = []
+    for op in operations:
+        if op == "relabel":
+            labels, changes = relabelled(ds.labels, report, protected=test)
+            ops.append({"op": op, "count": len(changes), "changed": [list(c) for c in changes]})
+        else:
+            ops.append({"op": op, "removed_ids": removed[op], "count": len(removed[op])})
+    return _subset(out, ds, keep, None if labels is None else labels[keep], ops)
 
 
 def degraded_version(parent: ImageDataset, out: str | Path, label_noise: float = 0.0, duplicates: float = 0.0,
@@ -140,3 +150,59 @@ def augmented_version(parent: ImageDataset, out: str | Path, augment: AugmentCon
     op = {"op": "augment", "copies": copies, "seed": seed, "count": int(copies * train.numel()),
           "settings": dataclasses.asdict(augment), "source_ids": train.tolist()}
     return write_version(out, parent, images, labels, split, [op])
+
+
+TEXT_CLEAN_OPERATIONS = ("exact", "near", "empty", "corrupt", "boilerplate", "outliers")
+
+
+def clean_text_version(data_cfg: DataConfig, operations: list[str], out: str | Path) -> dict:
+    """Audit a text corpus, drop the chosen findings from its training and validation records (test records
+    are never touched) and write data.jsonl (each record with its split) + manifest.json. Record ids are
+    positions in reading order, as in the audit. Returns the manifest."""
+    from genlab.data.text import corpus_from_splits, split_corpus
+    from genlab.data.text_audit import audit_text, read_records
+
+    unknown = [op for op in operations if op not in TEXT_CLEAN_OPERATIONS]
+    if unknown or not operations:
+        raise GenlabError(f"unknown clean operation {(unknown or [''])[0]!r} for text; choose from: "
+                          + ", ".join(TEXT_CLEAN_OPERATIONS))
+    out = Path(out)
+    if out.exists():
+        raise GenlabError(f"{out} exists; a dataset version is never overwritten (choose a new folder)")
+    if data_cfg.limit is not None:
+        raise GenlabError("genlab data clean works on the whole corpus; drop data.limit")
+    records = []
+    for path in data_cfg.path if isinstance(data_cfg.path, list) else [data_cfg.path or ""]:
+        records += read_records(path, data_cfg.source, data_cfg.separator)[0]
+    present = [i for i, r in enumerate(records) if r.strip()]  # what the training loader reads
+    if len(present) < 2:
+        raise GenlabError("a corpus of one document is split by position, not by record: nothing to clean")
+    parent = split_corpus([records[i] for i in present], data_cfg.val_fraction, data_cfg.test_fraction,
+                          data_cfg.split_seed)
+    split_of = {present[d]: name for name, ids in parent.splits.items() for d in ids}
+    report = audit_text(records, listed=None)
+    found = {"exact": [i for g in report["exact_duplicates"]["first_groups"] for i in g[1:]],
+             "near": [j for _, j, _ in report["near_duplicates"]["first_pairs"]],
+             "empty": report["empty_records"]["ids"], "corrupt": report["corrupt_records"]["ids"],
+             "boilerplate": report["boilerplate"]["mostly_boilerplate_ids"],
+             "outliers": report["length"]["long_outliers"] + report["length"]["short_outliers"]}
+    gone: set[int] = set()
+    ops = []
+    for op in operations:
+        ids = sorted(set(found[op]) - gone - {i for i, s in split_of.items() if s == "test"})
+        gone |= set(ids)
+        ops.append({"op": op, "removed_ids": ids, "count": len(ids)})
+    kept = [i for i in present if i not in gone]
+    lines = "".join(json.dumps({"text": records[i], "split": split_of[i]}, ensure_ascii=False) + "\n" for i in kept)
+    child = corpus_from_splits([records[i] for i in kept], [split_of[i] for i in kept])
+    tmp = out.with_name(out.name + ".partial")
+    tmp.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(tmp / "data.jsonl", lines.encode("utf-8"))
+    manifest = {"parent": {"source": data_cfg.source, "path": data_cfg.path, "fingerprint": parent.fingerprint,
+                           "items": len(records)},
+                "operations": ops, "fingerprint": child.fingerprint, "items": len(kept),
+                "splits": {k: int(len(v)) for k, v in child.splits.items()},
+                "train_with": {"data.source": "jsonl", "data.path": str(out / "data.jsonl")}}
+    atomic_write_json(tmp / "manifest.json", manifest)
+    tmp.rename(out)
+    return manifest
