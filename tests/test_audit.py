@@ -82,7 +82,7 @@ def test_audit_cli_writes_json_and_html(tmp_path, run_cli):
     assert "Likely label errors" in (tmp_path / "audit" / "audit.html").read_text()
     (tmp_path / "t.yaml").write_text("data:\n  source: txt\n  path: x\n")
     code, _, err = run_cli("data", "audit", tmp_path / "t.yaml")
-    assert code == 2 and "image datasets so far" in err
+    assert code == 2 and err.strip() == "error: data path not found: x"  # one clear line
 
 
 def test_clean_writes_an_immutable_version_with_a_manifest(tmp_path, run_cli):

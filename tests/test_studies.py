@@ -22,8 +22,8 @@ def test_data_quality_study_damages_cleans_scores_and_resumes(tmp_path, run_cli)
     arms = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "s" / "arms").glob("*.json")}
     assert set(arms) == {"base", "labels-0.4", "labels-0.4+clean"}
     for name, arm in arms.items():  # each arm trained on its own version, recorded in its run
-        recorded = json.loads((tmp_path / "s" / "runs" / name / "dataset.json").read_text())["fingerprint"]
-        assert recorded == arm["fingerprint"]
+        recorded = json.loads((tmp_path / "s" / "runs" / name / "dataset.json").read_text())
+        assert recorded["fingerprint"] == arm["fingerprint"] == recorded["version"]["fingerprint"]
     # the noise shows in the samples, and cleaning the labels recovers most of it
     assert arms["labels-0.4"]["label_agreement"] < arms["base"]["label_agreement"] - 0.05
     assert arms["labels-0.4+clean"]["label_agreement"] > arms["labels-0.4"]["label_agreement"]

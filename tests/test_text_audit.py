@@ -131,8 +131,10 @@ def test_text_clean_keeps_the_test_split_and_trains(tmp_path, run_cli):
                            "family=gpt", "model.layers=1", "model.width=16", "model.heads=2", "train.steps=3",
                            "train.batch_size=4", "--runs-dir", tmp_path / "runs")
     assert code == 0, err
-    recorded = json.loads((tmp_path / "runs" / "run" / "dataset.json").read_text())["fingerprint"]
-    assert recorded == manifest["fingerprint"]  # the run records the version it trained on
+    recorded = json.loads((tmp_path / "runs" / "run" / "dataset.json").read_text())
+    assert recorded["fingerprint"] == manifest["fingerprint"]  # the run records the version it trained on
+    assert recorded["version"]["parent_fingerprint"] == parent.fingerprint
+    assert [o["op"] for o in recorded["version"]["operations"]] == ["exact", "near", "empty"]
     code, _, err = run_cli("data", "clean", tmp_path / "r.yaml", "--drop", "labels", "--out", tmp_path / "w")
     assert code == 2 and "for text" in err
 

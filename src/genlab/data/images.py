@@ -40,6 +40,7 @@ class ImageDataset:
     source: str
     fingerprint: str
     augment: AugmentConfig | None = None  # applied to training batches only
+    version: dict | None = None  # a genlab dataset version: its manifest's summary (recorded by runs)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -80,6 +81,8 @@ class ImageDataset:
             "shape_chw": list(self.shape),
             "splits": {k: int(v.numel()) for k, v in self.splits.items()},
         }
+        if self.version:
+            desc["version"] = self.version
         flat = self.images.reshape(self.images.shape[0], -1).to(torch.float64) / 255.0
         desc["pixels"] = {
             "mean": round(float(flat.mean()), 5),
@@ -129,7 +132,25 @@ def load_image_dataset(cfg: DataConfig, unreadable: list[dict] | None = None) ->
     fingerprint = _fingerprint(images_t, labels_t)
     splits = _make_splits(images_t.shape[0], n_test, cfg)
     return ImageDataset(images_t, labels_t, names, splits, cfg.source, fingerprint,
-                        cfg.augment if cfg.augment.active else None)
+                        cfg.augment if cfg.augment.active else None,
+                        version_summary(Path(cfg.path)) if cfg.source == "npz" else None)
+
+
+def version_summary(data_file: Path) -> dict | None:
+    """What a run records about a genlab dataset version (the manifest.json beside its data file): folder,
+    parent fingerprint and each operation with its count. None for a plain file."""
+    import json
+
+    manifest = data_file.parent / "manifest.json"
+    if not manifest.is_file():
+        return None
+    try:
+        m = json.loads(manifest.read_text())
+        return {"folder": str(data_file.parent.resolve()), "fingerprint": m["fingerprint"],
+                "parent_fingerprint": m["parent"]["fingerprint"],
+                "operations": [{"op": o["op"], "count": o["count"]} for o in m["operations"]]}
+    except (ValueError, KeyError, TypeError):
+        return {"folder": str(data_file.parent.resolve()), "error": "manifest.json is not a genlab manifest"}
 
 
 def _fingerprint(images: torch.Tensor, labels: torch.Tensor | None) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genlab.data.images import Batch
+from genlab.data.images import Batch, version_summary
 from genlab.data.spec import DataSpec
 from genlab.errors import GenlabError
 
@@ -30,6 +30,7 @@ class TextCorpus:
     fingerprint: str  # content hash of the documents, in order
     duplicate_groups: list[list[int]]  # indices of identical documents, groups of 2 or more
     source: str
+    version: dict | None = None  # a genlab corpus version: its manifest's summary (recorded by runs)
 
     def split_documents(self, split: str) -> list[str]:
         return [self.documents[i] for i in self.splits[split]]
@@ -50,6 +51,7 @@ class TextCorpus:
             "exact_duplicates": {"groups": len(self.duplicate_groups),
                                  "extra_copies": sum(len(g) - 1 for g in self.duplicate_groups),
                                  "first_groups": self.duplicate_groups[:10]},
+            **({"version": self.version} if self.version else {}),
         }
 
 
@@ -281,6 +283,7 @@ def load_text_dataset(cfg, tokenizer_dir: Path | None = None) -> TextDataset:
         if cfg.limit is not None:
             raise GenlabError("data.limit does not apply to a corpus version with its own splits")
         corpus = corpus_from_splits(*stored, source=str(paths[0]))
+        corpus.version = version_summary(Path(paths[0]))
     else:
         docs = [doc for path in paths for doc in read_documents(path, cfg.source, cfg.separator)]
         if cfg.limit is not None:
