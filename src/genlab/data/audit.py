@@ -7,6 +7,7 @@ numbers in the dataset) so they can be looked at.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections import defaultdict
 
 import numpy as np
@@ -111,6 +112,7 @@ def density_outliers(nearest: np.ndarray, fence: float = 3.0) -> tuple[np.ndarra
 def out_of_fold_probabilities(images: torch.Tensor, labels: torch.Tensor, folds: int = 5, seed: int = 0):
     """P(class | image) for every item from a model that never saw it: multinomial logistic regression on
     the pixels (scaled to [0, 1]), k-fold cross-fitted (scikit-learn)."""
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
@@ -118,7 +120,9 @@ def out_of_fold_probabilities(images: torch.Tensor, labels: torch.Tensor, folds:
     y = labels.numpy()
     model = LogisticRegression(max_iter=300, C=0.5)
     splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    return cross_val_predict(model, x, y, cv=splitter, method="predict_proba")
+    with warnings.catch_warnings():  # 300 lbfgs steps are plenty for ranking; a warning per fold is noise
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return cross_val_predict(model, x, y, cv=splitter, method="predict_proba")
 
 
 def label_issues(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -136,8 +140,10 @@ def label_issues(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def audit_images(images: torch.Tensor, labels: torch.Tensor | None, class_names: list[str] | None = None,
-                 near_distance: int = 4, folds: int = 5, seed: int = 0, listed: int | None = 50) -> dict:
-    """All findings for one image dataset; each lists up to `listed` ids (None: all; counts are complete)."""
+                 near_distance: int = 4, folds: int = 5, seed: int = 0, listed: int | None = 50,
+                 find_label_issues: bool = True) -> dict:
+    """All findings for one image dataset; each lists up to `listed` ids (None: all; counts are complete).
+    `find_label_issues=False` skips the cross-fitted classifier (the slow part) when labels are not needed."""
     n = images.shape[0]
     exact = exact_duplicates(images)
     hashed = near_duplicates(images, near_distance, exact) if min(images.shape[-2:]) >= 16 else None
@@ -168,6 +174,7 @@ def audit_images(images: torch.Tensor, labels: torch.Tensor | None, class_names:
         names = class_names or [str(i) for i in range(len(counts))]
         report["classes"] = {"counts": dict(zip(names, counts, strict=True)),
                              "imbalance_ratio": max(counts) / max(1, min(counts))}
+    if labels is not None and find_label_issues:
         probs = out_of_fold_probabilities(images, labels, folds, seed)
         issues = label_issues(probs, labels.numpy())
         report["label_issues"] = {

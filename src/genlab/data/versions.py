@@ -70,7 +70,8 @@ def clean_version(data_cfg: DataConfig | ImageDataset, operations: list[str], ou
     ds = data_cfg if isinstance(data_cfg, ImageDataset) else load_image_dataset(data_cfg)
     if "relabel" in operations and ds.labels is None:
         raise GenlabError("relabel needs a labelled dataset")
-    report = audit_images(ds.images, ds.labels, ds.class_names, listed=None)
+    report = audit_images(ds.images, ds.labels, ds.class_names, listed=None,
+                          find_label_issues=bool({"labels", "relabel"} & set(operations)))
     test = set(ds.splits["test"].tolist())
     keep, removed = clean_images(ds.images, ds.labels, report, operations, protected=test)
     labels = ds.labels
