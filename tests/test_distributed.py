@@ -152,3 +152,35 @@ def test_batch_must_divide_among_processes(tmp_path, gpt_recipe):
     ds = load_dataset(cfg.data)
     with pytest.raises(GenlabError, match="divisible by processes x train.accumulate"):
         Trainer(cfg, RunPaths(tmp_path / "r"), ds, build_model(cfg, ds.spec()), World())
+
+
+def test_device_and_backend_are_chosen_from_what_pytorch_sees(monkeypatch):
+    """No GPU here: the GPU branch is checked with PyTorch's answers replaced (nccl is never started)."""
+    from genlab.errors import GenlabError
+    from genlab.train.distributed import backend_for, resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu") and resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(GenlabError, match="sees no GPU"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert resolve_device("auto") == torch.device("cuda", 1)  # local rank -> this node's GPU
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert backend_for(torch.device("cuda", 0)) == "nccl" and backend_for(torch.device("cpu")) == "gloo"
+
+
+@pytest.mark.parametrize("family", ["vae", "gan", "diffusion"])
+def test_every_family_moves_between_devices(family):
+    """model.to(device) is what puts a family on a GPU; a method shadowing Module._apply once broke it."""
+    from conftest import tiny_config
+
+    from genlab.models.base import DataSpec
+    from genlab.train.trainer import build_model
+
+    cfg = tiny_config(family)
+    model = build_model(cfg, DataSpec(1, 8, 8, 10)).to(torch.device("cpu")).double().float()
+    assert model.device == torch.device("cpu")
+    batch_images = model.sample(2, noise=torch.Generator().manual_seed(0))
+    assert batch_images.shape == (2, 1, 8, 8)

@@ -102,6 +102,7 @@ class TrainConfig:
     threads: int | None = None  # torch intra-op threads; None leaves torch's default
     accumulate: int = 1  # micro-batches per process per step (gradient accumulation; same global batch)
     precision: str = "fp32"  # fp32 | bf16 (autocast of the forward pass)
+    device: str = "auto"  # auto (a GPU when PyTorch sees one, else the CPU) | cpu | cuda
     compile: bool = False  # torch.compile each phase's modules
     fsdp: bool = False  # shard parameters, gradients and optimizer state across processes (families with shard_units)
 
@@ -110,6 +111,7 @@ class TrainConfig:
         choice("train.schedule", self.schedule, ("constant", "cosine", "linear"))
         choice("train.early_stopping_mode", self.early_stopping_mode, ("min", "max"))
         choice("train.precision", self.precision, ("fp32", "bf16"))
+        choice("train.device", self.device, ("auto", "cpu", "cuda"))
         positive("train", {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr,
                            "max_seconds": self.max_seconds, "keep_last": self.keep_last, "log_every": self.log_every,
                            "threads": self.threads, "patience": self.patience, "grad_clip": self.grad_clip,

@@ -34,7 +34,7 @@ MAX_SAMPLES = 100_000
 # Keys that may differ between the original run and a resumed one: the budget, and how the same global batch
 # is computed (processes, micro-batches, sharding, compilation, threads), which leaves the training unchanged.
 RESUMABLE_CHANGES = {("train", "steps"), ("train", "max_seconds"), ("train", "accumulate"), ("train", "fsdp"),
-                     ("train", "compile"), ("train", "threads")}
+                     ("train", "compile"), ("train", "threads"), ("train", "device")}
 
 
 def train(config_path: str | Path | None, overrides=(), runs_dir: str | Path = "runs", resume: bool = False,
@@ -46,7 +46,7 @@ def train_config(cfg: RunConfig, runs_dir: str | Path = "runs", resume: bool = F
                  overwrite: bool = False) -> tuple[RunPaths, dict]:
     """Train (or resume) the run `cfg` describes. Under torchrun every process calls this; rank 0 alone
     touches the run directory, the others wait for it."""
-    world = World.current()
+    world = World.current(cfg.train.device)
     run = RunPaths(Path(runs_dir) / cfg.name)
     existed = run.root.exists() and any(run.root.iterdir())
     world.barrier()  # every process has looked before rank 0 deletes or creates anything

@@ -30,6 +30,11 @@ class Batch:
     y: torch.Tensor | None  # int64 class labels, or None for unlabelled data
     context: torch.Tensor | None = None  # text with data.token_noise: the corrupted B x T inputs
 
+    def to(self, device: torch.device) -> Batch:
+        if self.x.device == device:
+            return self
+        return Batch(*(None if t is None else t.to(device, non_blocking=True) for t in (self.x, self.y, self.context)))
+
 
 @dataclass
 class ImageDataset:

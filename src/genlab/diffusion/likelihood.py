@@ -15,6 +15,7 @@ import torch
 from genlab.diffusion.samplers import Denoiser
 from genlab.diffusion.schedule import NoiseSchedule, sampling_timesteps
 from genlab.nn.likelihoods import discretized_gaussian_log_prob
+from genlab.nn.noise import randn
 
 
 @torch.no_grad()
@@ -27,11 +28,11 @@ def variational_bound(schedule: NoiseSchedule, denoise: Denoiser,
     flat = x0.flatten(1)
     a_k = abar[-1]
     prior = 0.5 * (a_k * flat.pow(2) - a_k - math.log(1 - a_k)).sum(1)  # KL(q(x_K | x0) || N(0, I))
-    kl_small = torch.zeros(x0.shape[0], dtype=torch.float64)
+    kl_small = torch.zeros(x0.shape[0], dtype=torch.float64, device=x0.device)
     kl_large = torch.zeros_like(kl_small)
     for k in range(len(ts) - 1, 0, -1):
         a_t, a_s = abar[k], abar[k - 1]
-        eps = torch.randn(x0.shape, generator=noise)
+        eps = randn(x0.shape, noise, device=x0.device)
         x_t = math.sqrt(a_t) * x0 + math.sqrt(1 - a_t) * eps
         x0_hat = denoise(x_t, ts[k])[0]
         beta = 1 - a_t / a_s
@@ -41,7 +42,7 @@ def variational_bound(schedule: NoiseSchedule, denoise: Denoiser,
         kl_small += sq / (2 * post_var)
         kl_large += 0.5 * (dims * (math.log(beta / post_var) + post_var / beta - 1) + sq / beta)
     a_1 = abar[0]
-    eps = torch.randn(x0.shape, generator=noise)
+    eps = randn(x0.shape, noise, device=x0.device)
     x0_hat = denoise(math.sqrt(a_1) * x0 + math.sqrt(1 - a_1) * eps, ts[0])[0]
     log_scale = torch.full_like(x0_hat, 0.5 * math.log(1 - a_1))  # decoder variance beta_1 = 1 - abar_1
     decoder = discretized_gaussian_log_prob(x0_hat, log_scale, x_unit).double()

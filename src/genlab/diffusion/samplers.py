@@ -41,7 +41,7 @@ def ddim(schedule: NoiseSchedule, denoise: Denoiser, x: torch.Tensor, ts: torch.
         sigma = eta * math.sqrt((1 - a_s) / (1 - a_t) * (1 - a_t / a_s))
         x = math.sqrt(a_s) * x0 + math.sqrt(max(0.0, 1 - a_s - sigma**2)) * eps
         if sigma > 0:
-            x = x + sigma * randn(x.shape, noise, dtype=x.dtype)
+            x = x + sigma * randn(x.shape, noise, dtype=x.dtype, device=x.device)
     return x
 
 
@@ -58,7 +58,7 @@ def ddpm(schedule: NoiseSchedule, denoise: Denoiser, x: torch.Tensor, ts: torch.
         beta = 1 - a_t / a_s
         mean = (math.sqrt(a_s) * beta / (1 - a_t)) * x0 + (math.sqrt(1 - beta) * (1 - a_s) / (1 - a_t)) * x
         var = (1 - a_s) / (1 - a_t) * beta
-        x = mean + math.sqrt(var) * randn(x.shape, noise, dtype=x.dtype)
+        x = mean + math.sqrt(var) * randn(x.shape, noise, dtype=x.dtype, device=x.device)
     return x
 
 

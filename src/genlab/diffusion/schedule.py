@@ -32,13 +32,18 @@ class NoiseSchedule:
             return cls(torch.cumprod(1 - betas, 0))
         raise GenlabError(f"unknown noise schedule {kind!r}; choose linear or cosine")
 
+    def _on(self, device: torch.device) -> torch.Tensor:
+        """The table on `device` (kept on the CPU; a GPU batch indexes a copy made there)."""
+        table = self.alphas_cumprod
+        return table if table.device == device else table.to(device)
+
     @property
     def timesteps(self) -> int:
         return self.alphas_cumprod.shape[0]
 
     def alpha_sigma(self, t: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """sqrt(abar_t) and sqrt(1 - abar_t) for a batch of timesteps, shaped to broadcast against `like`."""
-        abar = self.alphas_cumprod[t].to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
+        abar = self._on(t.device)[t].to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
         return abar.sqrt(), (1 - abar).sqrt()
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -46,7 +51,7 @@ class NoiseSchedule:
         return alpha * x0 + sigma * noise
 
     def snr(self, t: torch.Tensor) -> torch.Tensor:
-        abar = self.alphas_cumprod[t]
+        abar = self._on(t.device)[t]
         return (abar / (1 - abar)).float()
 
 

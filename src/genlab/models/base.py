@@ -99,6 +99,12 @@ class GenerativeModel(nn.Module):
         self.load_state_dict(state, strict=False)
 
     @property
+    def device(self) -> torch.device:
+        """Where the weights are (the CPU unless the trainer moved them to a GPU)."""
+        first = next(self.parameters(), None)
+        return first.device if first is not None else torch.device("cpu")
+
+    @property
     def conditional(self) -> bool:
         return bool(getattr(self.config, "conditional", False))
 
@@ -137,9 +143,9 @@ class GenerativeModel(nn.Module):
             labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1).expand(n) if labels.numel() == 1 else labels
             if labels.min() < 0 or labels.max() >= self.spec.num_classes:
                 raise GenlabError(f"label must be in 0..{self.spec.num_classes - 1}")
-            return labels.long()
+            return labels.long().to(self.device)
         if self.conditional:
-            return randint(self.spec.num_classes, (n,), noise)
+            return randint(self.spec.num_classes, (n,), noise, device=self.device)
         return None
 
 

@@ -18,7 +18,7 @@ from genlab.diffusion.samplers import SAMPLERS, sample_loop
 from genlab.diffusion.schedule import NoiseSchedule
 from genlab.errors import GenlabError
 from genlab.models.base import DataSpec, GenerativeModel, Phase
-from genlab.nn.noise import randn
+from genlab.nn.noise import rand, randint, randn
 from genlab.nn.unet import UNet
 from genlab.registry import register_family
 
@@ -90,13 +90,13 @@ class Diffusion(GenerativeModel):
         """The batch's labels with a `label_dropout` fraction replaced by the "no label" index."""
         if not self.conditional:
             return None
-        drop = torch.rand(y.shape, generator=noise) < self.config.label_dropout
+        drop = rand(y.shape, noise, device=y.device) < self.config.label_dropout
         return torch.where(drop, torch.full_like(y, self.null_label), y)
 
     def denoising_loss(self, batch: Batch, noise: torch.Generator, y: torch.Tensor | None):
         x0 = batch.x * 2 - 1
-        t = torch.randint(self.schedule.timesteps, (x0.shape[0],), generator=noise)
-        eps = torch.randn(x0.shape, generator=noise)
+        t = randint(self.schedule.timesteps, (x0.shape[0],), noise, device=x0.device)
+        eps = randn(x0.shape, noise, device=x0.device)
         alpha, sigma = self.schedule.alpha_sigma(t, x0)
         out = self.net(alpha * x0 + sigma * eps, t, y)
         target = eps if self.config.prediction == "eps" else alpha * eps - sigma * x0
@@ -108,7 +108,7 @@ class Diffusion(GenerativeModel):
         """min(SNR, gamma) / SNR for eps, / (SNR + 1) for v (Hang et al. 2023); ones without min-SNR."""
         gamma = self.config.min_snr_gamma
         if gamma is None:
-            return torch.ones(t.shape)
+            return torch.ones(t.shape, device=t.device)
         snr = self.schedule.snr(t)
         return snr.clamp(max=gamma) / (snr if self.config.prediction == "eps" else snr + 1)
 
@@ -127,7 +127,7 @@ class Diffusion(GenerativeModel):
         null = None if y is None else torch.full_like(y, self.null_label)
 
         def denoise(x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-            tt = torch.full((x.shape[0],), t, dtype=torch.long)
+            tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
             if y is None or guidance == 1:
                 out = self.net(x, tt, y)
             elif guidance == 0:
@@ -155,7 +155,7 @@ class Diffusion(GenerativeModel):
         if guidance is not None and guidance < 0:
             raise GenlabError("--guidance must be >= 0")
         y = self.sample_labels(n, labels, noise)
-        x = randn((n, self.spec.channels, self.spec.height, self.spec.width), noise)
+        x = randn((n, self.spec.channels, self.spec.height, self.spec.width), noise, device=self.device)
         denoise = self.denoiser(y, cfg.guidance if guidance is None else guidance, cfg.clip_denoised)
         x0 = sample_loop(sampler or cfg.sampler, self.schedule, denoise, x, steps or cfg.sample_steps, noise,
                          cfg.eta if eta is None else eta)

@@ -13,7 +13,7 @@ from genlab.data.images import Batch
 from genlab.errors import GenlabError
 from genlab.models.base import DataSpec, GenerativeModel, Phase, class_embedding
 from genlab.nn.blocks import ConvDecoder, ConvEncoder
-from genlab.nn.noise import randn
+from genlab.nn.noise import rand, randn
 from genlab.registry import register_family
 
 
@@ -89,7 +89,7 @@ class GAN(GenerativeModel):
 
     def _fake(self, batch: Batch, noise: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
         n = batch.x.shape[0]
-        z = torch.randn(n, self.config.latent_dim, generator=noise)
+        z = randn((n, self.config.latent_dim), noise, device=self.device)
         y = batch.y if self.conditional else None
         return self.generator(z, y), y
 
@@ -109,7 +109,7 @@ class GAN(GenerativeModel):
 
     def gradient_penalty(self, real, fake, y, noise) -> torch.Tensor:
         """(||grad_x D(x_hat)|| - 1)^2 on random interpolates (Gulrajani et al. 2017)."""
-        alpha = torch.rand(real.shape[0], 1, 1, 1, generator=noise)
+        alpha = rand((real.shape[0], 1, 1, 1), noise, device=real.device)
         x_hat = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
         grad = torch.autograd.grad(self.discriminator(x_hat, y).sum(), x_hat, create_graph=True)[0]
         return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
@@ -138,5 +138,5 @@ class GAN(GenerativeModel):
     @torch.no_grad()
     def sample(self, n: int, labels=None, noise=None) -> torch.Tensor:
         y = self.sample_labels(n, labels, noise)
-        z = randn((n, self.config.latent_dim), noise)
+        z = randn((n, self.config.latent_dim), noise, device=self.device)
         return (self.generator(z, y) + 1) / 2

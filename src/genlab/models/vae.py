@@ -86,7 +86,7 @@ class VAE(GenerativeModel):
     def elbo_terms(self, batch: Batch, noise: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-image reconstruction log-likelihood and KL(q(z|x) || p(z)), single-sample estimate."""
         mu, logvar = self.encode(batch.x, batch.y)
-        eps = torch.randn(mu.shape, generator=noise, dtype=mu.dtype)
+        eps = randn(mu.shape, noise, dtype=mu.dtype, device=mu.device)
         z = mu + torch.exp(0.5 * logvar) * eps
         rec = self.log_px_given_z(self.decode(z, batch.y), batch.x)
         kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1)
@@ -106,7 +106,7 @@ class VAE(GenerativeModel):
     @torch.no_grad()
     def sample(self, n: int, labels=None, noise=None) -> torch.Tensor:
         y = self.sample_labels(n, labels, noise)
-        z = randn((n, self.config.latent_dim), noise)
+        z = randn((n, self.config.latent_dim), noise, device=self.device)
         out = self.decode(z, y)
         if self.config.likelihood == "bernoulli":
             return torch.sigmoid(out)
@@ -130,7 +130,7 @@ class VAE(GenerativeModel):
         log_w = []
         for start in range(0, k, per_chunk):
             kc = min(per_chunk, k - start)
-            eps = torch.randn((kc, b, mu.shape[1]), generator=noise)
+            eps = randn((kc, b, mu.shape[1]), noise, device=mu.device)
             z = mu + torch.exp(0.5 * logvar) * eps  # kc x b x d
             yf = None if y is None else y.repeat(kc)
             out = self.decode(z.reshape(kc * b, -1), yf)

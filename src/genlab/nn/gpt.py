@@ -15,10 +15,11 @@ from torch import nn
 class KVCache:
     """Per-layer key/value buffers of shape B x heads x max_len x head_dim, filled left to right."""
 
-    def __init__(self, layers: int, batch: int, heads: int, max_len: int, head_dim: int, dtype=torch.float32):
+    def __init__(self, layers: int, batch: int, heads: int, max_len: int, head_dim: int, dtype=torch.float32,
+                 device: torch.device | None = None):
         shape = (batch, heads, max_len, head_dim)
-        self.k = [torch.zeros(shape, dtype=dtype) for _ in range(layers)]
-        self.v = [torch.zeros(shape, dtype=dtype) for _ in range(layers)]
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
         self.length = 0  # tokens already cached (the same for every layer)
         self.max_len = max_len
 
@@ -31,7 +32,7 @@ class KVCache:
 
 def rotary_tables(positions: torch.Tensor, head_dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin of RoPE (Su et al. 2021) for the given positions, T x head_dim/2."""
-    freqs = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    freqs = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device) / head_dim)
     angles = positions.float()[:, None] * freqs[None]
     return angles.cos(), angles.sin()
 
@@ -62,7 +63,7 @@ class CausalSelfAttention(nn.Module):
             k, v = cache.append(layer, k, v)
         mask, causal = None, past == 0 and t > 1
         if past and t > 1:  # a chunk after a cached prefix: query i sees keys up to past + i
-            mask = torch.ones(t, past + t, dtype=torch.bool).tril(diagonal=past)
+            mask = torch.ones(t, past + t, dtype=torch.bool, device=x.device).tril(diagonal=past)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
                                            dropout_p=self.dropout if self.training else 0.0)
         return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(b, t, c)))
@@ -111,7 +112,7 @@ class GPT(nn.Module):
 
     def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:
         return KVCache(len(self.blocks), batch, self.heads, max_len or self.block_size, self.head_dim,
-                       self.tok_emb.weight.dtype)
+                       self.tok_emb.weight.dtype, self.tok_emb.weight.device)
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """Logits B x T x vocab for tokens `idx` (B x T), continuing `cache` when given."""
@@ -119,7 +120,7 @@ class GPT(nn.Module):
         start = cache.length if cache is not None else 0
         if start + t > (cache.max_len if cache is not None else self.block_size):
             raise ValueError(f"{start + t} positions exceed the context of {self.block_size}")
-        positions = torch.arange(start, start + t)
+        positions = torch.arange(start, start + t, device=idx.device)
         x = self.tok_emb(idx)
         rope = None
         if self.rotary:

@@ -16,7 +16,7 @@ from torch import nn
 def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Transformer-style sin/cos features of (integer or real) timesteps, B -> B x dim."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half)
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
     args = t.float()[:, None] * freqs[None]
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)
     return F.pad(emb, (0, dim % 2))
@@ -127,27 +127,27 @@ class UNet(nn.Module):
         emb = self.time_mlp(sinusoidal_embedding(t, self.base))
         if self.class_embed is not None:
             if y is None:
-                y = torch.full((x.shape[0],), self.class_embed.num_embeddings - 1, dtype=torch.long)
+                y = torch.full((x.shape[0],), self.class_embed.num_embeddings - 1, dtype=torch.long, device=x.device)
             emb = emb + self.class_embed(y)
         if self.patch > 1:  # space-to-depth: the network runs at 1/patch resolution, as in "simple diffusion"
             x = F.pixel_unshuffle(x, self.patch)
         h = self.conv_in(x)
         skips = [h]
         for parts in self.down:
-            h = self._apply(parts, h, emb)
+            h = self._run(parts, h, emb)
             skips.append(h)
         for layer in self.mid:
             h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
         for parts in self.up:
             if isinstance(parts[0], ResBlock):
-                h = self._apply(parts, torch.cat([h, skips.pop()], 1), emb)
+                h = self._run(parts, torch.cat([h, skips.pop()], 1), emb)
             else:
                 h = parts[0](h, skips[-1].shape[-2:])
         out = self.conv_out(F.silu(self.norm_out(h)))
         return F.pixel_shuffle(out, self.patch) if self.patch > 1 else out
 
     @staticmethod
-    def _apply(parts: nn.ModuleList, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def _run(parts: nn.ModuleList, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         for layer in parts:
             h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
         return h

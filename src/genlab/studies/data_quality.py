@@ -125,7 +125,8 @@ def write_data_quality_report(out: Path, cfg: RunConfig, results: list[dict]) ->
     factors = {"label_noise": "label noise (fraction of training labels changed)",
                "duplicates": "duplicated fraction of the training set",
                "subsample": "fraction of the training set kept"}
-    fig, axes = plt.subplots(len(metrics), 3, figsize=(13, 3.6 * len(metrics)), squeeze=False)
+    # one y scale per metric across the three factors, so small differences do not look large
+    fig, axes = plt.subplots(len(metrics), 3, figsize=(13, 3.6 * len(metrics)), squeeze=False, sharey="row")
     for row, metric in enumerate(metrics):
         for col, (factor, label) in enumerate(factors.items()):
             ax = axes[row][col]

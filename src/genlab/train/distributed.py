@@ -20,26 +20,45 @@ from genlab.data.images import Batch
 from genlab.errors import GenlabError
 
 
+def resolve_device(preference: str = "auto") -> torch.device:
+    """train.device: `auto` is the GPU when PyTorch sees one (under torchrun, the one of this process's
+    LOCAL_RANK), else the CPU; `cuda` insists on a GPU; `cpu` never uses one."""
+    if preference == "cpu" or (preference == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise GenlabError("train.device=cuda but PyTorch sees no GPU (CPU-only build or no driver); use auto or cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+
+
+def backend_for(device: torch.device) -> str:
+    """nccl for GPU processes, gloo for CPU ones: what PyTorch recommends for each."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
 @dataclass(frozen=True)
 class World:
     rank: int = 0
     size: int = 1
+    device: torch.device = torch.device("cpu")
 
     @property
     def main(self) -> bool:
         return self.rank == 0
 
     @classmethod
-    def current(cls) -> World:
-        """The process group torchrun describes (WORLD_SIZE, RANK, MASTER_ADDR...), joined on first use.
-        Without torchrun: rank 0 of 1. The backend is gloo: genlab trains on the CPU (nccl needs the model
-        and batches on GPUs, which the families do not place yet)."""
+    def current(cls, device: str = "auto") -> World:
+        """The process group torchrun describes (WORLD_SIZE, RANK, MASTER_ADDR...), joined on first use, on
+        this process's device (`train.device`): nccl between GPUs, gloo between CPU processes. Without
+        torchrun: rank 0 of 1."""
+        where = resolve_device(device)
+        if where.type == "cuda":
+            torch.cuda.set_device(where)
         size = int(os.environ.get("WORLD_SIZE", "1"))
         if size <= 1:
-            return cls()
+            return cls(device=where)
         if not dist.is_initialized():
-            dist.init_process_group("gloo")
-        return cls(dist.get_rank(), dist.get_world_size())
+            dist.init_process_group(backend_for(where), device_id=where if where.type == "cuda" else None)
+        return cls(dist.get_rank(), dist.get_world_size(), where)
 
     def barrier(self) -> None:
         if self.size > 1:
@@ -60,7 +79,7 @@ class World:
         if self.size == 1 or not values:
             return values
         keys = sorted(values)
-        t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+        t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=self.device)
         dist.all_reduce(t)
         return {k: float(v) / self.size for k, v in zip(keys, t.tolist(), strict=True)}
 
@@ -73,7 +92,7 @@ class World:
         """Rank 0's decision for everyone (wall-clock budgets differ slightly between processes)."""
         if self.size == 1:
             return flag
-        t = torch.tensor([int(flag)])
+        t = torch.tensor([int(flag)], device=self.device)  # nccl moves GPU tensors only
         dist.broadcast(t, 0)
         return bool(t.item())
 
@@ -83,7 +102,8 @@ def _rows(batch: Batch, a: int, b: int) -> Batch:
                    context=None if batch.context is None else batch.context[a:b])
 
 
-def data_parallel(model: torch.nn.Module, params: list[torch.nn.Parameter]) -> torch.nn.Module:
+def data_parallel(model: torch.nn.Module, params: list[torch.nn.Parameter],
+                  device: torch.device = torch.device("cpu")) -> torch.nn.Module:
     """A DistributedDataParallel view of `model` that averages the gradients of `params` only (one phase:
     a GAN's discriminator phase never touches the generator's gradients, and the other way round)."""
     from torch.nn.parallel import DistributedDataParallel
@@ -93,7 +113,8 @@ def data_parallel(model: torch.nn.Module, params: list[torch.nn.Parameter]) -> t
     for p in model.parameters():
         p.requires_grad_(id(p) in wanted)
     try:
-        return DistributedDataParallel(model, broadcast_buffers=True)
+        return DistributedDataParallel(model, broadcast_buffers=True,
+                                       device_ids=[device] if device.type == "cuda" else None)
     finally:
         for p in model.parameters():
             p.requires_grad_(flags[id(p)])

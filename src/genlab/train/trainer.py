@@ -83,9 +83,11 @@ class Trainer:
         `world`: the processes training together (torchrun); by default the one torchrun set up, or just this."""
         tc = cfg.train
         self.cfg, self.tc, self.run, self.dataset, self.model = cfg, tc, run, dataset, model
-        self.world = world or World.current()
+        self.world = world or World.current(tc.device)
+        self.device = self.world.device
         if tc.threads:
             torch.set_num_threads(tc.threads)
+        model.to(self.device)  # before optimizers, EMA and wrappers see the parameters
         self.phases = model.phases()
         self._trainable = {id(p) for p in model.parameters() if p.requires_grad}
         ema_decay = model.default_ema_decay if tc.ema_decay is None else tc.ema_decay
@@ -111,7 +113,8 @@ class Trainer:
                 for module in phase.modules:
                     module.compile()
         self.ddp = self.world.size > 1 and not self.sharded  # FSDP reduces gradients itself
-        self.forward = {p.name: data_parallel(model, p.parameters()) if self.ddp else model for p in self.phases}
+        self.forward = {p.name: data_parallel(model, p.parameters(), self.device) if self.ddp else model
+                        for p in self.phases}
         self.store = CheckpointStore(run.checkpoints, tc.keep_last)
         self.step = 0
         self.elapsed = 0.0
@@ -166,6 +169,8 @@ class Trainer:
             optim_meta[name] = meta
         tensors["rng.noise"] = self.noise.get_state()
         tensors["rng.torch"] = torch.get_rng_state()
+        if self.device.type == "cuda":  # dropout on a GPU draws from the GPU's generator
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
         state = {"step": self.step, "elapsed_seconds": self.elapsed, "stream": self.stream.state(),
                  "optimizers": optim_meta, "best": self.best, "family": self.cfg.family,
                  "start_metrics": self.start_metrics}
@@ -186,6 +191,8 @@ class Trainer:
             self.load_optimizer_state(opt, optimizer_from_flat(name, tensors, state["optimizers"][name]))
         self.noise.set_state(tensors["rng.noise"])
         torch.set_rng_state(tensors["rng.torch"])
+        if self.device.type == "cuda" and "rng.cuda" in tensors:
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
         self.stream.load_state(state["stream"])
         self.step, self.elapsed, self.best = state["step"], state["elapsed_seconds"], state["best"]
         self.start_metrics = state.get("start_metrics")
@@ -266,8 +273,10 @@ class Trainer:
         """Forward and backward of one micro-batch (its loss scaled by 1 / train.accumulate); processes
         average gradients (DDP) on the last micro-batch only."""
         forward, parts = self.forward[phase], self.tc.accumulate
+        batch = batch.to(self.device)
         sync = forward.no_sync() if self.ddp and not last else contextlib.nullcontext()
-        cast = torch.autocast("cpu", torch.bfloat16) if self.tc.precision == "bf16" else contextlib.nullcontext()
+        cast = (torch.autocast(self.device.type, torch.bfloat16) if self.tc.precision == "bf16"
+                else contextlib.nullcontext())
         with sync:
             with cast:
                 loss, terms = forward(phase, batch, self.noise)
@@ -322,7 +331,7 @@ class Trainer:
                 if tc.val_batches is not None and i >= tc.val_batches:
                     break
                 b = batch.x.shape[0]
-                for k, v in self.model.validation_metrics(batch, noise).items():
+                for k, v in self.model.validation_metrics(batch.to(self.device), noise).items():
                     totals[k] = totals.get(k, 0.0) + float(v) * b
                 n += b
         self.model.train()
