@@ -244,17 +244,18 @@ def data() -> None:
 
 
 @data.command(name="audit")
-@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("target")
 @click.argument("overrides", nargs=-1)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("audit"), show_default=True,
               help="Folder for audit.json and audit.html.")
-def data_audit(config: Path, overrides: tuple[str, ...], out: Path) -> None:
-    """Audit the dataset of recipe CONFIG. Images: exact and near duplicates, outliers, likely label errors,
-    class balance, brightness, unreadable files. Text: unreadable and empty records, exact and near
-    duplicates (MinHash LSH), boilerplate, length outliers, scripts. Every finding lists item ids."""
-    from genlab.config import load_config
+def data_audit(target: str, overrides: tuple[str, ...], out: Path) -> None:
+    """Audit TARGET: a recipe, a dataset name (digits) or a path whose loader is inferred. Images: exact and
+    near duplicates, outliers, likely label errors, class balance, brightness, unreadable files. Text:
+    unreadable and empty records, exact and near duplicates (MinHash LSH), boilerplate, length outliers,
+    scripts. Every finding lists item ids."""
+    from genlab.config import load_target
 
-    cfg = load_config(config, overrides)
+    cfg = load_target(target, overrides)
     if cfg.data.source in ("txt", "jsonl", "fortune"):
         from genlab.data.text_audit import audit_text, read_records, write_text_audit
 
@@ -291,7 +292,7 @@ def data_audit(config: Path, overrides: tuple[str, ...], out: Path) -> None:
 
 
 @data.command(name="clean")
-@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("target")
 @click.argument("overrides", nargs=-1)
 @click.option("--drop", default="exact,near", show_default=True,
               help="Comma-separated fixes. Images: exact (duplicate copies), near (near duplicates), labels (drop "
@@ -299,21 +300,21 @@ def data_audit(config: Path, overrides: tuple[str, ...], out: Path) -> None:
                    "Text: exact, near, empty, corrupt, boilerplate, outliers (length).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="New dataset version folder (must not exist): data.npz or data.jsonl + manifest.json.")
-def data_clean(config: Path, overrides: tuple[str, ...], drop: str, out: Path) -> None:
-    """Write a cleaned, immutable version of the dataset of recipe CONFIG (the test split is never touched),
-    with a manifest of what was removed or changed and why. Train on it with data.source=npz
-    data.path=OUT/data.npz (images) or data.source=jsonl data.path=OUT/data.jsonl (text)."""
-    from genlab.config import load_config
+def data_clean(target: str, overrides: tuple[str, ...], drop: str, out: Path) -> None:
+    """Write a cleaned, immutable version of TARGET (a recipe, a dataset name or a path; the test split is
+    never touched), with a manifest of what was removed or changed and why. Train on it with
+    data.source=npz data.path=OUT/data.npz (images) or data.source=jsonl data.path=OUT/data.jsonl (text)."""
+    from genlab.config import load_target
     from genlab.data.versions import clean_text_version, clean_version
 
-    cfg = load_config(config, overrides)
+    cfg = load_target(target, overrides)
     operations = [op.strip() for op in drop.split(",") if op.strip()]
     text = cfg.data.source in ("txt", "jsonl", "fortune")
     _echo_version(out, (clean_text_version if text else clean_version)(cfg.data, operations, out))
 
 
 @data.command(name="degrade")
-@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("target")
 @click.argument("overrides", nargs=-1)
 @click.option("--label-noise", type=float, default=0.0, help="Fraction of training labels changed to another class.")
 @click.option("--duplicates", type=float, default=0.0, help="Fraction of training items replaced by copies of others.")
@@ -321,36 +322,36 @@ def data_clean(config: Path, overrides: tuple[str, ...], drop: str, out: Path) -
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="New dataset version folder (must not exist).")
-def data_degrade(config: Path, overrides: tuple[str, ...], label_noise: float, duplicates: float, subsample: float,
+def data_degrade(target: str, overrides: tuple[str, ...], label_noise: float, duplicates: float, subsample: float,
                  seed: int, out: Path) -> None:
-    """Write a deliberately damaged version of the image dataset of recipe CONFIG (training split only), to
-    measure what data quality is worth; the manifest lists every id changed."""
-    from genlab.config import load_config
+    """Write a deliberately damaged version of image data TARGET (a recipe, a dataset name or a path;
+    training split only), to measure what data quality is worth; the manifest lists every id changed."""
+    from genlab.config import load_target
     from genlab.data.images import load_image_dataset
     from genlab.data.versions import degraded_version
 
-    parent = load_image_dataset(load_config(config, overrides).data)
+    parent = load_image_dataset(load_target(target, overrides).data)
     _echo_version(out, degraded_version(parent, out, label_noise, duplicates, subsample, seed))
 
 
 @data.command(name="augment")
-@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("target")
 @click.argument("overrides", nargs=-1)
 @click.option("--copies", type=int, default=1, show_default=True, help="Augmented copies of each training image.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="New dataset version folder (must not exist).")
-def data_augment(config: Path, overrides: tuple[str, ...], copies: int, seed: int, out: Path) -> None:
-    """Write a version of the image dataset of recipe CONFIG whose training split also holds augmented copies.
-    The recipe's data.augment.* settings are used; with none set, defaults suited to the data (mild shifts,
-    rotations and zooms; horizontal flips only if the classes look mirror-symmetric). To augment while
-    training instead, set data.augment.* in the recipe."""
-    from genlab.config import load_config
+def data_augment(target: str, overrides: tuple[str, ...], copies: int, seed: int, out: Path) -> None:
+    """Write a version of image data TARGET (a recipe, a dataset name or a path) whose training split also
+    holds augmented copies. The recipe's data.augment.* settings are used; with none set, defaults suited to
+    the data (mild shifts, rotations and zooms; horizontal flips only if the classes look mirror-symmetric).
+    To augment while training instead, set data.augment.* in the recipe."""
+    from genlab.config import load_target
     from genlab.data.augment import suggest_augmentation
     from genlab.data.images import load_image_dataset
     from genlab.data.versions import augmented_version
 
-    cfg = load_config(config, overrides)
+    cfg = load_target(target, overrides)
     if cfg.data.source in ("txt", "jsonl", "fortune"):
         raise GenlabError("genlab data augment is for image datasets (text: data.token_noise while training)")
     parent = load_image_dataset(cfg.data)

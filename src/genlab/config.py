@@ -181,6 +181,19 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     return config_from_dict(read_recipe(path, overrides))
 
 
+def load_target(target: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """A recipe (.yaml / .yml), or a dataset given directly: a name such as `digits` or a path whose loader
+    is inferred (genlab.data.sources); `a.b=value` overrides apply either way."""
+    if str(target).endswith((".yaml", ".yml")):
+        return load_config(target, overrides)
+    from genlab.data.sources import infer_data
+
+    raw: dict[str, Any] = {"data": infer_data(str(target))}
+    for item in overrides:
+        _apply_override(raw, item)
+    return config_from_dict(raw)
+
+
 def read_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """The raw mapping of a YAML recipe with `a.b=value` overrides applied (not validated yet)."""
     raw: dict[str, Any] = {}
