@@ -190,15 +190,8 @@ def audit_images(images: torch.Tensor, labels: torch.Tensor | None, class_names:
 
 def write_audit(report: dict, out) -> None:
     """audit.json (everything) and audit.html (the findings and their first ids, one self-contained page)."""
-    import html
-    import json
-    from pathlib import Path
+    from genlab.report.html import write_findings
 
-    from genlab.runs import atomic_write_json, atomic_write_text
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "audit.json", report)
     rows = [("Items", report["items"], ""),
             ("Exact duplicate copies", report["exact_duplicates"]["extra_copies"],
              report["exact_duplicates"]["first_groups"][:20]),
@@ -212,13 +205,7 @@ def write_audit(report: dict, out) -> None:
         rows.append(("Likely label errors", report["label_issues"]["count"],
                      [(w["id"], w["given"], w["suggested"]) for w in report["label_issues"]["worst"][:20]]))
         rows.append(("Class counts", round(report["classes"]["imbalance_ratio"], 2), report["classes"]["counts"]))
-    body = "".join(f"<tr><td>{html.escape(str(a))}</td><td>{html.escape(str(b))}</td>"
-                   f"<td><code>{html.escape(json.dumps(c))}</code></td></tr>" for a, b, c in rows)
-    atomic_write_text(out / "audit.html", "<!doctype html><meta charset='utf-8'><title>genlab audit</title>"
-                      "<style>body{font:14px system-ui;margin:2rem}td{border-bottom:1px solid #ddd;padding:4px 8px;"
-                      "vertical-align:top}code{font-size:12px}</style><h1>Dataset audit</h1>"
-                      f"<p>dataset {html.escape(str(report.get('dataset', '')))}; ids are row numbers</p>"
-                      f"<table><tr><th>finding</th><th>count</th><th>first ids</th></tr>{body}</table>")
+    write_findings(out, report, rows, "Dataset audit", f"dataset {report.get('dataset', '')}; ids are row numbers")
 
 
 CLEAN_OPERATIONS = ("exact", "near", "labels", "outliers", "relabel")  # relabel: suggested class, not dropped

@@ -193,13 +193,8 @@ def audit_text(records: list[str], problems: list[dict] | None = None, near_thre
 
 def write_text_audit(report: dict, out) -> None:
     """audit.json (everything) and audit.html (each finding, its count and first ids)."""
-    import html
+    from genlab.report.html import write_findings
 
-    from genlab.runs import atomic_write_json, atomic_write_text
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "audit.json", report)
     rows = [("Records", report["records"], ""),
             ("Unreadable items", report["unreadable"]["count"], report["unreadable"]["items"][:10]),
             ("Empty records", report["empty_records"]["count"], report["empty_records"]["ids"][:20]),
@@ -212,10 +207,4 @@ def write_text_audit(report: dict, out) -> None:
             ("Mostly boilerplate", report["boilerplate"]["mostly_boilerplate"],
              report["boilerplate"]["lines"][:5]),
             ("Scripts (dominant)", report["scripts"]["mixed"], report["scripts"]["dominant"])]
-    body = "".join(f"<tr><td>{html.escape(str(a))}</td><td>{html.escape(str(b))}</td>"
-                   f"<td><code>{html.escape(json.dumps(c, ensure_ascii=False))}</code></td></tr>" for a, b, c in rows)
-    atomic_write_text(out / "audit.html", "<!doctype html><meta charset='utf-8'><title>genlab text audit</title>"
-                      "<style>body{font:14px system-ui;margin:2rem}td{border-bottom:1px solid #ddd;padding:4px 8px;"
-                      "vertical-align:top}code{font-size:12px}</style><h1>Corpus audit</h1>"
-                      f"<p>ids are record positions in reading order</p><table><tr><th>finding</th><th>count</th>"
-                      f"<th>first ids</th></tr>{body}</table>")
+    write_findings(out, report, rows, "Corpus audit", "ids are record positions in reading order")

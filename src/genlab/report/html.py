@@ -100,3 +100,23 @@ def _html_table(rows: list[tuple[str, str]]) -> str:
 
 
 __all__ = ["write_report", "loss_curves_png"]
+
+
+def write_findings(out, report: dict, rows: list[tuple], heading: str, note: str) -> None:
+    """A data audit's files: audit.json (everything) and audit.html (one row per finding: name, count and
+    its first ids), self-contained."""
+    import json
+    from pathlib import Path
+
+    from genlab.runs import atomic_write_json, atomic_write_text
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "audit.json", report)
+    body = "".join(f"<tr><td>{html.escape(str(a))}</td><td>{html.escape(str(b))}</td>"
+                   f"<td><code>{html.escape(json.dumps(c, ensure_ascii=False))}</code></td></tr>" for a, b, c in rows)
+    atomic_write_text(out / "audit.html", f"<!doctype html><meta charset='utf-8'><title>genlab {heading}</title>"
+                      "<style>body{font:14px system-ui;margin:2rem}td{border-bottom:1px solid #ddd;padding:4px 8px;"
+                      f"vertical-align:top}}code{{font-size:12px}}</style><h1>{html.escape(heading)}</h1>"
+                      f"<p>{html.escape(note)}</p><table><tr><th>finding</th><th>count</th><th>first ids</th></tr>"
+                      f"{body}</table>")
