@@ -416,7 +416,7 @@ def study_data_quality(config: Path, overrides: tuple[str, ...], out: Path, labe
 @click.option("--fractions", default="0.01,0.1,1", show_default=True, help="Fractions of the real training split.")
 @click.option("--seeds", default="0,1,2", show_default=True, help="Seeds (real subset and classifier).")
 @click.option("--per-class", type=int, default=600, show_default=True, help="Synthetic images per class.")
-@click.option("--steps", type=int, default=1000, show_default=True, help="Classifier training steps per arm.")
+@click.option("--steps", type=int, default=3000, show_default=True, help="Classifier training steps per arm.")
 @click.option("--guidance", type=float, default=None, help="Diffusion runs: classifier-free guidance scale.")
 def study_synthetic_utility(run: Path, out: Path, fractions: str, seeds: str, per_class: int, steps: int,
                             guidance: float | None) -> None:

@@ -103,7 +103,7 @@ def train_and_test(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.T
 
 
 def synthetic_utility_study(run_path: str | Path, out: str | Path, fractions=(0.01, 0.1, 1.0), seeds=(0, 1, 2),
-                            per_class: int = 600, steps: int = 1000, options: dict | None = None) -> list[dict]:
+                            per_class: int = 600, steps: int = 3000, options: dict | None = None) -> list[dict]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if not fractions or not seeds or any(not 0 < f <= 1 for f in fractions):
