@@ -105,6 +105,9 @@ def sample(run: Path, n: int, label: int | None, seed: int, out: Path | None, st
         return
     if prompt is not None:
         raise GenlabError(f"--prompt needs a language model; {run} is a {loaded.config.family} run")
+    if loaded.dataset.modality == "table":
+        _sample_table(loaded, n, seed, out)
+        return
     if out is None:
         raise GenlabError("--out FILE.png or FILE.npz is required for images")
     if out.suffix not in (".png", ".npz"):
@@ -112,6 +115,19 @@ def sample(run: Path, n: int, label: int | None, seed: int, out: Path | None, st
     images = generate(loaded, n, label=label, seed=seed, steps=steps, guidance=guidance, sampler=sampler, eta=eta)
     save_samples(images, out)
     click.echo(f"wrote {n} samples to {out}")
+
+
+def _sample_table(loaded, n: int, seed: int, out: Path | None) -> None:
+    from genlab.pipeline import generate
+
+    if out is None or out.suffix not in (".csv", ".parquet"):
+        raise GenlabError("--out FILE.csv or FILE.parquet is required for tables")
+    rows = loaded.dataset.decode(generate(loaded, n, seed=seed))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial")
+    rows.to_csv(tmp, index=False) if out.suffix == ".csv" else rows.to_parquet(tmp, index=False)
+    tmp.replace(out)
+    click.echo(f"wrote {n} rows to {out}")
 
 
 def _sample_text(loaded, n: int, seed: int, out: Path | None, prompt: str, stop: list[str], **sampling) -> None:
@@ -152,6 +168,8 @@ def evaluate(run: Path) -> None:
 
 def _headline(metrics: dict) -> dict:
     out = {}
+    if "fidelity" in metrics:
+        out["mean column KS / TVD vs the test split (0 is identical)"] = round(metrics["fidelity"]["mean_ks_or_tvd"], 4)
     if "likelihood" in metrics:
         out.update({k: round(v, 3) for k, v in metrics["likelihood"]["headline"].items()})
     for name, value in metrics.get("image", {}).items():

@@ -40,7 +40,7 @@ class AugmentConfig:
 
 @dataclass
 class DataConfig:
-    source: str = "digits"  # images: digits | idx | npz | folder; text: txt | jsonl | fortune
+    source: str = "digits"  # images: digits | idx | npz | folder; text: txt | jsonl | fortune; table (csv/parquet)
     path: str | list[str] | None = None  # file or folder (every source but digits); text: also a list of files
     val_fraction: float = 0.1
     test_fraction: float = 0.1  # ignored when the source ships its own test split (IDX t10k files)
@@ -57,9 +57,10 @@ class DataConfig:
     vocab_from: list[str] = field(default_factory=list)
     token_noise: float = 0.0  # text: chance each training input token is swapped for a unigram draw (Xie et al.)
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # images: augmentation of training batches
+    schema: str | None = None  # tables: an edited schema YAML (genlab data schema); None: inferred from the data
 
     def validate(self) -> None:
-        choice("data.source", self.source, ("digits", "idx", "npz", "folder", "txt", "jsonl", "fortune"))
+        choice("data.source", self.source, ("digits", "idx", "npz", "folder", "txt", "jsonl", "fortune", "table"))
         choice("data.tokenizer", self.tokenizer, ("char", "bpe", "pretrained"))
         if isinstance(self.path, list) and (self.source not in ("txt", "jsonl", "fortune") or not self.path):
             raise GenlabError("data.path may list several files only for text sources (txt, jsonl, fortune)")

@@ -82,8 +82,8 @@ def train_config(cfg: RunConfig, runs_dir: str | Path = "runs", resume: bool = F
         atomic_write_json(run.dataset, dataset.describe())
         if base:
             atomic_write_json(run.base, base)
-        if isinstance(dataset, TextDataset):
-            dataset.save_artifacts(run.root)  # the tokenizer travels with the run
+        if hasattr(dataset, "save_artifacts"):
+            dataset.save_artifacts(run.root)  # the tokenizer / table transform travels with the run
     world.barrier()
     summary = trainer.fit(resume=resume)
     return run, summary

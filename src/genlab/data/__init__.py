@@ -12,6 +12,10 @@ def load_dataset(cfg, run_dir: Path | None = None) -> ImageDataset | TextDataset
     """The dataset of a DataConfig, images or text; a run directory supplies its saved tokenizer."""
     if cfg.source in TEXT_FORMATS:
         return load_text_dataset(cfg, run_dir)
+    if cfg.source == "table":
+        from genlab.tables.dataset import load_table_dataset
+
+        return load_table_dataset(cfg, run_dir)
     return load_image_dataset(cfg)
 
 

@@ -361,11 +361,12 @@ class BatchStream:
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor | None, batch_size: int, seed: int,
-                 binarize: bool = False, augment: AugmentConfig | None = None):
+                 binarize: bool = False, augment: AugmentConfig | None = None, convert=images_to_unit):
         if images.shape[0] < batch_size:
             raise GenlabError(f"batch size {batch_size} is larger than the training split ({images.shape[0]} images)")
         self.images, self.labels = images, labels
         self.batch_size, self.seed, self.binarize, self.augment = batch_size, seed, binarize, augment
+        self.convert = convert  # stored rows -> model inputs (uint8 images -> [0, 1]; tables: as they are)
         self.epoch, self.position = 0, 0
         self._order = self._permutation(0)
 
@@ -379,7 +380,7 @@ class BatchStream:
             self._order = self._permutation(self.epoch)
         idx = self._order[self.position : self.position + self.batch_size]
         self.position += self.batch_size
-        x = images_to_unit(self.images[idx])
+        x = self.convert(self.images[idx])
         if self.augment is not None:
             x = augment_batch(x, self.augment, noise)
         if self.binarize:

@@ -24,6 +24,8 @@ def evaluate_run(run: LoadedRun, quiet: bool = True) -> dict:
         metrics["timings_seconds"]["likelihood"] = round(time.perf_counter() - t0, 3)
     if ds.modality == "text":
         return _finish_text(run, metrics)
+    if ds.modality == "table":
+        return _finish_table(run, metrics)
 
     t0 = time.perf_counter()
     samples = generate(run, ec.n_samples, seed=ec.seed)
@@ -57,6 +59,20 @@ def evaluate_run(run: LoadedRun, quiet: bool = True) -> dict:
                                                               ec.train_classifier, quiet)
         shown = min(10, per_class)
         save_samples(torch.cat([r[:shown] for r in rows]), run.paths.samples / "by_class.png", ncol=shown)
+    atomic_write_json(run.paths.metrics, metrics)
+    return metrics
+
+
+def _finish_table(run: LoadedRun, metrics: dict) -> dict:
+    """Synthetic rows (as many as the test split) against the test split, column by column."""
+    from genlab.metrics.tables import column_fidelity
+
+    ds = run.dataset
+    t0 = time.perf_counter()
+    test = ds.split_frame("test")
+    fake = ds.decode(generate(run, max(1, len(test)), seed=run.config.eval.seed))
+    metrics["fidelity"] = {"reference": f"test split ({len(test)} rows)", **column_fidelity(test, fake, ds.schema)}
+    metrics["timings_seconds"]["fidelity"] = round(time.perf_counter() - t0, 3)
     atomic_write_json(run.paths.metrics, metrics)
     return metrics
 

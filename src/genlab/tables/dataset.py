@@ -1,0 +1,95 @@
+"""A table as a genlab dataset: seeded row splits, the transform fitted on the training rows only (so no test
+row shapes it), encoded rows as the model's input, and the schema + transform saved with the run so that
+sampling decodes exactly as training encoded."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from genlab.data.images import Batch, BatchStream, _make_splits
+from genlab.data.spec import DataSpec
+from genlab.errors import GenlabError
+from genlab.tables.io import read_table
+from genlab.tables.schema import Schema, describe_flags, infer_schema
+from genlab.tables.transform import TableTransformer
+
+
+@dataclass
+class TableDataset:
+    frame: pd.DataFrame
+    transformer: TableTransformer
+    encoded: torch.Tensor  # N x width float32, every row
+    splits: dict[str, torch.Tensor]
+    source: str
+    fingerprint: str
+    modality = "table"
+
+    @property
+    def schema(self) -> Schema:
+        return self.transformer.schema
+
+    def spec(self) -> DataSpec:
+        return DataSpec(spans=tuple((s.part, s.width) for s in self.transformer.spans()))
+
+    def split_frame(self, split: str) -> pd.DataFrame:
+        return self.frame.iloc[self.splits[split].numpy()].reset_index(drop=True)
+
+    def train_stream(self, batch_size: int, seed: int, binarize: bool = False) -> BatchStream:
+        return BatchStream(self.encoded[self.splits["train"]], None, batch_size, seed, convert=lambda rows: rows)
+
+    def validation_batches(self, batch_size: int, binarize_seed: int | None = None):
+        rows = self.encoded[self.splits["val"]]
+        for start in range(0, rows.shape[0], batch_size):
+            yield Batch(rows[start:start + batch_size], None)
+
+    def decode(self, rows: torch.Tensor) -> pd.DataFrame:
+        return self.transformer.inverse(rows.detach().double().cpu().numpy())
+
+    def describe(self) -> dict:
+        return {"source": self.source, "fingerprint": self.fingerprint, "rows": int(len(self.frame)),
+                "columns": {c.name: c.kind + (" (dropped)" if c.drop else "") for c in self.schema.columns},
+                "flags": describe_flags(self.schema), "encoded_width": self.transformer.width,
+                "splits": {k: int(v.numel()) for k, v in self.splits.items()},
+                "encoded_memory_mib": round(self.schema.memory_bytes() / 2**20, 2)}
+
+    def save_artifacts(self, folder: Path) -> None:
+        from genlab.runs import atomic_write_json
+
+        self.schema.save(Path(folder) / "schema.yaml")
+        atomic_write_json(Path(folder) / "transform.json", self.transformer.to_dict())
+
+
+def frame_fingerprint(df: pd.DataFrame) -> str:
+    """Content hash of the table (values and column names, in order)."""
+    h = hashlib.sha256(json.dumps(list(df.columns)).encode())
+    h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def load_table_dataset(cfg, run_dir: Path | None = None) -> TableDataset:
+    """The table of `cfg` (a DataConfig with source=table): schema from data.schema or inferred, transform
+    from the run (when resuming or sampling) or fitted on the training rows."""
+    if not cfg.path or isinstance(cfg.path, list):
+        raise GenlabError("data.source=table needs data.path: one .csv or .parquet file")
+    df = read_table(cfg.path)
+    if cfg.limit is not None:
+        df = df.iloc[: cfg.limit].reset_index(drop=True)
+    splits = _make_splits(len(df), 0, cfg)
+    saved = Path(run_dir) / "transform.json" if run_dir is not None else None
+    if saved is not None and saved.is_file():
+        transformer = TableTransformer.from_dict(json.loads(saved.read_text()))
+    else:
+        schema = Schema.load(cfg.schema) if cfg.schema else infer_schema(df)
+        if not schema.kept:
+            raise GenlabError("every column of the table is dropped (id-like or constant); nothing to model")
+        train = df.iloc[splits["train"].numpy()]
+        transformer = TableTransformer.fit(train, schema, seed=cfg.split_seed)
+    encoded = torch.from_numpy(transformer.transform(df, dtype=np.float32))
+    return TableDataset(df, transformer, encoded, splits, str(cfg.path), frame_fingerprint(df))
