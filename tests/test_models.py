@@ -9,6 +9,7 @@ from genlab.data.images import Batch, images_to_unit, load_image_dataset
 from genlab.models.base import DataSpec
 from genlab.models.gan import GAN, GANConfig
 from genlab.models.vae import VAE, VAEConfig
+from genlab.nn.adversarial import gradient_penalty
 from genlab.nn.likelihoods import discretized_logistic_log_prob
 
 SPEC = DataSpec(channels=1, height=12, width=10, num_classes=3)
@@ -160,11 +161,21 @@ class LinearCritic(nn.Module):
 
 @pytest.mark.parametrize("norm, expected", [(1.0, 0.0), (2.0, 1.0), (0.5, 0.25)])
 def test_gradient_penalty_of_linear_critic(norm, expected):
-    model = GAN(GANConfig(loss="wgan-gp", latent_dim=4, generator_widths=[4, 8], discriminator_widths=[4, 8]), SPEC)
-    model.discriminator = LinearCritic(norm)
     b = batch()
-    gp = model.gradient_penalty(b.x, torch.rand_like(b.x), None, torch.Generator().manual_seed(0))
+    gp = gradient_penalty(LinearCritic(norm), b.x, torch.rand_like(b.x), torch.Generator().manual_seed(0), None)
     assert gp.item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_gradient_penalty_per_pack():
+    """PacGAN: a linear critic on packs of 2 rows has gradient norm ||w|| per pack."""
+    w = torch.tensor([0.6, 0.8, 0.0, 0.0])  # ||w|| = 1 -> zero penalty only when the norm is taken per pack
+
+    def critic(x):
+        return x.reshape(-1, 4) @ w
+
+    real = torch.rand(8, 2)
+    gp = gradient_penalty(critic, real, torch.rand(8, 2), torch.Generator().manual_seed(0), group=2)
+    assert gp.item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_discriminator_learns_to_separate_real_from_fixed_fakes():

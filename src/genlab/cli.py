@@ -71,6 +71,7 @@ def merge(run: Path, out: Path) -> None:
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--n", "n", default=64, show_default=True, help="Number of samples.")
 @click.option("--label", type=int, default=None, help="Class to condition on (conditional models).")
+@click.option("--condition", default=None, help="Tables (ctgan): COLUMN=VALUE every row is generated for.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Images: FILE.png or FILE.npz (required). Text: FILE.txt or FILE.jsonl (default: print).")
@@ -87,7 +88,7 @@ def merge(run: Path, out: Path) -> None:
 @click.option("--top-p", type=float, default=None, help="Text: nucleus sampling mass.")
 @click.option("--repetition-penalty", type=float, default=None, help="Text: > 1 discourages repeats.")
 @click.option("--stop", multiple=True, help="Text: end a sample at this string (repeatable).")
-def sample(run: Path, n: int, label: int | None, seed: int, out: Path | None, steps: int | None,
+def sample(run: Path, n: int, label: int | None, condition: str | None, seed: int, out: Path | None, steps: int | None,
            guidance: float | None, sampler: str | None, eta: float | None, prompt: str | None,
            max_tokens: int | None, temperature: float | None, top_k: int | None, top_p: float | None,
            repetition_penalty: float | None, stop: tuple[str, ...]) -> None:
@@ -106,8 +107,10 @@ def sample(run: Path, n: int, label: int | None, seed: int, out: Path | None, st
     if prompt is not None:
         raise GenlabError(f"--prompt needs a language model; {run} is a {loaded.config.family} run")
     if loaded.dataset.modality == "table":
-        _sample_table(loaded, n, seed, out)
+        _sample_table(loaded, n, seed, out, condition)
         return
+    if condition is not None:
+        raise GenlabError("--condition applies to table runs")
     if out is None:
         raise GenlabError("--out FILE.png or FILE.npz is required for images")
     if out.suffix not in (".png", ".npz"):
@@ -117,12 +120,18 @@ def sample(run: Path, n: int, label: int | None, seed: int, out: Path | None, st
     click.echo(f"wrote {n} samples to {out}")
 
 
-def _sample_table(loaded, n: int, seed: int, out: Path | None) -> None:
+def _sample_table(loaded, n: int, seed: int, out: Path | None, condition: str | None) -> None:
     from genlab.pipeline import generate
 
     if out is None or out.suffix not in (".csv", ".parquet"):
         raise GenlabError("--out FILE.csv or FILE.parquet is required for tables")
-    rows = loaded.dataset.decode(generate(loaded, n, seed=seed))
+    options = {}
+    if condition is not None:
+        name, sep, value = condition.partition("=")
+        if not sep:
+            raise GenlabError(f"--condition must look like COLUMN=VALUE, got {condition!r}")
+        options["conditions"] = loaded.dataset.condition_vector({name: value})
+    rows = loaded.dataset.decode(generate(loaded, n, seed=seed, **options))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial")
     rows.to_csv(tmp, index=False) if out.suffix == ".csv" else rows.to_parquet(tmp, index=False)

@@ -58,6 +58,7 @@ class DataConfig:
     token_noise: float = 0.0  # text: chance each training input token is swapped for a unigram draw (Xie et al.)
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # images: augmentation of training batches
     schema: str | None = None  # tables: an edited schema YAML (genlab data schema); None: inferred from the data
+    balance: bool = False  # tables: training-by-sampling (CTGAN): rows drawn per category, rare ones as often
 
     def validate(self) -> None:
         choice("data.source", self.source, ("digits", "idx", "npz", "folder", "txt", "jsonl", "fortune", "table"))

@@ -29,11 +29,13 @@ class Batch:
     x: torch.Tensor  # float32 in [0, 1], B x C x H x W; text: B x (T + 1) token windows
     y: torch.Tensor | None  # int64 class labels, or None for unlabelled data
     context: torch.Tensor | None = None  # text with data.token_noise: the corrupted B x T inputs
+    cond: torch.Tensor | None = None  # tables with data.balance: the condition vector each row was drawn for
 
     def to(self, device: torch.device) -> Batch:
         if self.x.device == device:
             return self
-        return Batch(*(None if t is None else t.to(device, non_blocking=True) for t in (self.x, self.y, self.context)))
+        return Batch(*(None if t is None else t.to(device, non_blocking=True)
+                       for t in (self.x, self.y, self.context, self.cond)))
 
 
 @dataclass

@@ -14,3 +14,4 @@ class DataSpec:
     vocab_size: int = 0  # text: tokenizer vocabulary, including the end-of-document token
     block_size: int = 0  # text: training context length in tokens
     spans: tuple[tuple[str, int], ...] = ()  # tables: (part, width) blocks of an encoded row (tables.transform)
+    category_frequencies: tuple[float, ...] = ()  # tables: training frequency of each category slot, in order

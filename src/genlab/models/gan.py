@@ -12,8 +12,9 @@ from genlab.config import choice
 from genlab.data.images import Batch
 from genlab.errors import GenlabError
 from genlab.models.base import DataSpec, GenerativeModel, Phase, class_embedding
+from genlab.nn.adversarial import gradient_penalty
 from genlab.nn.blocks import ConvDecoder, ConvEncoder
-from genlab.nn.noise import rand, randn
+from genlab.nn.noise import randn
 from genlab.registry import register_family
 
 
@@ -102,17 +103,10 @@ class GAN(GenerativeModel):
             terms = {"d_loss": (F.relu(1 - d_real) + F.relu(1 + d_fake)).mean()}
         else:
             wdist = (d_real - d_fake).mean()
-            gp = self.gradient_penalty(real, fake, y, noise)
+            gp = gradient_penalty(self.discriminator, real, fake, noise, y)
             terms = {"d_loss": -wdist + self.config.gp_weight * gp, "wasserstein": wdist, "gp": gp}
         terms["d_real"], terms["d_fake"] = d_real.mean(), d_fake.mean()
         return terms
-
-    def gradient_penalty(self, real, fake, y, noise) -> torch.Tensor:
-        """(||grad_x D(x_hat)|| - 1)^2 on random interpolates (Gulrajani et al. 2017)."""
-        alpha = rand((real.shape[0], 1, 1, 1), noise, device=real.device)
-        x_hat = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
-        grad = torch.autograd.grad(self.discriminator(x_hat, y).sum(), x_hat, create_graph=True)[0]
-        return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
 
     def generator_loss(self, fake: torch.Tensor, y) -> torch.Tensor:
         d_fake = self.discriminator(fake, y)

@@ -16,6 +16,7 @@ import torch
 from genlab.data.images import Batch, BatchStream, _make_splits
 from genlab.data.spec import DataSpec
 from genlab.errors import GenlabError
+from genlab.tables.conditions import BalancedStream, category_frequencies
 from genlab.tables.io import read_table
 from genlab.tables.schema import Schema, describe_flags, infer_schema
 from genlab.tables.transform import TableTransformer
@@ -29,6 +30,7 @@ class TableDataset:
     splits: dict[str, torch.Tensor]
     source: str
     fingerprint: str
+    balance: bool = False  # training-by-sampling (tables.conditions.BalancedStream)
     modality = "table"
 
     @property
@@ -36,18 +38,45 @@ class TableDataset:
         return self.transformer.schema
 
     def spec(self) -> DataSpec:
-        return DataSpec(spans=tuple((s.part, s.width) for s in self.transformer.spans()))
+        spans = tuple((s.part, s.width) for s in self.transformer.spans())
+        return DataSpec(spans=spans, category_frequencies=category_frequencies(self.encoded[self.splits["train"]],
+                                                                              spans))
 
     def split_frame(self, split: str) -> pd.DataFrame:
         return self.frame.iloc[self.splits[split].numpy()].reset_index(drop=True)
 
-    def train_stream(self, batch_size: int, seed: int, binarize: bool = False) -> BatchStream:
-        return BatchStream(self.encoded[self.splits["train"]], None, batch_size, seed, convert=lambda rows: rows)
+    def train_stream(self, batch_size: int, seed: int, binarize: bool = False) -> BatchStream | BalancedStream:
+        rows = self.encoded[self.splits["train"]]
+        if self.balance:
+            return BalancedStream(rows, self.spec().spans, batch_size, seed)
+        return BatchStream(rows, None, batch_size, seed, convert=lambda rows: rows)
 
     def validation_batches(self, batch_size: int, binarize_seed: int | None = None):
         rows = self.encoded[self.splits["val"]]
         for start in range(0, rows.shape[0], batch_size):
             yield Batch(rows[start:start + batch_size], None)
+
+    def condition_vector(self, conditions: dict[str, object]) -> torch.Tensor:
+        """The condition vector asking for `{column: value}` (one categorical column); a column that cannot be
+        conditioned on or a value the column never takes is an error that says which values it takes."""
+        if len(conditions) != 1:
+            raise GenlabError("condition on exactly one column at a time (e.g. --condition city=Paris)")
+        (name, value), = conditions.items()
+        categorical = [c for c in self.schema.kept if c.kind in ("categorical", "boolean")]
+        column = next((c for c in categorical if c.name == name), None)
+        if column is None:
+            raise GenlabError(f"cannot condition on {name!r}: conditions take a categorical column "
+                              f"({', '.join(c.name for c in categorical) or 'this table has none'})")
+        names = [str(v) for v in column.categories]
+        if str(value) not in names:
+            raise GenlabError(f"impossible condition {name}={value}: the column takes {', '.join(names[:20])}")
+        vector = torch.zeros(1, sum(len(c.categories) + (1 if c.missing else 0) for c in categorical))
+        start = 0
+        for c in categorical:
+            if c is column:
+                vector[0, start + names.index(str(value))] = 1.0
+            start += len(c.categories) + (1 if c.missing else 0)
+        return vector
 
     def decode(self, rows: torch.Tensor) -> pd.DataFrame:
         return self.transformer.inverse(rows.detach().double().cpu().numpy())
@@ -92,4 +121,4 @@ def load_table_dataset(cfg, run_dir: Path | None = None) -> TableDataset:
         train = df.iloc[splits["train"].numpy()]
         transformer = TableTransformer.fit(train, schema, seed=cfg.split_seed)
     encoded = torch.from_numpy(transformer.transform(df, dtype=np.float32))
-    return TableDataset(df, transformer, encoded, splits, str(cfg.path), frame_fingerprint(df))
+    return TableDataset(df, transformer, encoded, splits, str(cfg.path), frame_fingerprint(df), cfg.balance)

@@ -99,7 +99,8 @@ class World:
 
 def _rows(batch: Batch, a: int, b: int) -> Batch:
     return replace(batch, x=batch.x[a:b], y=None if batch.y is None else batch.y[a:b],
-                   context=None if batch.context is None else batch.context[a:b])
+                   context=None if batch.context is None else batch.context[a:b],
+                   cond=None if batch.cond is None else batch.cond[a:b])
 
 
 def data_parallel(model: torch.nn.Module, params: list[torch.nn.Parameter],
