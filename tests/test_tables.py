@@ -141,7 +141,8 @@ def table_recipe(tmp_path, steps: int = 150, **train) -> Path:
         "data": {"source": "table", "path": str(tmp_path / "people.csv")},
         "model": {"latent_dim": 16, "hidden": [64, 64]},
         "train": {"steps": steps, "batch_size": 100, "lr": 2e-3, "val_every": 50, "checkpoint_every": 50,
-                  "log_every": 25, **train}}))
+                  "log_every": 25, **train},
+        "eval": {"target": "member"}}))
     return recipe
 
 
@@ -159,8 +160,12 @@ def test_tvae_trains_samples_a_table_and_evaluates(tmp_path, run_cli):
     assert fake["age"].between(18, 89).all() and set(fake["member"]) <= {"yes", "no"}
     code, out, err = run_cli("eval", run)
     assert code == 0, err
-    fidelity = json.loads((run / "metrics.json").read_text())["fidelity"]
-    assert set(fidelity["columns"]) == set(fake.columns)
+    metrics = json.loads((run / "metrics.json").read_text())
+    fidelity = metrics["fidelity"]
+    assert set(fidelity["columns"]) == set(fake.columns) and 0.5 <= fidelity["classifier_two_sample_auc"] <= 1
+    assert metrics["utility"]["target"] == "member" and metrics["privacy"]["membership_inference_auc"] > 0
+    page = (run / "table_report.html").read_text()
+    assert all(f"<h2>{s}</h2>" in page for s in ("Fidelity", "Utility", "Privacy"))
     # trained rows are closer to the data than an untrained model's
     code, _, err = run_cli("train", recipe, "train.steps=1", "name=untrained", "--runs-dir", tmp_path / "runs")
     assert code == 0, err
@@ -254,3 +259,29 @@ def test_ctgan_resumes_bit_identically(tmp_path):
 
     cfg = load_config(ctgan_recipe(tmp_path, steps=12, checkpoint_every=5, val_every=4, ema_decay=0.9))
     check_resume_is_bit_identical(cfg, tmp_path)
+
+
+def test_report_metrics_can_fail():
+    """Each table metric separates the case it exists for from its opposite."""
+    from genlab.metrics.tables import classifier_two_sample_auc, features, pairwise_fidelity, privacy, utility
+
+    train, test, other = mixed_table(800, seed=0), mixed_table(400, seed=1), mixed_table(800, seed=2)
+    schema = infer_schema(train)
+    x_train, x_test, x_other = features([train, test, other], schema)
+    shifted = other.assign(bimodal=other["bimodal"] + 8, city=other["city"].where(other["member"] == "no", "Paris"))
+    (x_shifted,) = features([train, shifted], schema)[1:]
+    assert abs(classifier_two_sample_auc(x_test, x_other[:400]) - 0.5) < 0.1
+    assert classifier_two_sample_auc(x_test, x_shifted[:400]) > 0.9
+    assert pairwise_fidelity(train, train, schema) == {"correlation_mean_abs_difference": 0.0,
+                                                       "contingency_mean_tvd": 0.0}
+    copies = privacy(x_train, x_test, x_train)  # a "generator" that hands back its training rows
+    assert copies["dcr_synthetic_p5"] == 0.0 and copies["synthetic_copies_of_training_rows"] == 800
+    assert copies["membership_inference_auc"] > 0.95
+    fresh = privacy(x_train, x_test, x_other)  # rows from the same distribution, never trained on
+    assert 0.7 < fresh["dcr_p5_ratio"] < 1.4 and abs(fresh["membership_inference_auc"] - 0.5) < 0.06
+    same = utility(train, train, test, schema, "member")
+    assert same["tstr_over_trtr"] == 1.0  # the real rows as "synthetic": identical scores
+    noise = train.assign(age=np.random.default_rng(0).permutation(train["age"].to_numpy()))
+    bimodal_target = utility(train.assign(age=train["bimodal"] * 3 + 40), noise.assign(age=noise["age"]),
+                             test.assign(age=test["bimodal"] * 3 + 40), schema, "age")
+    assert bimodal_target["train_real_test_real"]["r2"] > 0.9 and bimodal_target["tstr_over_trtr"] < 0.2

@@ -178,7 +178,14 @@ def evaluate(run: Path) -> None:
 def _headline(metrics: dict) -> dict:
     out = {}
     if "fidelity" in metrics:
-        out["mean column KS / TVD vs the test split (0 is identical)"] = round(metrics["fidelity"]["mean_ks_or_tvd"], 4)
+        f, p, u = metrics["fidelity"], metrics.get("privacy", {}), metrics.get("utility", {})
+        out["mean column KS / TVD vs the test split (0 is identical)"] = round(f["mean_ks_or_tvd"], 4)
+        out["classifier two-sample AUC (0.5 is perfect)"] = round(f["classifier_two_sample_auc"], 4)
+        if u.get("tstr_over_trtr") is not None:
+            out[f"utility for {u['target']}: TSTR / TRTR"] = round(u["tstr_over_trtr"], 4)
+        if p:
+            out["DCR p5 ratio synthetic / holdout (>= 1 is good)"] = p["dcr_p5_ratio"]
+            out["membership-inference AUC (0.5 is no signal)"] = round(p["membership_inference_auc"], 4)
     if "likelihood" in metrics:
         out.update({k: round(v, 3) for k, v in metrics["likelihood"]["headline"].items()})
     for name, value in metrics.get("image", {}).items():

@@ -134,6 +134,7 @@ class EvalConfig:
     image_metrics: list[str] = field(default_factory=lambda: list(IMAGE_METRICS))
     metric_samples: int = 10000  # generated images compared with the test split
     train_classifier: bool = True  # train the domain classifier when none is cached for the dataset
+    target: str | None = None  # tables: the column a downstream model predicts (utility: TSTR vs TRTR)
 
     def validate(self) -> None:
         positive("eval", {"iwae_k": self.iwae_k, "iwae_images": self.iwae_images, "n_samples": self.n_samples,

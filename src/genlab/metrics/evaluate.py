@@ -64,16 +64,33 @@ def evaluate_run(run: LoadedRun, quiet: bool = True) -> dict:
 
 
 def _finish_table(run: LoadedRun, metrics: dict) -> dict:
-    """Synthetic rows (as many as the test split) against the test split, column by column."""
-    from genlab.metrics.tables import column_fidelity
+    """As many synthetic rows as training rows, judged against the real rows: fidelity (per column, per pair,
+    classifier two-sample AUC) against the test split, utility for eval.target (TSTR vs TRTR), privacy (DCR,
+    NNDR, membership inference) with the test split as the unseen holdout. Writes table_report.html."""
+    from genlab.metrics import tables
+    from genlab.report.html import write_table_report
 
-    ds = run.dataset
+    ds, ec = run.dataset, run.config.eval
     t0 = time.perf_counter()
-    test = ds.split_frame("test")
-    fake = ds.decode(generate(run, max(1, len(test)), seed=run.config.eval.seed))
-    metrics["fidelity"] = {"reference": f"test split ({len(test)} rows)", **column_fidelity(test, fake, ds.schema)}
+    train, test = ds.split_frame("train"), ds.split_frame("test")
+    fake = ds.decode(generate(run, max(1, len(train)), seed=ec.seed))
+    metrics["timings_seconds"]["sampling"] = round(time.perf_counter() - t0, 3)
+    t0 = time.perf_counter()
+    x_train, x_test, x_fake = tables.features([train, test, fake], ds.schema)
+    metrics["fidelity"] = {"reference": f"test split ({len(test)} rows) vs {len(fake)} synthetic rows",
+                           **tables.column_fidelity(test, fake, ds.schema),
+                           **tables.pairwise_fidelity(test, fake, ds.schema),
+                           "classifier_two_sample_auc": tables.classifier_two_sample_auc(x_test, x_fake, ec.seed)}
     metrics["timings_seconds"]["fidelity"] = round(time.perf_counter() - t0, 3)
+    t0 = time.perf_counter()
+    metrics["utility"] = (tables.utility(train, fake, test, ds.schema, ec.target, ec.seed) if ec.target
+                          else {"skipped": "set eval.target to the column a downstream model predicts"})
+    metrics["timings_seconds"]["utility"] = round(time.perf_counter() - t0, 3)
+    t0 = time.perf_counter()
+    metrics["privacy"] = tables.privacy(x_train, x_test, x_fake)
+    metrics["timings_seconds"]["privacy"] = round(time.perf_counter() - t0, 3)
     atomic_write_json(run.paths.metrics, metrics)
+    write_table_report(run.paths, metrics)
     return metrics
 
 
