@@ -285,3 +285,46 @@ def test_report_metrics_can_fail():
     bimodal_target = utility(train.assign(age=train["bimodal"] * 3 + 40), noise.assign(age=noise["age"]),
                              test.assign(age=test["bimodal"] * 3 + 40), schema, "age")
     assert bimodal_target["train_real_test_real"]["r2"] > 0.9 and bimodal_target["tstr_over_trtr"] < 0.2
+
+
+def test_constraints_reject_and_resample_with_a_rejection_rate(tmp_path, run_cli):
+    from genlab.tables.constraints import check_constraints, constrained_rows, satisfied
+
+    train = pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": [2.0, 1.0, 5.0], "c": ["x", "y", "x"], "d": ["p", "q", "q"]})
+    rows = pd.DataFrame({"a": [1.0, -1.0, 4.0, np.nan], "b": [3.0, 0.0, 2.0, 1.0], "c": ["x", "x", "y", "y"],
+                         "d": ["p", "p", "q", "p"]})
+    rules = {"range": {"kind": "range", "column": "a", "min": 0, "max": 3},
+             "positive": {"kind": "positive", "column": "a"},
+             "inequality": {"kind": "inequality", "low": "a", "high": "b"},
+             "combinations": {"kind": "combinations", "columns": ["c", "d"]}}
+    expected = {"range": [True, False, False, True], "positive": [True, False, True, True],
+                "inequality": [True, True, False, True], "combinations": [True, True, True, False]}
+    for kind, rule in rules.items():
+        assert satisfied(rows, [rule], train).tolist() == expected[kind], kind
+
+    rng = np.random.default_rng(0)
+
+    def draw(count, round_):  # uniform on [0, 1): a range [0, 0.25] keeps a quarter
+        return pd.DataFrame({"a": rng.random(count)})
+
+    out, stats = constrained_rows(draw, 1000, [{"kind": "range", "column": "a", "max": 0.25}], train)
+    assert len(out) == 1000 and out["a"].max() <= 0.25 and abs(stats["rejection_rate"] - 0.75) < 0.03
+    with pytest.raises(GenlabError, match="rejected"):
+        constrained_rows(draw, 100, [{"kind": "range", "column": "a", "min": 2}], train, max_rounds=3)
+    schema = infer_schema(mixed_table())
+    with pytest.raises(GenlabError, match="not a numeric column"):
+        check_constraints([{"kind": "positive", "column": "city"}], schema)
+    with pytest.raises(GenlabError, match="expected one of"):
+        check_constraints([{"kind": "sorted", "column": "age"}], schema)
+
+    recipe = table_recipe(tmp_path, steps=60)
+    raw = json.loads(recipe.read_text())
+    raw["data"]["constraints"] = [{"kind": "range", "column": "age", "min": 30, "max": 60},
+                                  {"kind": "combinations", "columns": ["city", "member"]}]
+    recipe.write_text(json.dumps(raw))
+    code, _, err = run_cli("train", recipe, "--runs-dir", tmp_path / "runs")
+    assert code == 0, err
+    code, out, err = run_cli("sample", tmp_path / "runs" / "people-tvae", "--n", "200", "--out", tmp_path / "c.csv")
+    assert code == 0, err
+    fake = pd.read_csv(tmp_path / "c.csv")
+    assert len(fake) == 200 and fake["age"].between(30, 60).all() and "constraints rejected" in out

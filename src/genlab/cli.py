@@ -131,7 +131,10 @@ def _sample_table(loaded, n: int, seed: int, out: Path | None, condition: str | 
         if not sep:
             raise GenlabError(f"--condition must look like COLUMN=VALUE, got {condition!r}")
         options["conditions"] = loaded.dataset.condition_vector({name: value})
-    rows = loaded.dataset.decode(generate(loaded, n, seed=seed, **options))
+    rows, stats = loaded.dataset.sample_rows(lambda count, s: generate(loaded, count, seed=s, **options), n, seed)
+    if stats["rejected"]:
+        click.echo(f"constraints rejected {stats['rejected']} of {stats['drawn']} generated rows "
+                   f"({stats['rejection_rate']:.1%})")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial")
     rows.to_csv(tmp, index=False) if out.suffix == ".csv" else rows.to_parquet(tmp, index=False)

@@ -59,6 +59,7 @@ class DataConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # images: augmentation of training batches
     schema: str | None = None  # tables: an edited schema YAML (genlab data schema); None: inferred from the data
     balance: bool = False  # tables: training-by-sampling (CTGAN): rows drawn per category, rare ones as often
+    constraints: list[dict[str, Any]] = field(default_factory=list)  # tables: rules samples keep (tables.constraints)
 
     def validate(self) -> None:
         choice("data.source", self.source, ("digits", "idx", "npz", "folder", "txt", "jsonl", "fortune", "table"))

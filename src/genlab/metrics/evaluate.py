@@ -73,7 +73,8 @@ def _finish_table(run: LoadedRun, metrics: dict) -> dict:
     ds, ec = run.dataset, run.config.eval
     t0 = time.perf_counter()
     train, test = ds.split_frame("train"), ds.split_frame("test")
-    fake = ds.decode(generate(run, max(1, len(train)), seed=ec.seed))
+    fake, constrained = ds.sample_rows(lambda count, s: generate(run, count, seed=s), max(1, len(train)), ec.seed)
+    metrics["constraints"] = {"rules": ds.constraints, **constrained}
     metrics["timings_seconds"]["sampling"] = round(time.perf_counter() - t0, 3)
     t0 = time.perf_counter()
     x_train, x_test, x_fake = tables.features([train, test, fake], ds.schema)

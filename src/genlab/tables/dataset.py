@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,7 @@ from genlab.data.images import Batch, BatchStream, _make_splits
 from genlab.data.spec import DataSpec
 from genlab.errors import GenlabError
 from genlab.tables.conditions import BalancedStream, category_frequencies
+from genlab.tables.constraints import check_constraints, constrained_rows
 from genlab.tables.io import read_table
 from genlab.tables.schema import Schema, describe_flags, infer_schema
 from genlab.tables.transform import TableTransformer
@@ -31,6 +32,7 @@ class TableDataset:
     source: str
     fingerprint: str
     balance: bool = False  # training-by-sampling (tables.conditions.BalancedStream)
+    constraints: list[dict] = field(default_factory=list)  # rules samples keep (tables.constraints)
     modality = "table"
 
     @property
@@ -78,6 +80,12 @@ class TableDataset:
             start += len(c.categories) + (1 if c.missing else 0)
         return vector
 
+    def sample_rows(self, draw, n: int, seed: int) -> tuple[pd.DataFrame, dict]:
+        """n decoded rows keeping data.constraints; `draw(count, seed)` returns encoded rows."""
+        train = self.split_frame("train")
+        return constrained_rows(lambda count, r: self.decode(draw(count, seed + 7919 * r)), n, self.constraints,
+                                train)
+
     def decode(self, rows: torch.Tensor) -> pd.DataFrame:
         return self.transformer.inverse(rows.detach().double().cpu().numpy())
 
@@ -121,4 +129,6 @@ def load_table_dataset(cfg, run_dir: Path | None = None) -> TableDataset:
         train = df.iloc[splits["train"].numpy()]
         transformer = TableTransformer.fit(train, schema, seed=cfg.split_seed)
     encoded = torch.from_numpy(transformer.transform(df, dtype=np.float32))
-    return TableDataset(df, transformer, encoded, splits, str(cfg.path), frame_fingerprint(df), cfg.balance)
+    check_constraints(cfg.constraints, transformer.schema)
+    return TableDataset(df, transformer, encoded, splits, str(cfg.path), frame_fingerprint(df), cfg.balance,
+                        list(cfg.constraints))
