@@ -63,10 +63,13 @@ class BalancedStream:
         columns = rng.integers(0, len(self.blocks), self.batch_size)
         cond = torch.zeros(self.batch_size, self.width)
         ids = np.empty(self.batch_size, dtype=np.int64)
-        for i, c in enumerate(columns):
-            k = rng.choice(len(self.log_freq[c]), p=self.log_freq[c])
-            ids[i] = rng.choice(self.members[c][k])
-            cond[i, self.starts[c] + k] = 1.0
+        for c in np.unique(columns):  # vectorised per column and category, not per row
+            rows = np.flatnonzero(columns == c)
+            ks = rng.choice(len(self.log_freq[c]), len(rows), p=self.log_freq[c])
+            for k in np.unique(ks):
+                chosen = rows[ks == k]
+                ids[chosen] = rng.choice(self.members[c][k], len(chosen))
+            cond[torch.from_numpy(rows), torch.from_numpy(self.starts[c] + ks)] = 1.0
         return Batch(self.rows[torch.from_numpy(ids)], None, cond=cond)
 
     def state(self) -> dict[str, int]:
