@@ -347,3 +347,25 @@ def test_schema_command_writes_an_editable_schema_that_training_uses(tmp_path, r
     assert saved["children"].kind == "continuous"
     code, _, err = run_cli("data", "schema", "digits")
     assert code == 2 and "for tables" in err
+
+
+def test_validation_fidelity_matches_column_metrics_and_drives_early_stopping(tmp_path, run_cli):
+    from genlab.metrics.tables import ks_statistic
+    from genlab.tables.conditions import encoded_fidelity
+
+    spans = (("value", 1), ("modes", 2), ("categories", 3))
+    rng = np.random.default_rng(0)
+    a = np.c_[rng.normal(size=200), np.eye(2)[rng.integers(0, 2, 200)], np.eye(3)[rng.integers(0, 3, 200)]]
+    b = np.c_[rng.normal(0.5, 1, 200), np.eye(2)[rng.integers(0, 2, 200)], np.eye(3)[np.zeros(200, int)]]
+    ta, tb = torch.tensor(a, dtype=torch.float32), torch.tensor(b, dtype=torch.float32)
+    assert float(encoded_fidelity(ta, ta, spans)) == 0.0
+    ks = ks_statistic(a[:, 0].astype(np.float32), b[:, 0].astype(np.float32))
+    tv_modes = 0.5 * np.abs(a[:, 1:3].mean(0) - b[:, 1:3].mean(0)).sum()
+    tv_cats = 0.5 * np.abs(a[:, 3:].mean(0) - b[:, 3:].mean(0)).sum()
+    assert abs(float(encoded_fidelity(ta, tb, spans)) - (ks + tv_modes + tv_cats) / 3) < 1e-6
+    recipe = table_recipe(tmp_path, steps=400)
+    code, _, err = run_cli("train", recipe, "train.early_stopping_metric=fidelity", "train.patience=2",
+                           "train.val_every=20", "--runs-dir", tmp_path / "runs")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "runs" / "people-tvae" / "train_summary.json").read_text())
+    assert summary["best"]["step"] is not None and "fidelity" in summary["validation"]

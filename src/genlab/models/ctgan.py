@@ -18,11 +18,10 @@ from torch import nn
 from genlab.data.images import Batch
 from genlab.errors import GenlabError
 from genlab.models.base import DataSpec, GenerativeModel, Phase
-from genlab.models.tvae import split_spans
 from genlab.nn.adversarial import gradient_penalty
 from genlab.nn.noise import rand, randint, randn
 from genlab.registry import register_family
-from genlab.tables.conditions import category_blocks, condition_width
+from genlab.tables.conditions import category_blocks, condition_width, encoded_fidelity, split_blocks
 
 
 @dataclass
@@ -119,7 +118,7 @@ class CTGAN(GenerativeModel):
         z = randn((cond.shape[0], self.config.latent_dim), noise, device=cond.device)
         logits = self.generator(torch.cat([z, cond], 1))
         blocks = []
-        for part, block in split_spans(logits, self.spec.spans):
+        for part, block in split_blocks(logits, self.spec.spans):
             if part == "value":
                 blocks.append(torch.tanh(block))
             else:
@@ -171,7 +170,8 @@ class CTGAN(GenerativeModel):
         fake, logits = self._generate(cond, noise)
         wdist = self.discriminator(torch.cat([rows, cond], 1)).mean() - \
             self.discriminator(torch.cat([fake, cond], 1)).mean()
-        return {"condition_ce": self.condition_loss(logits, cond), "wasserstein": wdist}
+        return {"condition_ce": self.condition_loss(logits, cond), "wasserstein": wdist,
+                "fidelity": encoded_fidelity(rows, self.sample(rows.shape[0], noise=noise), self.spec.spans)}
 
     # -- sampling -------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -16,6 +16,7 @@ from genlab.models.base import DataSpec, GenerativeModel, Phase
 from genlab.nn.blocks import MLP
 from genlab.nn.noise import rand, randn
 from genlab.registry import register_family
+from genlab.tables.conditions import encoded_fidelity, split_blocks
 
 
 @dataclass
@@ -23,11 +24,6 @@ class TVAEConfig:
     latent_dim: int = 128
     hidden: list[int] = field(default_factory=lambda: [128, 128])
     loss_factor: float = 2.0  # weight of the reconstruction term against the KL term (TVAE's default)
-
-
-def split_spans(x: torch.Tensor, spans: tuple[tuple[str, int], ...]) -> list[tuple[str, torch.Tensor]]:
-    """(part, block) pairs of an encoded batch, in order."""
-    return list(zip((p for p, _ in spans), x.split([w for _, w in spans], dim=1), strict=True))
 
 
 @register_family("tvae")
@@ -54,8 +50,8 @@ class TVAE(GenerativeModel):
         out = self.decoder(z)
         rec = torch.zeros(x.shape[0], device=x.device)
         sigmas = self.log_sigma.split([w for _, w in self.spec.spans])
-        for (part, target), (_, logits), log_sigma in zip(split_spans(x, self.spec.spans),
-                                                          split_spans(out, self.spec.spans), sigmas, strict=True):
+        for (part, target), (_, logits), log_sigma in zip(split_blocks(x, self.spec.spans),
+                                                          split_blocks(out, self.spec.spans), sigmas, strict=True):
             if part == "value":
                 rec = rec + (((target - torch.tanh(logits)) ** 2) / (2 * (2 * log_sigma).exp()) + log_sigma).sum(1)
             else:
@@ -70,7 +66,8 @@ class TVAE(GenerativeModel):
 
     @torch.no_grad()
     def validation_metrics(self, batch: Batch, noise: torch.Generator) -> dict[str, torch.Tensor]:
-        return self._terms(batch.x, noise)
+        fidelity = encoded_fidelity(batch.x, self.sample(batch.x.shape[0], noise=noise), self.spec.spans)
+        return {**self._terms(batch.x, noise), "fidelity": fidelity}
 
     @torch.no_grad()
     def sample(self, n: int, labels=None, noise=None) -> torch.Tensor:
@@ -79,7 +76,7 @@ class TVAE(GenerativeModel):
             raise GenlabError("tvae samples are unconditional; drop --label")
         out = self.decoder(randn((n, self.config.latent_dim), noise, device=self.device))
         blocks = []
-        for part, logits in split_spans(out, self.spec.spans):
+        for part, logits in split_blocks(out, self.spec.spans):
             if part == "value":
                 blocks.append(torch.tanh(logits))
             else:
