@@ -32,12 +32,15 @@ def export(run: str, out: str) -> None:
                           (Path(run) / "train_summary.json").read_text())["train_seconds"]}))
 
 
-def fit(train_csv: str, epochs: int, discrete: str, n: int, out: str) -> None:
+def fit(train_csv: str, epochs: int, discrete: str, n: int, out: str, seed: int = 0) -> None:
+    import numpy as np
     import pandas as pd
     import torch
     from ctgan import CTGAN
 
     torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
     data = pd.read_csv(train_csv)
     columns = [c for c in discrete.split(",") if c]
     for c in columns:
@@ -106,6 +109,7 @@ if __name__ == "__main__":
     p.add_argument("--discrete", default="")
     p.add_argument("--n", type=int, required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("score")
     p.add_argument("run")
     p.add_argument("samples")
@@ -113,6 +117,6 @@ if __name__ == "__main__":
     if a.cmd == "export":
         export(a.run, a.out)
     elif a.cmd == "fit":
-        fit(a.train_csv, a.epochs, a.discrete, a.n, a.out)
+        fit(a.train_csv, a.epochs, a.discrete, a.n, a.out, a.seed)
     else:
         score(a.run, a.samples)

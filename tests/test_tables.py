@@ -369,3 +369,16 @@ def test_validation_fidelity_matches_column_metrics_and_drives_early_stopping(tm
     assert code == 0, err
     summary = json.loads((tmp_path / "runs" / "people-tvae" / "train_summary.json").read_text())
     assert summary["best"]["step"] is not None and "fidelity" in summary["validation"]
+
+
+def test_python_api_samples_conditioned_rows(tmp_path, run_cli):
+    from genlab.pipeline import open_run, sample_rows
+
+    code, _, err = run_cli("train", ctgan_recipe(tmp_path, steps=30), "--runs-dir", tmp_path / "runs")
+    assert code == 0, err
+    run = open_run(tmp_path / "runs" / "people-ctgan")
+    rows = sample_rows(run, 50, seed=3, conditions={"member": "yes"})
+    assert len(rows) == 50 and list(rows.columns) == [c.name for c in run.dataset.schema.kept]
+    assert rows.equals(sample_rows(run, 50, seed=3, conditions={"member": "yes"}))  # seeded
+    with pytest.raises(GenlabError, match="impossible condition member=maybe"):
+        sample_rows(run, 5, conditions={"member": "maybe"})
