@@ -82,7 +82,7 @@ def test_filters():
     assert torch.allclose(pen.softmax(-1), torch.tensor([[1.0, -2.0, 0.5]]).softmax(-1))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True)  # repeatable in CI; widen locally to hunt
 @given(temperature=st.floats(0, 1e6) | st.sampled_from([5e-324, 1e-300, 1e-40]),
        top_p=st.none() | st.floats(5e-324, 1.0, exclude_min=False),
        top_k=st.none() | st.integers(1, 10),
