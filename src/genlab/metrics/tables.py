@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from genlab.tables.schema import Schema
+from genlab.tables.transform import numeric_values
 
 
 def total_variation(real: pd.Series, fake: pd.Series) -> float:
@@ -34,11 +35,7 @@ def column_fidelity(real: pd.DataFrame, fake: pd.DataFrame, schema: Schema) -> d
         if c.kind in ("categorical", "boolean"):
             out[c.name] = {"tvd": total_variation(r, f)}
             continue
-        if c.kind == "datetime":
-            r, f = pd.to_datetime(r, format="mixed"), pd.to_datetime(f, format="mixed")
-            rv, fv = (s.dropna().astype("datetime64[ns]").astype("int64").to_numpy(float) for s in (r, f))
-        else:
-            rv, fv = (pd.to_numeric(s, errors="coerce").dropna().to_numpy(float) for s in (r, f))
+        rv, fv = (numeric_values(s, c).dropna().to_numpy(float) for s in (r, f))
         entry = {"ks": ks_statistic(rv, fv) if len(rv) and len(fv) else 1.0}
         if c.missing:
             entry["missing_rate_gap"] = abs(float(r.isna().mean()) - float(f.isna().mean()))
@@ -60,11 +57,7 @@ def features(frames: list[pd.DataFrame], schema: Schema) -> list[np.ndarray]:
                 values = f[c.name].astype(object).map(lambda v: None if pd.isna(v) else str(v)).to_numpy()
                 blocks[i].append((values[:, None] == np.array(cats)[None]).astype(np.float64))
             continue
-        if c.kind == "datetime":
-            cols = [pd.to_datetime(f[c.name], format="mixed").astype("datetime64[ns]").astype("int64")
-                    .where(f[c.name].notna()).astype(float).to_numpy() for f in frames]
-        else:
-            cols = [pd.to_numeric(f[c.name], errors="coerce").to_numpy(float) for f in frames]
+        cols = [numeric_values(f[c.name], c).to_numpy(float) for f in frames]
         mu, sd = np.nanmean(cols[0]), np.nanstd(cols[0]) or 1.0
         for i, x in enumerate(cols):
             z = (x - mu) / sd

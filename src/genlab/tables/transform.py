@@ -75,7 +75,7 @@ class TableTransformer:
         missing = [c.name for c in schema.kept if c.name not in df.columns]
         if missing:
             raise GenlabError(f"the table has no column {missing[0]!r} that the schema lists")
-        modes = {c.name: fit_modes(_numbers(df[c.name], c).dropna().to_numpy(), seed)
+        modes = {c.name: fit_modes(numeric_values(df[c.name], c).dropna().to_numpy(), seed)
                  for c in schema.kept if c.kind in ("continuous", "integer", "datetime")}
         return cls(schema, modes)
 
@@ -103,7 +103,7 @@ class TableTransformer:
             if c.kind in ("categorical", "boolean"):
                 blocks.append(self._one_hot(s, c))
                 continue
-            x = _numbers(s, c).to_numpy(dtype=np.float64)
+            x = numeric_values(s, c).to_numpy(dtype=np.float64)
             absent = np.isnan(x)
             modes = self.modes[c.name]
             filled = np.where(absent, modes["means"][int(np.argmax(modes["weights"]))], x)
@@ -117,17 +117,15 @@ class TableTransformer:
     def _one_hot(self, s: pd.Series, c: Column) -> np.ndarray:
         index = {_key(v): i for i, v in enumerate(c.categories)}
         width = len(c.categories) + (1 if c.missing else 0)
-        codes = np.empty(len(s), dtype=np.int64)
-        for i, v in enumerate(s.tolist()):
-            if _absent(v):
-                if not c.missing:
-                    raise GenlabError(f"column {c.name!r} has a missing value the schema does not allow")
-                codes[i] = width - 1
-            else:
-                code = index.get(_key(v))
-                if code is None:
-                    raise GenlabError(f"column {c.name!r}: value {v!r} is not one of its categories")
-                codes[i] = code
+        values = s.to_numpy(dtype=object)
+        absent = s.isna().to_numpy()
+        found = pd.Series(values).map(index)  # one hash lookup per value; NaN when unknown (or absent)
+        unknown = found.isna().to_numpy() & ~absent
+        if unknown.any():
+            raise GenlabError(f"column {c.name!r}: value {values[unknown.argmax()]!r} is not one of its categories")
+        if absent.any() and not c.missing:
+            raise GenlabError(f"column {c.name!r} has a missing value the schema does not allow")
+        codes = found.fillna(width - 1).to_numpy(np.int64)
         return np.eye(width)[codes]
 
     # -- decoding --------------------------------------------------------------------------------------
@@ -176,8 +174,9 @@ class TableTransformer:
             raise GenlabError(f"not a genlab table transform ({exc})") from None
 
 
-def _numbers(s: pd.Series, c: Column) -> pd.Series:
-    """Numeric view of a column: numbers as float, datetimes as seconds since 1970."""
+def numeric_values(s: pd.Series, c: Column) -> pd.Series:
+    """Numeric view of a column: numbers as float, datetimes as seconds since 1970 (missing: NaN). What the
+    transform encodes and what the table metrics compare."""
     if c.kind == "datetime":
         stamps = pd.to_datetime(s, errors="coerce", format="mixed") if not pd.api.types.is_datetime64_any_dtype(s) \
             else s
@@ -198,10 +197,6 @@ def _restore(x: np.ndarray, c: Column) -> pd.Series:
     if c.kind == "integer":
         return pd.Series(x).astype("Int64") if np.isnan(x).any() else pd.Series(x.astype(np.int64))
     return pd.Series(x)
-
-
-def _absent(v) -> bool:
-    return v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA or v is pd.NaT
 
 
 def _key(v):
