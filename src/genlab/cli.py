@@ -121,24 +121,24 @@ def sample(run: Path, n: int, label: int | None, condition: str | None, seed: in
 
 
 def _sample_table(loaded, n: int, seed: int, out: Path | None, condition: str | None) -> None:
-    from genlab.pipeline import generate
+    from genlab.pipeline import sample_rows
+    from genlab.runs import atomic_write_bytes
 
     if out is None or out.suffix not in (".csv", ".parquet"):
         raise GenlabError("--out FILE.csv or FILE.parquet is required for tables")
-    options = {}
+    conditions = None
     if condition is not None:
         name, sep, value = condition.partition("=")
         if not sep:
             raise GenlabError(f"--condition must look like COLUMN=VALUE, got {condition!r}")
-        options["conditions"] = loaded.dataset.condition_vector({name: value})
-    rows, stats = loaded.dataset.sample_rows(lambda count, s: generate(loaded, count, seed=s, **options), n, seed)
+        conditions = {name: value}
+    rows = sample_rows(loaded, n, seed, conditions)
+    stats = rows.attrs["constraints"]
     if stats["rejected"]:
         click.echo(f"constraints rejected {stats['rejected']} of {stats['drawn']} generated rows "
                    f"({stats['rejection_rate']:.1%})")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial")
-    rows.to_csv(tmp, index=False) if out.suffix == ".csv" else rows.to_parquet(tmp, index=False)
-    tmp.replace(out)
+    data = rows.to_csv(index=False).encode() if out.suffix == ".csv" else rows.to_parquet(index=False)
+    atomic_write_bytes(out, data)
     click.echo(f"wrote {n} rows to {out}")
 
 

@@ -253,12 +253,15 @@ def generate(run: LoadedRun, n: int, label: int | None = None, seed: int = 0, ba
 
 
 def sample_rows(run: LoadedRun, n: int, seed: int = 0, conditions: dict | None = None):
-    """n synthetic rows of a table run as a DataFrame, keeping the run's data.constraints; `conditions`:
-    {column: value} for one categorical column, fed to the generator's condition input (ctgan)."""
+    """n synthetic rows of a table run as a DataFrame, keeping the run's data.constraints (what they rejected
+    is in rows.attrs["constraints"]); `conditions`: {column: value} for one categorical column, fed to the
+    generator's condition input (ctgan)."""
     if run.dataset.modality != "table":
         raise GenlabError(f"{run.paths.root} is not a table run")
     options = {"conditions": run.dataset.condition_vector(conditions)} if conditions else {}
-    return run.dataset.sample_rows(lambda count, s: generate(run, count, seed=s, **options), n, seed)[0]
+    rows, stats = run.dataset.sample_rows(lambda count, s: generate(run, count, seed=s, **options), n, seed)
+    rows.attrs["constraints"] = stats
+    return rows
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

@@ -10,7 +10,7 @@ from genlab.data.images import images_to_unit
 from genlab.errors import GenlabError
 from genlab.metrics.image_eval import compute_image_metrics, extractor_for, label_agreement
 from genlab.metrics.memorisation import memorisation_report
-from genlab.pipeline import LoadedRun, generate, save_samples
+from genlab.pipeline import LoadedRun, generate, sample_rows, save_samples
 from genlab.runs import atomic_write_json
 
 
@@ -73,8 +73,8 @@ def _finish_table(run: LoadedRun, metrics: dict) -> dict:
     ds, ec = run.dataset, run.config.eval
     t0 = time.perf_counter()
     train, test = ds.split_frame("train"), ds.split_frame("test")
-    fake, constrained = ds.sample_rows(lambda count, s: generate(run, count, seed=s), max(1, len(train)), ec.seed)
-    metrics["constraints"] = {"rules": ds.constraints, **constrained}
+    fake = sample_rows(run, max(1, len(train)), ec.seed)
+    metrics["constraints"] = {"rules": ds.constraints, **fake.attrs["constraints"]}
     metrics["timings_seconds"]["sampling"] = round(time.perf_counter() - t0, 3)
     t0 = time.perf_counter()
     x_train, x_test, x_fake = tables.features([train, test, fake], ds.schema)

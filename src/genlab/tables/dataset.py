@@ -72,12 +72,10 @@ class TableDataset:
         names = [str(v) for v in column.categories]
         if str(value) not in names:
             raise GenlabError(f"impossible condition {name}={value}: the column takes {', '.join(names[:20])}")
-        vector = torch.zeros(1, sum(len(c.categories) + (1 if c.missing else 0) for c in categorical))
-        start = 0
-        for c in categorical:
-            if c is column:
-                vector[0, start + names.index(str(value))] = 1.0
-            start += len(c.categories) + (1 if c.missing else 0)
+        blocks = [s for s in self.transformer.spans() if s.part == "categories"]  # the models' condition layout
+        vector = torch.zeros(1, sum(s.width for s in blocks))
+        start = sum(s.width for s in blocks[:[s.column for s in blocks].index(name)])
+        vector[0, start + names.index(str(value))] = 1.0
         return vector
 
     def sample_rows(self, draw, n: int, seed: int) -> tuple[pd.DataFrame, dict]:
