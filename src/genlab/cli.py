@@ -294,14 +294,9 @@ def data_audit(target: str, overrides: tuple[str, ...], out: Path) -> None:
 
     cfg = load_target(target, overrides)
     if cfg.data.source in ("txt", "jsonl", "fortune"):
-        from genlab.data.text_audit import audit_text, read_records, write_text_audit
+        from genlab.data.text_audit import audit_text, read_corpus, write_text_audit
 
-        records, problems = [], []
-        for path in cfg.data.path if isinstance(cfg.data.path, list) else [cfg.data.path or ""]:
-            got, bad = read_records(path, cfg.data.source, cfg.data.separator)
-            problems += [{**b, "id": None if b["id"] is None else b["id"] + len(records)} for b in bad]
-            records += got
-        report = audit_text(records, problems)
+        report = audit_text(*read_corpus(cfg.data))
         write_text_audit(report, out)
         summary = {"records": report["records"], "unreadable": report["unreadable"]["count"],
                    "empty records": report["empty_records"]["count"],

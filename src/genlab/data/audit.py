@@ -231,23 +231,24 @@ def clean_images(images: torch.Tensor, labels: torch.Tensor | None, report: dict
     split: the yardstick stays fixed) are never removed. Returns the ids kept and, per operation, the ids
     (rows of the input) it removed."""
     check_operations(operations)
-    removed: dict[str, list[int]] = {}
-    gone: set[int] = set()
-    for op in operations:
-        if op == "relabel":
-            continue  # changes labels, removes nothing (see relabelled)
-        if op == "exact":
-            ids = [i for g in report["exact_duplicates"]["first_groups"] for i in g[1:]]
-        elif op == "near":
-            ids = [j for _, j, _ in report["near_duplicates"]["first_pairs"]]
-        elif op == "labels":
-            ids = report.get("label_issues", {}).get("ids", [])
-        else:
-            ids = report["outliers"]["ids"]
-        removed[op] = sorted(set(ids) - gone - set(protected))
-        gone |= set(ids)
-    keep = torch.tensor(sorted(set(range(images.shape[0])) - (gone - set(protected))), dtype=torch.long)
+    found = {"exact": [i for g in report["exact_duplicates"]["first_groups"] for i in g[1:]],
+             "near": [j for _, j, _ in report["near_duplicates"]["first_pairs"]],
+             "labels": report.get("label_issues", {}).get("ids", []), "outliers": report["outliers"]["ids"]}
+    removed = removal_plan(found, [op for op in operations if op != "relabel"], protected)  # relabel: see relabelled
+    gone = set().union(*removed.values())
+    keep = torch.tensor(sorted(set(range(images.shape[0])) - gone), dtype=torch.long)
     return keep, removed
+
+
+def removal_plan(found: dict[str, list[int]], operations: list[str], protected=frozenset()) -> dict[str, list[int]]:
+    """Per operation, in order, the ids it removes: its findings less the protected ids and those an earlier
+    operation already removed (so each id is credited to one operation). Shared by image and text cleans."""
+    removed: dict[str, list[int]] = {}
+    gone = set(protected)
+    for op in operations:
+        removed[op] = sorted(set(found[op]) - gone)
+        gone |= set(removed[op])
+    return removed
 
 
 def relabelled(labels: torch.Tensor, report: dict, protected: set[int] = frozenset()) -> tuple[torch.Tensor, list]:

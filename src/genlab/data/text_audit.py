@@ -64,6 +64,17 @@ def read_records(path: str | Path, fmt: str, separator: str | None = None) -> tu
     return (text.split(separator) if separator else [text]), problems
 
 
+def read_corpus(data_cfg) -> tuple[list[str], list[dict]]:
+    """read_records over every file of data.path (a path or a list), ids continuing across files."""
+    records: list[str] = []
+    problems: list[dict] = []
+    for path in data_cfg.path if isinstance(data_cfg.path, list) else [data_cfg.path or ""]:
+        got, bad = read_records(path, data_cfg.source, data_cfg.separator)
+        problems += [{**b, "id": None if b["id"] is None else b["id"] + len(records)} for b in bad]
+        records += got
+    return records, problems
+
+
 def _decode(file: Path, problems: list[dict], record_id: int | None) -> str | None:
     try:
         raw = file.read_bytes()

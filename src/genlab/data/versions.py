@@ -13,13 +13,15 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from genlab.config import AugmentConfig, DataConfig
-from genlab.data.audit import audit_images, check_operations, clean_images, relabelled
+from genlab.data.audit import audit_images, check_operations, clean_images, relabelled, removal_plan
 from genlab.data.augment import augment_batch
 from genlab.data.images import ImageDataset, images_to_unit, load_image_dataset, split_codes
 from genlab.errors import GenlabError
@@ -30,28 +32,40 @@ def version_config(folder: str | Path) -> DataConfig:
     return DataConfig(source="npz", path=str(Path(folder) / "data.npz"))
 
 
+def refuse_existing(out: Path) -> None:
+    if out.exists():
+        raise GenlabError(f"{out} exists; a dataset version is never overwritten (choose a new folder)")
+
+
+@contextmanager
+def new_version_folder(out: str | Path) -> Iterator[Path]:
+    """The folder to write a version into: OUT.partial, renamed to OUT once the block completes, so a version
+    appears whole or not at all; an existing OUT is refused."""
+    out = Path(out)
+    refuse_existing(out)
+    tmp = out.with_name(out.name + ".partial")
+    tmp.mkdir(parents=True, exist_ok=True)
+    yield tmp
+    tmp.rename(out)
+
+
 def write_version(out: str | Path, parent: ImageDataset, images: torch.Tensor, labels: torch.Tensor | None,
                   split: np.ndarray, operations: list[dict]) -> dict:
     """Write `images` / `labels` with their split codes (0 train, 1 val, 2 test) as a new version derived from
     `parent`; never overwrites, and a version appears whole or not at all. Returns the manifest."""
-    out = Path(out)
-    if out.exists():
-        raise GenlabError(f"{out} exists; a dataset version is never overwritten (choose a new folder)")
     arrays = {"images": images.numpy(), "split": split.astype(np.uint8)}
     if labels is not None:
         arrays["labels"] = labels.numpy()
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
-    tmp = out.with_name(out.name + ".partial")
-    tmp.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(tmp / "data.npz", buf.getvalue())
-    child = load_image_dataset(version_config(tmp))
-    manifest = {"parent": {"source": parent.source, "fingerprint": parent.fingerprint,
-                           "items": int(parent.images.shape[0])},
-                "operations": operations, "fingerprint": child.fingerprint, "items": int(images.shape[0]),
-                "splits": {name: int(ids.numel()) for name, ids in child.splits.items()}}
-    atomic_write_json(tmp / "manifest.json", manifest)
-    tmp.rename(out)
+    with new_version_folder(out) as tmp:
+        atomic_write_bytes(tmp / "data.npz", buf.getvalue())
+        child = load_image_dataset(version_config(tmp))
+        manifest = {"parent": {"source": parent.source, "fingerprint": parent.fingerprint,
+                               "items": int(parent.images.shape[0])},
+                    "operations": operations, "fingerprint": child.fingerprint, "items": int(images.shape[0]),
+                    "splits": {name: int(ids.numel()) for name, ids in child.splits.items()}}
+        atomic_write_json(tmp / "manifest.json", manifest)
     return manifest
 
 
@@ -65,8 +79,7 @@ def clean_version(data_cfg: DataConfig | ImageDataset, operations: list[str], ou
     """Audit the dataset, apply `operations` (audit.CLEAN_OPERATIONS) to its training and validation items
     (the test split is never touched) and write the result as a new version. Returns the manifest."""
     check_operations(operations)
-    if Path(out).exists():
-        raise GenlabError(f"{out} exists; a dataset version is never overwritten (choose a new folder)")
+    refuse_existing(Path(out))  # before the audit's minutes of work
     ds = data_cfg if isinstance(data_cfg, ImageDataset) else load_image_dataset(data_cfg)
     if "relabel" in operations and ds.labels is None:
         raise GenlabError("relabel needs a labelled dataset")
@@ -161,20 +174,17 @@ def clean_text_version(data_cfg: DataConfig, operations: list[str], out: str | P
     are never touched) and write data.jsonl (each record with its split) + manifest.json. Record ids are
     positions in reading order, as in the audit. Returns the manifest."""
     from genlab.data.text import corpus_from_splits, split_corpus
-    from genlab.data.text_audit import audit_text, read_records
+    from genlab.data.text_audit import audit_text, read_corpus
 
     unknown = [op for op in operations if op not in TEXT_CLEAN_OPERATIONS]
     if unknown or not operations:
         raise GenlabError(f"unknown clean operation {(unknown or [''])[0]!r} for text; choose from: "
                           + ", ".join(TEXT_CLEAN_OPERATIONS))
     out = Path(out)
-    if out.exists():
-        raise GenlabError(f"{out} exists; a dataset version is never overwritten (choose a new folder)")
+    refuse_existing(out)
     if data_cfg.limit is not None:
         raise GenlabError("genlab data clean works on the whole corpus; drop data.limit")
-    records = []
-    for path in data_cfg.path if isinstance(data_cfg.path, list) else [data_cfg.path or ""]:
-        records += read_records(path, data_cfg.source, data_cfg.separator)[0]
+    records = read_corpus(data_cfg)[0]
     present = [i for i, r in enumerate(records) if r.strip()]  # what the training loader reads
     if len(present) < 2:
         raise GenlabError("a corpus of one document is split by position, not by record: nothing to clean")
@@ -187,23 +197,18 @@ def clean_text_version(data_cfg: DataConfig, operations: list[str], out: str | P
              "empty": report["empty_records"]["ids"], "corrupt": report["corrupt_records"]["ids"],
              "boilerplate": report["boilerplate"]["mostly_boilerplate_ids"],
              "outliers": report["length"]["long_outliers"] + report["length"]["short_outliers"]}
-    gone: set[int] = set()
-    ops = []
-    for op in operations:
-        ids = sorted(set(found[op]) - gone - {i for i, s in split_of.items() if s == "test"})
-        gone |= set(ids)
-        ops.append({"op": op, "removed_ids": ids, "count": len(ids)})
+    removed = removal_plan(found, operations, protected={i for i, s in split_of.items() if s == "test"})
+    ops = [{"op": op, "removed_ids": ids, "count": len(ids)} for op, ids in removed.items()]
+    gone = set().union(*removed.values())
     kept = [i for i in present if i not in gone]
     lines = "".join(json.dumps({"text": records[i], "split": split_of[i]}, ensure_ascii=False) + "\n" for i in kept)
     child = corpus_from_splits([records[i] for i in kept], [split_of[i] for i in kept])
-    tmp = out.with_name(out.name + ".partial")
-    tmp.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(tmp / "data.jsonl", lines.encode("utf-8"))
     manifest = {"parent": {"source": data_cfg.source, "path": data_cfg.path, "fingerprint": parent.fingerprint,
                            "items": len(records)},
                 "operations": ops, "fingerprint": child.fingerprint, "items": len(kept),
                 "splits": {k: int(len(v)) for k, v in child.splits.items()},
                 "train_with": {"data.source": "jsonl", "data.path": str(out / "data.jsonl")}}
-    atomic_write_json(tmp / "manifest.json", manifest)
-    tmp.rename(out)
+    with new_version_folder(out) as tmp:
+        atomic_write_bytes(tmp / "data.jsonl", lines.encode("utf-8"))
+        atomic_write_json(tmp / "manifest.json", manifest)
     return manifest
