@@ -47,6 +47,17 @@ def _img(data: bytes, alt: str, width: int | None = None) -> str:
            f'{base64.b64encode(data).decode()}">'
 
 
+STYLE = ("body{font:14px system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+         "table{border-collapse:collapse}td,th{border-bottom:1px solid #ddd;padding:3px 8px;vertical-align:top}"
+         "code{font-size:12px}pre{background:#f4f4f4;padding:1em}")
+
+
+def html_page(title: str, body: str) -> str:
+    """One self-contained page in genlab's style: every report, audit and study page goes through here."""
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body>{body}</body></html>")
+
+
 def _table(d: dict, prefix: str = "") -> list[tuple[str, str]]:
     rows = []
     for k, v in d.items():
@@ -86,11 +97,7 @@ def write_report(paths: RunPaths) -> RunPaths:
     sections.append("<h2>Dataset</h2>" + _html_table(_table(dataset)))
     config = paths.config.read_text() if paths.config.is_file() else ""
     sections.append(f"<h2>Resolved config</h2><pre>{html.escape(config)}</pre>")
-    page = ("<!doctype html><html><head><meta charset='utf-8'><title>genlab report</title><style>"
-            "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-            "table{border-collapse:collapse}td{border:1px solid #ccc;padding:2px 8px;font-size:14px}"
-            "pre{background:#f4f4f4;padding:1em}</style></head><body>" + "\n".join(sections) + "</body></html>")
-    atomic_write_text(paths.report, page)
+    atomic_write_text(paths.report, html_page("genlab report", "\n".join(sections)))
     return paths
 
 
@@ -115,11 +122,9 @@ def write_findings(out, report: dict, rows: list[tuple], heading: str, note: str
     atomic_write_json(out / "audit.json", report)
     body = "".join(f"<tr><td>{html.escape(str(a))}</td><td>{html.escape(str(b))}</td>"
                    f"<td><code>{html.escape(json.dumps(c, ensure_ascii=False))}</code></td></tr>" for a, b, c in rows)
-    atomic_write_text(out / "audit.html", f"<!doctype html><meta charset='utf-8'><title>genlab {heading}</title>"
-                      "<style>body{font:14px system-ui;margin:2rem}td{border-bottom:1px solid #ddd;padding:4px 8px;"
-                      f"vertical-align:top}}code{{font-size:12px}}</style><h1>{html.escape(heading)}</h1>"
-                      f"<p>{html.escape(note)}</p><table><tr><th>finding</th><th>count</th><th>first ids</th></tr>"
-                      f"{body}</table>")
+    atomic_write_text(out / "audit.html", html_page(
+        f"genlab {heading}", f"<h1>{html.escape(heading)}</h1><p>{html.escape(note)}</p><table><tr><th>finding</th>"
+        f"<th>count</th><th>first ids</th></tr>{body}</table>"))
 
 
 def write_table_report(paths: RunPaths, metrics: dict) -> None:
@@ -136,7 +141,4 @@ def write_table_report(paths: RunPaths, metrics: dict) -> None:
         body = ("<p>not measured: " + html.escape(str(section.get("skipped"))) + "</p>"
                 if isinstance(section, dict) and "skipped" in section else _html_table(_table(section or {})))
         sections.append(f"<h2>{name.title()}</h2><p>{html.escape(notes[name])}</p>{body}")
-    atomic_write_text(paths.root / "table_report.html",
-                      "<!doctype html><html><head><meta charset='utf-8'><title>genlab table report</title><style>"
-                      "body{font:14px system-ui;margin:2rem;max-width:1100px}td{border-bottom:1px solid #ddd;"
-                      "padding:3px 8px}</style></head><body>" + "\n".join(sections) + "</body></html>")
+    atomic_write_text(paths.root / "table_report.html", html_page("genlab table report", "\n".join(sections)))

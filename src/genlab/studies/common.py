@@ -46,11 +46,10 @@ def write_table(out: Path, title: str, intro: str, columns: list[str], rows: lis
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>" for row in rows)
     figure = f"<p><img src='{html.escape(plot)}' style='max-width:100%'></p>" if plot else ""
-    atomic_write_text(out / "report.html",
-                      f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
-                      "body{font:14px system-ui;margin:2rem}td,th{border-bottom:1px solid #ddd;padding:4px 10px;"
-                      f"text-align:right}}</style><h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p>"
-                      f"{figure}<table><tr>{head}</tr>{body}</table>")
+    from genlab.report.html import html_page
+
+    atomic_write_text(out / "report.html", html_page(title, f"<h1>{html.escape(title)}</h1><p>{html.escape(intro)}"
+                                                           f"</p>{figure}<table><tr>{head}</tr>{body}</table>"))
 
 
 def _cell(value) -> str:
