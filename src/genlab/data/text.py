@@ -99,18 +99,29 @@ def _read_text(path: Path) -> str:
         raise GenlabError(f"cannot read {path}: {exc.strerror}") from None
 
 
-def _jsonl_documents(text: str, path: Path) -> list[str]:
-    docs = []
+def jsonl_texts(text: str):
+    """(line number, the record's `text`, or None with why it has none) for each non-blank line of a JSONL
+    file: the training loader stops at a bad line, the audit lists it."""
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise GenlabError(f"{path} line {number} is not valid JSON: {exc.msg}") from None
+            yield number, None, f"is not valid JSON: {exc.msg}"
+            continue
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            raise GenlabError(f"{path} line {number} has no string field 'text'")
-        docs.append(record["text"])
+            yield number, None, "has no string field 'text'"
+        else:
+            yield number, record["text"], None
+
+
+def _jsonl_documents(text: str, path: Path) -> list[str]:
+    docs = []
+    for number, doc, problem in jsonl_texts(text):
+        if doc is None:
+            raise GenlabError(f"{path} line {number} {problem}")
+        docs.append(doc)
     return docs
 
 

@@ -7,7 +7,6 @@ record ids (positions in the corpus, in reading order) so they can be looked at.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import unicodedata
 from collections import Counter, defaultdict
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genlab.data.text import ANSI_ESCAPE, TEXT_FORMATS
+from genlab.data.text import ANSI_ESCAPE, TEXT_FORMATS, jsonl_texts
 from genlab.errors import GenlabError
 
 SCRIPTS = (("Han", "\u3400", "\u9fff"), ("Han", "\uf900", "\ufaff"), ("Kana", "\u3040", "\u30ff"),
@@ -46,18 +45,10 @@ def read_records(path: str | Path, fmt: str, separator: str | None = None) -> tu
         return [], problems
     if fmt == "jsonl":
         records = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                records.append(record["text"] if isinstance(record["text"], str) else None)
-            except (json.JSONDecodeError, KeyError, TypeError):
-                records.append(None)
-            if records[-1] is None:
-                problems.append({"id": len(records) - 1, "where": f"{path} line {number}",
-                                 "reason": "not a JSON object with a string field 'text'"})
-                records[-1] = ""
+        for number, doc, problem in jsonl_texts(text):
+            if doc is None:
+                problems.append({"id": len(records), "where": f"{path} line {number}", "reason": problem})
+            records.append(doc or "")
         return records, problems
     if fmt == "fortune":
         return [ANSI_ESCAPE.sub("", r).strip("\n") for r in re.split(r"(?m)^%\s*$", text)], problems
