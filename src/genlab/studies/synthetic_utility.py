@@ -8,6 +8,7 @@ under OUT/arms, so an interrupted study redoes only what is missing.
 
 from __future__ import annotations
 
+import io
 import time
 from pathlib import Path
 
@@ -43,8 +44,6 @@ def synthetic_set(run_path: str | Path, out: Path, per_class: int, options: dict
     pixels = (torch.cat(images).clamp(0, 1) * 255).round().to(torch.uint8)
     labels = torch.arange(run.dataset.num_classes).repeat_interleave(per_class)
     seconds = round(time.perf_counter() - t0, 1)
-    import io
-
     buf = io.BytesIO()
     np.savez_compressed(buf, images=pixels.numpy(), labels=labels.numpy(), seconds=np.float64(seconds))
     atomic_write_bytes(path, buf.getvalue())
