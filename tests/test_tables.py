@@ -158,6 +158,8 @@ def test_tvae_trains_samples_a_table_and_evaluates(tmp_path, run_cli):
     real = mixed_table(800)
     assert len(fake) == 300 and list(fake.columns) == [c for c in real.columns if c not in ("id", "country")]
     assert fake["age"].between(18, 89).all() and set(fake["member"]) <= {"yes", "no"}
+    code, _, err = run_cli("sample", run, "--n", "5", "--condition", "city=Paris", "--out", tmp_path / "c.csv")
+    assert code == 2 and "unconditional" in err
     code, out, err = run_cli("eval", run)
     assert code == 0, err
     metrics = json.loads((run / "metrics.json").read_text())

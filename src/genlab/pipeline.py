@@ -258,6 +258,9 @@ def sample_rows(run: LoadedRun, n: int, seed: int = 0, conditions: dict | None =
     generator's condition input (ctgan)."""
     if run.dataset.modality != "table":
         raise GenlabError(f"{run.paths.root} is not a table run")
+    if conditions and "conditions" not in run.model.sampling_options:
+        raise GenlabError(f"conditions need a conditional table family (ctgan); {run.config.family} samples are "
+                          "unconditional")
     options = {"conditions": run.dataset.condition_vector(conditions)} if conditions else {}
     rows, stats = run.dataset.sample_rows(lambda count, s: generate(run, count, seed=s, **options), n, seed)
     rows.attrs["constraints"] = stats
