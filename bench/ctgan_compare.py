@@ -57,7 +57,7 @@ def fit(train_csv: str, epochs: int, discrete: str, n: int, out: str, seed: int 
 def score(run: str, samples: str) -> None:
     import pandas as pd
 
-    from genlab.metrics import tables
+    from genlab.modalities.table import metrics as tables
     from genlab.pipeline import open_run
 
     loaded = open_run(run)

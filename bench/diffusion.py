@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from genlab.metrics.image_eval import compute_image_metrics, extractor_for, label_agreement
+from genlab.modalities.image.evaluate import compute_image_metrics, extractor_for, label_agreement
 from genlab.pipeline import generate, open_run
 
 OUT = Path(__file__).resolve().parent / "out"

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlab.config import DataConfig
-from genlab.data.images import images_to_unit, load_image_dataset
 from genlab.metrics.likelihood import test_log_likelihood
+from genlab.modalities.image.data import images_to_unit, load_image_dataset
 from genlab.pipeline import open_run, train
 
 ROOT = Path(__file__).resolve().parents[1]

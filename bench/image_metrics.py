@@ -128,9 +128,9 @@ def frechet(repeats: int) -> dict:
 
 def fmnist(runs: list[Path]) -> list[dict]:
     from genlab.config import DataConfig
-    from genlab.data.images import images_to_unit, load_image_dataset
-    from genlab.metrics.features import ClassifierFeatures, classifier_dir, train_domain_classifier
-    from genlab.metrics.image_eval import compute_image_metrics
+    from genlab.modalities.image.data import images_to_unit, load_image_dataset
+    from genlab.modalities.image.evaluate import compute_image_metrics
+    from genlab.modalities.image.features import ClassifierFeatures, classifier_dir, train_domain_classifier
     from genlab.pipeline import generate, open_run
     from genlab.train.trainer import build_model, data_spec
 

@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from image_metrics import torch_fidelity_modules  # noqa: E402
 
-from genlab.metrics.inception import FIDInceptionV3, load_fid_inception  # noqa: E402
+from genlab.modalities.image.inception import FIDInceptionV3, load_fid_inception  # noqa: E402
 
 
 def main() -> None:

@@ -56,10 +56,11 @@ def tiny_config(family: str = "vae", **sections):
         "data": {"source": "digits"},
         "model": {"conditional": True},
         "train": {"steps": 6, "batch_size": 16, "val_every": 0, "checkpoint_every": 0, "log_every": 2},
-        "eval": {"n_samples": 50, "iwae_k": 20, "iwae_images": 30},
+        "eval": {"n_samples": 50},
     }
     if family == "vae":
         raw["model"].update({"widths": [8, 16], "latent_dim": 4})
+        raw["eval"].update({"iwae_k": 20, "iwae_images": 30})  # eval keys of the VAE family
     elif family == "diffusion":
         raw["model"].update({"base_channels": 8, "channel_mults": [1, 2], "timesteps": 50, "sample_steps": 4})
         raw["eval"].update({"vlb_steps": 5, "vlb_images": 20})

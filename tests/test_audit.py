@@ -4,9 +4,9 @@ import numpy as np
 import torch
 
 from genlab.config import DataConfig
-from genlab.data.audit import audit_images, difference_hash, exact_duplicates, label_issues, near_duplicates
-from genlab.data.images import _load_digits, load_image_dataset
-from genlab.data.versions import degraded_version, version_config
+from genlab.modalities.image.audit import audit_images, difference_hash, exact_duplicates, label_issues, near_duplicates
+from genlab.modalities.image.data import _load_digits, load_image_dataset
+from genlab.modalities.image.versions import degraded_version, version_config
 
 
 def planted_digits(seed: int = 0):

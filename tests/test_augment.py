@@ -8,9 +8,9 @@ from conftest import tiny_config
 from test_trainer import check_resume_is_bit_identical
 
 from genlab.config import AugmentConfig, DataConfig
-from genlab.data.augment import augment_batch, mirror_symmetry, suggest_augmentation
-from genlab.data.images import load_image_dataset
-from genlab.data.versions import augmented_version, version_config
+from genlab.modalities.image.augment import augment_batch, mirror_symmetry, suggest_augmentation
+from genlab.modalities.image.data import load_image_dataset
+from genlab.modalities.image.versions import augmented_version, version_config
 
 
 def dot_images(n: int = 64, size: int = 21) -> torch.Tensor:

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from genlab.config import load_config
-from genlab.errors import GenlabError
+from genlab.core.errors import GenlabError
 
 RECIPES = sorted(Path(__file__).parents[1].joinpath("configs").glob("*.yaml"))
 

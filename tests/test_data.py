@@ -6,8 +6,9 @@ import torch
 from PIL import Image
 
 from genlab.config import DataConfig
-from genlab.data.images import BatchStream, load_image_dataset
-from genlab.errors import GenlabError
+from genlab.core.batch import BatchStream
+from genlab.core.errors import GenlabError
+from genlab.modalities.image.data import load_image_dataset
 
 
 def write_idx(path, array: np.ndarray, gz: bool = False) -> None:

@@ -294,7 +294,7 @@ def test_unet_keeps_the_image_shape(size, patch, mults):
 
 
 def test_diffusion_losses_are_finite_and_training_lowers_them():
-    from genlab.data.images import Batch
+    from genlab.core.batch import Batch
 
     model = _model(conditional=True, prediction="v", min_snr_gamma=5.0)
     g = torch.Generator().manual_seed(0)

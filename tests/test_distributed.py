@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from genlab.runs import load_tensors
+from genlab.core.runs import load_tensors
 
 CORPUS = ["The quick brown fox jumps over the lazy dog.", "To be, or not to be: that is the question.",
           "All that glitters is not gold.", "A stitch in time saves nine."]
@@ -127,9 +127,9 @@ def test_fsdp_checkpoint_resumes_without_fsdp(tmp_path, gpt_recipe):
 def test_fsdp_is_refused_where_it_does_not_apply(tmp_path):
     from conftest import tiny_config
 
-    from genlab.data import load_dataset
-    from genlab.errors import GenlabError
-    from genlab.runs import RunPaths
+    from genlab.core.errors import GenlabError
+    from genlab.core.runs import RunPaths
+    from genlab.modalities import load_dataset
     from genlab.train.distributed import World
     from genlab.train.trainer import Trainer, build_model
 
@@ -142,9 +142,9 @@ def test_fsdp_is_refused_where_it_does_not_apply(tmp_path):
 
 def test_batch_must_divide_among_processes(tmp_path, gpt_recipe):
     from genlab.config import load_config
-    from genlab.data import load_dataset
-    from genlab.errors import GenlabError
-    from genlab.runs import RunPaths
+    from genlab.core.errors import GenlabError
+    from genlab.core.runs import RunPaths
+    from genlab.modalities import load_dataset
     from genlab.train.distributed import World
     from genlab.train.trainer import Trainer, build_model
 
@@ -156,7 +156,7 @@ def test_batch_must_divide_among_processes(tmp_path, gpt_recipe):
 
 def test_device_and_backend_are_chosen_from_what_pytorch_sees(monkeypatch):
     """No GPU here: the GPU branch is checked with PyTorch's answers replaced (nccl is never started)."""
-    from genlab.errors import GenlabError
+    from genlab.core.errors import GenlabError
     from genlab.train.distributed import backend_for, resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

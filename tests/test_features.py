@@ -8,11 +8,11 @@ import torch
 from conftest import assert_one_line_error
 
 from genlab.config import DataConfig
-from genlab.data.images import images_to_unit, load_image_dataset
-from genlab.errors import GenlabError
-from genlab.metrics.features import ClassifierFeatures, cache_root, real_features, train_domain_classifier
-from genlab.metrics.image_eval import compute_image_metrics
-from genlab.metrics.inception import FIDInceptionV3, load_fid_inception
+from genlab.core.errors import GenlabError
+from genlab.modalities.image.data import images_to_unit, load_image_dataset
+from genlab.modalities.image.evaluate import compute_image_metrics
+from genlab.modalities.image.features import ClassifierFeatures, cache_root, real_features, train_domain_classifier
+from genlab.modalities.image.inception import FIDInceptionV3, load_fid_inception
 
 RECIPES = Path(__file__).parents[1] / "configs"
 
@@ -114,7 +114,7 @@ def test_features_train_and_compare_through_the_cli(tmp_path, run_cli, monkeypat
 
 
 def test_label_agreement_tells_obeyed_labels_from_ignored_ones(digits):
-    from genlab.metrics.image_eval import label_agreement
+    from genlab.modalities.image.evaluate import label_agreement
 
     ds, info = digits
     images = images_to_unit(ds.split_images("test"))

@@ -8,11 +8,11 @@ from conftest import assert_one_line_error
 from test_trainer import check_resume_is_bit_identical
 
 from genlab.config import LoraConfig, config_from_dict
-from genlab.data import load_dataset
-from genlab.data.tokenizers import BPETokenizer
-from genlab.errors import GenlabError
+from genlab.core.errors import GenlabError
+from genlab.core.runs import load_tensors
+from genlab.modalities import load_dataset
+from genlab.modalities.text.tokenizers import BPETokenizer
 from genlab.pipeline import base_dir, generate_text, open_run, train_config
-from genlab.runs import load_tensors
 from genlab.train.trainer import build_model
 
 ENGLISH = ["The quick brown fox jumps over the lazy dog.", "To be, or not to be: that is the question.",

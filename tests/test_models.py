@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from genlab.config import DataConfig
-from genlab.data.images import Batch, images_to_unit, load_image_dataset
+from genlab.core.batch import Batch
+from genlab.modalities.image.data import images_to_unit, load_image_dataset
 from genlab.models.base import DataSpec
 from genlab.models.gan import GAN, GANConfig
 from genlab.models.vae import VAE, VAEConfig

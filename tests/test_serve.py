@@ -199,7 +199,7 @@ def test_playground_page_is_served(server):
 
 
 def test_text_filter_redacts_whole_words_and_cjk_and_refuses():
-    from genlab.serve.safety import StreamFilter, TextFilter
+    from genlab.modalities.text.safety import StreamFilter, TextFilter
 
     f = TextFilter(["fox", "月光"])
     r = f.apply("The Fox is no foxglove; 床前明月光")
@@ -215,7 +215,7 @@ def test_text_filter_redacts_whole_words_and_cjk_and_refuses():
 
 
 def test_served_text_goes_through_the_filter(runs, tmp_path):
-    from genlab.serve.safety import TextFilter
+    from genlab.modalities.text.safety import TextFilter
 
     store = KeyStore(tmp_path / "keys.json")
     _, token = store.add("t")
@@ -260,9 +260,9 @@ def test_micro_batching_does_not_change_any_request(runs, tmp_path, family):
     fresh noise at every step, so that is checked too)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from genlab.modalities.image.batching import ImageBatcher
     from genlab.pipeline import generate, open_run, to_uint8
     from genlab.serve.app import Served
-    from genlab.serve.batching import ImageBatcher
 
     if family == "vae":
         path = runs[0]

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from genlab.config import load_target
-from genlab.data.sources import infer_data
-from genlab.errors import GenlabError
+from genlab.core.errors import GenlabError
+from genlab.modalities import infer_data
+from genlab.pipeline import load_target
 
 
 def test_each_kind_of_path_gets_its_loader(tmp_path):

@@ -94,7 +94,7 @@ def test_stratified_subset_keeps_every_class_in_proportion():
 def test_downstream_accuracy_separates_real_labels_from_shuffled_ones():
     """The utility metric can fail: the same images with shuffled labels score near chance."""
     from genlab.config import DataConfig
-    from genlab.data.images import load_image_dataset
+    from genlab.modalities.image.data import load_image_dataset
 
     ds = load_image_dataset(DataConfig(source="digits"))
     x, y = ds.split_images("train"), ds.split_labels("train")

@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 import torch
 
-from genlab.errors import GenlabError
-from genlab.tables.io import read_table
-from genlab.tables.schema import Schema, infer_schema
-from genlab.tables.transform import TableTransformer, fit_modes
+from genlab.core.errors import GenlabError
+from genlab.modalities.table.io import read_table
+from genlab.modalities.table.schema import Schema, infer_schema
+from genlab.modalities.table.transform import TableTransformer, fit_modes
 
 
 def mixed_table(n: int = 600, seed: int = 0) -> pd.DataFrame:
@@ -51,7 +51,7 @@ def test_schema_kinds_flags_and_yaml_round_trip(tmp_path):
 
 
 def test_high_cardinality_is_flagged_with_its_cost():
-    from genlab.tables.schema import describe_flags
+    from genlab.modalities.table.schema import describe_flags
 
     df = pd.DataFrame({"code": [f"c{i % 300}" for i in range(3000)], "x": np.arange(3000) % 7 + 0.5})
     schema = infer_schema(df, max_categories=100)
@@ -188,7 +188,7 @@ def test_tvae_resumes_bit_identically(tmp_path):
 def test_fidelity_metrics_match_scipy_and_hand_counts():
     from scipy.stats import ks_2samp
 
-    from genlab.metrics.tables import ks_statistic, total_variation
+    from genlab.modalities.table.metrics import ks_statistic, total_variation
 
     rng = np.random.default_rng(0)
     a, b = rng.normal(0, 1, 500), rng.normal(0.3, 1.2, 300)
@@ -233,7 +233,7 @@ def test_ctgan_trains_and_obeys_conditions(tmp_path, run_cli):
 
 
 def test_balanced_stream_draws_rare_categories_often_and_resumes():
-    from genlab.tables.conditions import BalancedStream, category_blocks
+    from genlab.modalities.table.conditions import BalancedStream, category_blocks
 
     df = pd.DataFrame({"kind": ["common"] * 950 + ["rare"] * 50, "x": np.random.default_rng(0).normal(size=1000)})
     t = TableTransformer.fit(df, infer_schema(df))
@@ -265,7 +265,7 @@ def test_ctgan_resumes_bit_identically(tmp_path):
 
 def test_report_metrics_can_fail():
     """Each table metric separates the case it exists for from its opposite."""
-    from genlab.metrics.tables import classifier_two_sample_auc, features, pairwise_fidelity, privacy, utility
+    from genlab.modalities.table.metrics import classifier_two_sample_auc, features, pairwise_fidelity, privacy, utility
 
     train, test, other = mixed_table(800, seed=0), mixed_table(400, seed=1), mixed_table(800, seed=2)
     schema = infer_schema(train)
@@ -290,7 +290,7 @@ def test_report_metrics_can_fail():
 
 
 def test_constraints_reject_and_resample_with_a_rejection_rate(tmp_path, run_cli):
-    from genlab.tables.constraints import check_constraints, constrained_rows, satisfied
+    from genlab.modalities.table.constraints import check_constraints, constrained_rows, satisfied
 
     train = pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": [2.0, 1.0, 5.0], "c": ["x", "y", "x"], "d": ["p", "q", "q"]})
     rows = pd.DataFrame({"a": [1.0, -1.0, 4.0, np.nan], "b": [3.0, 0.0, 2.0, 1.0], "c": ["x", "x", "y", "y"],
@@ -352,8 +352,8 @@ def test_schema_command_writes_an_editable_schema_that_training_uses(tmp_path, r
 
 
 def test_validation_fidelity_matches_column_metrics_and_drives_early_stopping(tmp_path, run_cli):
-    from genlab.metrics.tables import ks_statistic
-    from genlab.tables.conditions import encoded_fidelity
+    from genlab.modalities.table.conditions import encoded_fidelity
+    from genlab.modalities.table.metrics import ks_statistic
 
     spans = (("value", 1), ("modes", 2), ("categories", 3))
     rng = np.random.default_rng(0)

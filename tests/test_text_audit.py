@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 
-from genlab.data.text_audit import audit_text, near_duplicate_pairs, read_records, shingles
+from genlab.modalities.text.audit import audit_text, near_duplicate_pairs, read_records, shingles
 
 WORDS = ("time people year way day thing man world life hand part child eye woman place work week case point "
          "government company number group problem fact river stone light garden winter letter music window "
@@ -106,7 +106,7 @@ def test_text_audit_cli(tmp_path, run_cli):
 
 def test_text_clean_keeps_the_test_split_and_trains(tmp_path, run_cli):
     from genlab.config import DataConfig
-    from genlab.data.text import load_text_dataset
+    from genlab.modalities.text.data import load_text_dataset
 
     docs, n, k, exact_src, near_src = planted_corpus()
     docs = docs + ["", "   "]
@@ -141,8 +141,8 @@ def test_text_clean_keeps_the_test_split_and_trains(tmp_path, run_cli):
 
 def test_jsonl_with_some_split_fields_is_an_error(tmp_path):
     from genlab.config import DataConfig
-    from genlab.data.text import load_text_dataset
-    from genlab.errors import GenlabError
+    from genlab.core.errors import GenlabError
+    from genlab.modalities.text.data import load_text_dataset
 
     (tmp_path / "c.jsonl").write_text('{"text": "a b c d e f", "split": "train"}\n{"text": "g h i j k"}\n')
     try:

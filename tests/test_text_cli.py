@@ -9,7 +9,7 @@ from conftest import assert_one_line_error
 from test_trainer import check_resume_is_bit_identical
 
 from genlab.config import config_from_dict
-from genlab.data import load_dataset
+from genlab.modalities import load_dataset
 from genlab.train.trainer import build_model
 
 POEMS = ["床前明月光，疑是地上霜。\n举头望明月，低头思故乡。", "白日依山尽，黄河入海流。\n欲穷千里目，更上一层楼。",

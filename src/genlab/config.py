@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -11,9 +12,10 @@ from typing import Any
 
 import yaml
 
-from genlab.errors import GenlabError
-
-IMAGE_METRICS = ("fid", "kid", "inception_score", "precision_recall", "density_coverage")
+from genlab.core.errors import GenlabError
+from genlab.core.runs import atomic_write_text
+from genlab.core.validate import choice, fraction, positive
+from genlab.registry import family_class, modality_of_source
 
 
 @dataclass
@@ -40,7 +42,7 @@ class AugmentConfig:
 
 @dataclass
 class DataConfig:
-    source: str = "digits"  # images: digits | idx | npz | folder; text: txt | jsonl | fortune; table (csv/parquet)
+    source: str = "digits"  # a modality's source: images digits | idx | npz | folder; text txt | jsonl | fortune; table
     path: str | list[str] | None = None  # file or folder (every source but digits); text: also a list of files
     val_fraction: float = 0.1
     test_fraction: float = 0.1  # ignored when the source ships its own test split (IDX t10k files)
@@ -62,12 +64,7 @@ class DataConfig:
     constraints: list[dict[str, Any]] = field(default_factory=list)  # tables: rules samples keep (tables.constraints)
 
     def validate(self) -> None:
-        choice("data.source", self.source, ("digits", "idx", "npz", "folder", "txt", "jsonl", "fortune", "table"))
         choice("data.tokenizer", self.tokenizer, ("char", "bpe", "pretrained"))
-        if isinstance(self.path, list) and (self.source not in ("txt", "jsonl", "fortune") or not self.path):
-            raise GenlabError("data.path may list several files only for text sources (txt, jsonl, fortune)")
-        if self.augment.active and self.source in ("txt", "jsonl", "fortune"):
-            raise GenlabError("data.augment applies to images; for text see data.token_noise")
         if self.vocab_from and self.tokenizer != "char":
             raise GenlabError("data.vocab_from applies to the char tokenizer (byte-level BPE already covers any text)")
         fraction("data", {"val_fraction": self.val_fraction, "test_fraction": self.test_fraction,
@@ -123,31 +120,6 @@ class TrainConfig:
 
 
 @dataclass
-class EvalConfig:
-    iwae_k: int = 1000  # importance samples per image for the IWAE log-likelihood
-    iwae_images: int | None = 1000  # test images used for IWAE; None: the whole test split
-    n_samples: int = 1000  # generated samples for the memorisation check
-    memorisation_reference: int = 2000  # test images that set the typical test-to-train distance
-    vlb_steps: int = 100  # diffusion: timesteps in the variational bound (all T is tightest, T/vlb_steps x cheaper)
-    vlb_images: int | None = 1000  # diffusion: test images for the bound; None: the whole test split
-    seed: int = 0
-    extractor: str = "classifier"  # classifier (domain CNN, offline, fast) | inception (FID Inception-v3)
-    image_metrics: list[str] = field(default_factory=lambda: list(IMAGE_METRICS))
-    metric_samples: int = 10000  # generated images compared with the test split
-    train_classifier: bool = True  # train the domain classifier when none is cached for the dataset
-    target: str | None = None  # tables: the column a downstream model predicts (utility: TSTR vs TRTR)
-
-    def validate(self) -> None:
-        positive("eval", {"iwae_k": self.iwae_k, "iwae_images": self.iwae_images, "n_samples": self.n_samples,
-                          "memorisation_reference": self.memorisation_reference,
-                          "vlb_steps": self.vlb_steps, "vlb_images": self.vlb_images,
-                          "metric_samples": self.metric_samples})
-        choice("eval.extractor", self.extractor, ("classifier", "inception"))
-        for name in self.image_metrics:
-            choice("eval.image_metrics", name, IMAGE_METRICS)
-
-
-@dataclass
 class LoraConfig:
     """Low-rank adapters (Hu et al. 2021, via PEFT): W x + (alpha / rank) B A x with only A and B trained."""
 
@@ -174,7 +146,7 @@ class RunConfig:
     init_from: str | None = None  # a finished genlab run whose weights (and tokenizer) this run starts from
     lora: LoraConfig = field(default_factory=LoraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    eval: Any = None  # the modality's evaluation options plus the family's likelihood options (eval_options_class)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -183,19 +155,6 @@ class RunConfig:
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     """Read a YAML recipe (or start from defaults), apply `a.b=value` overrides, validate every key."""
     return config_from_dict(read_recipe(path, overrides))
-
-
-def load_target(target: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """A recipe (.yaml / .yml), or a dataset given directly: a name such as `digits` or a path whose loader
-    is inferred (genlab.data.sources); `a.b=value` overrides apply either way."""
-    if str(target).endswith((".yaml", ".yml")):
-        return load_config(target, overrides)
-    from genlab.data.sources import infer_data
-
-    raw: dict[str, Any] = {"data": infer_data(str(target))}
-    for item in overrides:
-        _apply_override(raw, item)
-    return config_from_dict(raw)
 
 
 def read_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
@@ -212,22 +171,45 @@ def read_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         if not isinstance(raw, dict):
             raise GenlabError(f"config {path} must be a mapping of keys to values")
     for item in overrides:
-        _apply_override(raw, item)
+        apply_override(raw, item)
     return raw
 
 
 def config_from_dict(raw: dict[str, Any]) -> RunConfig:
-    from genlab.registry import family_class
-
+    """A validated RunConfig; the `model` section is typed by the family, `eval` by the modality and family."""
     raw = dict(raw)
     model_raw = raw.pop("model", None) or {}
+    eval_raw = raw.pop("eval", None) or {}
     cfg = _build(RunConfig, raw, "")
-    model_cls = family_class(cfg.family).config_class
-    cfg.model = _build(model_cls, model_raw, "model.")
+    family = family_class(cfg.family)
+    modality = modality_of_source(cfg.data.source)
+    modality.check_data(cfg.data)
+    cfg.model = _build(family.config_class, model_raw, "model.")
+    cfg.eval = build_eval(modality, family, eval_raw)
     return cfg
 
 
-def _apply_override(raw: dict[str, Any], item: str) -> None:
+def build_eval(modality: Any, family: Any, raw: dict[str, Any]) -> Any:
+    """The `eval` section of a run: its modality's options and its family's (e.g. IWAE samples for a VAE)."""
+    return _build(eval_options_class(modality.eval_options, getattr(family, "eval_options", None)), raw, "eval.")
+
+
+@functools.cache
+def eval_options_class(*parts: type | None) -> type:
+    """One dataclass holding the fields of `parts`; its validate() runs each part's."""
+    parts = tuple(p for p in parts if p is not None)
+    fields = [(f.name, typing.get_type_hints(p)[f.name], f) for p in parts for f in dataclasses.fields(p)]
+
+    def validate(self) -> None:
+        for part in parts:
+            obj = part(**{f.name: getattr(self, f.name) for f in dataclasses.fields(part)})
+            if hasattr(obj, "validate"):
+                obj.validate()
+
+    return dataclasses.make_dataclass("EvalConfig", fields, namespace={"validate": validate})
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
     if "=" not in item:
         raise GenlabError(f"override {item!r} must look like key=value, e.g. train.steps=200")
     key, _, text = item.partition("=")
@@ -260,7 +242,7 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
             values[key] = _build(hint, value if value is not None else {}, f"{prefix}{key}.")
-        elif key == "model" and cls is RunConfig:
+        elif key in ("model", "eval") and cls is RunConfig:
             values[key] = value
         else:
             values[key] = _coerce(value, hint, prefix + key)
@@ -332,27 +314,5 @@ def _fail(key: str, hint: Any, value: Any) -> Any:
     raise GenlabError(f"config key {key!r} must be {name}, got {value!r}")
 
 
-def choice(key: str, value: str, options: tuple[str, ...]) -> None:
-    """Raise a clear config error when `value` is not one of `options`."""
-    if value not in options:
-        raise GenlabError(f"config key {key!r} is {value!r}; choose one of: {', '.join(options)}")
-
-
-def positive(section: str, values: dict[str, float | None]) -> None:
-    """Raise a clear config error for the first value that is set but not > 0."""
-    for key, value in values.items():
-        if value is not None and value <= 0:
-            raise GenlabError(f"config key '{section}.{key}' must be > 0, got {value}")
-
-
-def fraction(section: str, values: dict[str, float | None], hint: str = "") -> None:
-    """Raise a clear config error for the first value that is set but not in [0, 1) (rates, fractions)."""
-    for key, value in values.items():
-        if value is not None and not 0 <= value < 1:
-            raise GenlabError(f"config key '{section}.{key}' must be in [0, 1){hint}, got {value}")
-
-
 def save_config(cfg: RunConfig, path: Path) -> None:
-    from genlab.runs import atomic_write_text
-
     atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

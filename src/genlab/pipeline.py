@@ -1,35 +1,46 @@
-"""The Python API behind the CLI: train a run, open a finished run, generate images from it."""
+"""The Python API behind the CLI and the server: train, fine-tune, merge, open a run, generate from it and evaluate
+it, whatever its modality (each step asks the run's Modality)."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import shutil
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
 import yaml
 
-from genlab.config import LoraConfig, RunConfig, config_from_dict, load_config, read_recipe, save_config
-from genlab.data import ImageDataset, TextDataset, load_dataset
-from genlab.errors import GenlabError
-from genlab.models.base import GenerativeModel
-from genlab.registry import family_class
-from genlab.runs import (
+from genlab.config import (
+    LoraConfig,
+    RunConfig,
+    apply_override,
+    build_eval,
+    config_from_dict,
+    load_config,
+    read_recipe,
+    save_config,
+)
+from genlab.core.errors import GenlabError
+from genlab.core.options import check_options, option_specs
+from genlab.core.protocols import Dataset
+from genlab.core.runs import (
     RunPaths,
     atomic_save_tensors,
-    atomic_write_bytes,
     atomic_write_json,
     existing_run,
     load_tensors,
     read_json,
 )
+from genlab.core.threads import apply_threads
+from genlab.modalities import infer_data, load_dataset
+from genlab.modalities.image.samples import image_grid, png_bytes, save_samples, to_uint8  # noqa: F401 (Python API)
+from genlab.models.base import GenerativeModel
+from genlab.registry import family_class, modality_of_source
 from genlab.train.distributed import World
 from genlab.train.trainer import Trainer, build_model, data_spec
-
-MAX_SAMPLES = 100_000
 
 # Keys that may differ between the original run and a resumed one: the budget, and how the same global batch
 # is computed (processes, micro-batches, sharding, compilation, threads), which leaves the training unchanged.
@@ -47,6 +58,8 @@ def train_config(cfg: RunConfig, runs_dir: str | Path = "runs", resume: bool = F
     """Train (or resume) the run `cfg` describes. Under torchrun every process calls this; rank 0 alone
     touches the run directory, the others wait for it."""
     world = World.current(cfg.train.device)
+    if cfg.train.threads:  # the recipe asks for a thread count: this process uses it from now on
+        apply_threads(cfg.train.threads)
     run = RunPaths(Path(runs_dir) / cfg.name)
     existed = run.root.exists() and any(run.root.iterdir())
     world.barrier()  # every process has looked before rank 0 deletes or creates anything
@@ -82,8 +95,7 @@ def train_config(cfg: RunConfig, runs_dir: str | Path = "runs", resume: bool = F
         atomic_write_json(run.dataset, dataset.describe())
         if base:
             atomic_write_json(run.base, base)
-        if hasattr(dataset, "save_artifacts"):
-            dataset.save_artifacts(run.root)  # the tokenizer / table transform travels with the run
+        dataset.save_artifacts(run.root)  # the tokenizer / table transform travels with the run
     world.barrier()
     summary = trainer.fit(resume=resume)
     return run, summary
@@ -195,8 +207,13 @@ def _check_same_config(run: RunPaths, cfg: RunConfig) -> None:
 class LoadedRun:
     paths: RunPaths
     config: RunConfig
-    dataset: ImageDataset | TextDataset
+    dataset: Dataset
     model: GenerativeModel
+
+    @property
+    def modality(self):
+        """The run's Modality: what loads, samples, writes, evaluates and serves its kind of data."""
+        return run_modality(self.config)
 
 
 def open_run(path: str | Path) -> LoadedRun:
@@ -220,152 +237,90 @@ def open_run(path: str | Path) -> LoadedRun:
     return LoadedRun(paths, cfg, dataset, model)
 
 
-def sampling_options(run: LoadedRun, options: dict) -> dict:
-    """The options that were set (not None); one clear error for any the run's family does not declare."""
+def generate(run: LoadedRun, n: int, label: int | None = None, seed: int = 0, **options):
+    """n samples of any run in its modality's own type: images (float N x C x H x W in [0, 1]), texts, or rows
+    (a DataFrame); the same seed gives the same samples. `options` are the modality's (label, prompt, stop,
+    conditions) and the family's (e.g. steps, guidance for diffusion; temperature for language models); None
+    keeps the run's default."""
+    modality = run.modality
+    if label is not None:
+        options["label"] = label
     options = {k: v for k, v in options.items() if v is not None}
-    unknown = [k for k in options if k not in run.model.sampling_options]
-    if unknown:
-        takes = ", ".join("--" + o.replace("_", "-") for o in run.model.sampling_options)
-        raise GenlabError(f"--{unknown[0].replace('_', '-')} does not apply to the {run.config.family} family"
-                          + (f" (it takes: {takes})" if takes else ""))
-    return options
+    own = {s.name for s in option_specs(modality.sample_options)}
+    family = f"the {run.config.family} family"
+    mine = check_options(modality.sample_options, {k: v for k, v in options.items() if k in own}, owner=family)
+    theirs = check_options(run.model.sample_options, {k: v for k, v in options.items() if k not in own},
+                           owner=family)
+    return modality.generate(run, n, seed, mine, theirs)
 
 
-def generate(run: LoadedRun, n: int, label: int | None = None, seed: int = 0, batch_size: int = 500,
-             **options) -> torch.Tensor:
-    """n samples as float [0, 1] images; the same seed gives the same images.
-
-    `options` are the family's sampling options (e.g. steps, guidance, sampler for diffusion); None means
-    the run's default.
-    """
-    if isinstance(run.dataset, TextDataset):
-        raise GenlabError(f"{run.paths.root} is a language model: generate text with --prompt (or generate_text)")
-    if not 1 <= n <= MAX_SAMPLES:
-        raise GenlabError(f"--n must be between 1 and {MAX_SAMPLES:,} (draw larger sets in several calls)")
-    options = sampling_options(run, options)
-    noise = torch.Generator().manual_seed(seed)
-    labels = None if label is None else torch.tensor([label])
-    parts = []
-    for start in range(0, n, batch_size):
-        m = min(batch_size, n - start)
-        parts.append(run.model.sample(m, None if labels is None else labels.expand(m), noise, **options))
-    return torch.cat(parts)
-
-
-def sample_rows(run: LoadedRun, n: int, seed: int = 0, conditions: dict | None = None):
-    """n synthetic rows of a table run as a DataFrame, keeping the run's data.constraints (what they rejected
-    is in rows.attrs["constraints"]); `conditions`: {column: value} for one categorical column, fed to the
-    generator's condition input (ctgan)."""
-    if run.dataset.modality != "table":
-        raise GenlabError(f"{run.paths.root} is not a table run")
-    if conditions and "conditions" not in run.model.sampling_options:
-        raise GenlabError(f"conditions need a conditional table family (ctgan); {run.config.family} samples are "
-                          "unconditional")
-    options = {"conditions": run.dataset.condition_vector(conditions)} if conditions else {}
-    rows, stats = run.dataset.sample_rows(lambda count, s: generate(run, count, seed=s, **options), n, seed)
-    rows.attrs["constraints"] = stats
-    return rows
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    return (images.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-
-
-def image_grid(images: torch.Tensor, ncol: int | None = None, pad: int = 1) -> np.ndarray:
-    """N x C x H x W float [0, 1] -> one H' x W' (x 3) uint8 picture."""
-    arr = to_uint8(images)
-    n, c, h, w = arr.shape
-    ncol = ncol or int(np.ceil(np.sqrt(n)))
-    nrow = int(np.ceil(n / ncol))
-    grid = np.full((c, nrow * (h + pad) + pad, ncol * (w + pad) + pad), 255, np.uint8)
-    for i in range(n):
-        r, col = divmod(i, ncol)
-        grid[:, pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = arr[i]
-    return grid[0] if c == 1 else grid.transpose(1, 2, 0)
-
-
-def png_bytes(picture: np.ndarray, scale: int = 1) -> bytes:
-    import io
-
-    from PIL import Image
-
-    im = Image.fromarray(picture)
-    if scale > 1:
-        im = im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
-    buf = io.BytesIO()
-    im.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def save_samples(images: torch.Tensor, out: str | Path, labels: torch.Tensor | None = None,
-                 ncol: int | None = None) -> Path:
-    out = Path(out)
-    if out.suffix == ".png":
-        atomic_write_bytes(out, png_bytes(image_grid(images, ncol), scale=max(1, 64 // images.shape[-1])))
-    elif out.suffix == ".npz":
-        import io
-
-        buf = io.BytesIO()
-        arrays = {"images": to_uint8(images)}
-        if labels is not None:
-            arrays["labels"] = labels.numpy()
-        np.savez_compressed(buf, **arrays)
-        atomic_write_bytes(out, buf.getvalue())
-    else:
-        raise GenlabError(f"--out must end in .png or .npz, got {out.name}")
-    return out
-
-
-def _text_run(run: LoadedRun) -> TextDataset:
-    if not isinstance(run.dataset, TextDataset):
-        raise GenlabError(f"--prompt and text generation need a language model; this run is {run.config.family}")
-    return run.dataset
+def generate_text(run: LoadedRun, prompt: str = "", n: int = 1, seed: int = 0, **sampling) -> list[str]:
+    """`n` continuations of `prompt` (without the prompt) from a language-model run."""
+    return generate(run, n, seed=seed, prompt=prompt, **sampling)
 
 
 def stream_text(run: LoadedRun, prompt: str = "", seed: int = 0, n: int = 1, stop: list[str] | None = None,
                 **sampling):
-    """Yield the new text of `n` continuations of `prompt` piece by piece (one string per sample per step)
-    as tokens are generated; stops at `max_new_tokens`, at end of document, or after a `stop` string."""
-    from genlab.nn.decoding import SamplingConfig, generate_tokens
+    """The new text of `n` continuations of `prompt`, piece by piece as tokens are generated."""
+    from genlab.modalities.text.generate import stream_text as stream
 
-    ds = _text_run(run)
-    cfg = SamplingConfig(**sampling_options(run, sampling))
-    cfg.validate()
-    if not 1 <= n <= 1000:
-        raise GenlabError("--n must be between 1 and 1,000 for text")
-    ids = ds.tokenizer.encode(prompt) if prompt else []
-    start = torch.tensor([ds.tokenizer.eot_id, *ids], dtype=torch.long)  # a new document begins
-    prompt_ids = start.expand(n, -1).contiguous()
-    generator = torch.Generator().manual_seed(seed)
-    done = [False] * n
-    emitted = [0] * n
-    produced: list[list[int]] = [[] for _ in range(n)]
-    for new in generate_tokens(run.model.net, prompt_ids, cfg, generator):
-        pieces = []
-        for i, tok in enumerate(new.tolist()):
-            if done[i] or tok == ds.tokenizer.eot_id:
-                done[i] = True
-                pieces.append("")
-                continue
-            produced[i].append(tok)
-            text = ds.tokenizer.decode(produced[i])
-            if stop:
-                cut = min((text.find(s) for s in stop if s in text), default=-1)
-                if cut >= 0:
-                    text, done[i] = text[:cut], True
-            if text.endswith("\ufffd") and not done[i]:  # an incomplete UTF-8 sequence: wait for its bytes
-                pieces.append("")
-                continue
-            pieces.append(text[emitted[i]:])
-            emitted[i] = len(text)
-        yield pieces
-        if all(done):
-            return
+    if run.modality.name != "text":
+        raise GenlabError(f"{run.paths.root} is a {run.modality.name} run; text streams from language models")
+    return stream(run, prompt, seed, n, stop, **sampling)
 
 
-def generate_text(run: LoadedRun, prompt: str = "", n: int = 1, seed: int = 0, **sampling) -> list[str]:
-    """`n` continuations of `prompt` (without the prompt)."""
-    out = [""] * n
-    for pieces in stream_text(run, prompt, seed, n, **sampling):
-        out = [a + b for a, b in zip(out, pieces, strict=True)]
-    return out
+def sample_rows(run: LoadedRun, n: int, seed: int = 0, conditions: dict | None = None):
+    """n synthetic rows of a table run as a DataFrame (what constraints rejected is in rows.attrs)."""
+    return generate(run, n, seed=seed, conditions=conditions)
+
+
+def evaluate_run(run: LoadedRun, quiet: bool = True, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """Every metric that applies to a run, written to metrics.json: the family's test-set likelihood where it
+    has one, then its modality's metrics. `overrides`: `eval.key=value` settings for this evaluation only."""
+    cfg, ds, model = run.config, run.dataset, run.model
+    if overrides:
+        cfg.eval = eval_overridden(cfg, overrides)
+    metrics: dict = {"family": cfg.family, "dataset_fingerprint": ds.fingerprint, "timings_seconds": {},
+                     "eval": dataclasses.asdict(cfg.eval)}
+    if model.supports_likelihood:
+        t0 = time.perf_counter()
+        say(quiet, "test-set likelihood ...")
+        metrics["likelihood"] = model.test_likelihood(ds, cfg.eval, cfg.data.binarize, quiet)
+        metrics["timings_seconds"]["likelihood"] = round(time.perf_counter() - t0, 3)
+    part = run.modality.evaluate(run, cfg.eval, quiet)
+    metrics["timings_seconds"].update(part.pop("timings_seconds", {}))
+    metrics.update(part)
+    atomic_write_json(run.paths.metrics, metrics)
+    return metrics
+
+
+def eval_overridden(cfg: RunConfig, overrides) -> object:
+    """The run's eval options with `eval.key=value` overrides (any other key is an error)."""
+    raw = {"eval": dataclasses.asdict(cfg.eval)}
+    for item in overrides:
+        if not str(item).startswith("eval."):
+            raise GenlabError(f"{item!r}: genlab eval takes eval.* settings only (e.g. eval.n_samples=200); "
+                              "the rest of a run's config is fixed by its training")
+        apply_override(raw, item)
+    return build_eval(run_modality(cfg), family_class(cfg.family), raw["eval"])
+
+
+def say(quiet: bool, line: str) -> None:
+    """One progress line on stderr (flushed, so it shows under a pipe too); nothing when quiet."""
+    if not quiet:
+        print(line, file=sys.stderr, flush=True)
+
+
+def run_modality(cfg: RunConfig):
+    return modality_of_source(cfg.data.source)
+
+
+def load_target(target: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """A recipe (.yaml / .yml), or a dataset given directly: a name such as `digits` or a path whose loader
+    is inferred (genlab.modalities.infer_data); `a.b=value` overrides apply either way."""
+    if str(target).endswith((".yaml", ".yml")):
+        return load_config(target, overrides)
+    raw: dict = {"data": infer_data(str(target))}
+    for item in overrides:
+        apply_override(raw, item)
+    return config_from_dict(raw)

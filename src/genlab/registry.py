@@ -1,36 +1,105 @@
-"""Name -> class lookup for model families, so configs and the trainer never import a family by hand."""
+"""Name -> class for every pluggable concept: model families, modalities and image feature extractors.
+
+Built-in entries are "module:attribute" strings resolved on first use, so the registry imports none of what it
+names and sits below all of it; user code adds its own with `register` (or the `register_family` decorator).
+A new modality is one package plus one line here; a new family is one file plus one line here.
+"""
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-from genlab.errors import GenlabError
+from genlab.core.errors import GenlabError
 
-_FAMILIES: dict[str, type] = {}
+_ENTRIES: dict[str, dict[str, Any]] = {
+    "family": {
+        "vae": "genlab.models.vae:VAE",
+        "gan": "genlab.models.gan:GAN",
+        "diffusion": "genlab.models.diffusion:Diffusion",
+        "gpt": "genlab.models.gpt:GPTLanguageModel",
+        "lstm": "genlab.models.lstm:LSTMFamily",
+        "hf": "genlab.models.hf_causal_lm:HFCausalLM",
+        "ctgan": "genlab.models.ctgan:CTGAN",
+        "tvae": "genlab.models.tvae:TVAE",
+    },
+    "modality": {
+        "image": "genlab.modalities.image:ImageModality",
+        "text": "genlab.modalities.text:TextModality",
+        "table": "genlab.modalities.table:TableModality",
+    },
+    "extractor": {
+        "classifier": "genlab.modalities.image.features:ClassifierFeatures",
+        "inception": "genlab.modalities.image.inception:InceptionFeatures",
+    },
+}
+
+
+def register(kind: str, name: str, target: Any) -> None:
+    """Make `target` (a class, or a "module:attribute" string) available as `name` of `kind`."""
+    entries = _ENTRIES.setdefault(kind, {})
+    if name in entries and entries[name] is not target:
+        raise ValueError(f"{kind} {name!r} registered twice")
+    entries[name] = target
+
+
+def unregister(kind: str, name: str) -> None:
+    _ENTRIES.get(kind, {}).pop(name, None)
+
+
+def lookup(kind: str, name: str) -> Any:
+    entries = _ENTRIES.get(kind, {})
+    if name not in entries:
+        what = {"family": "model family", "extractor": "feature extractor"}.get(kind, kind)
+        raise GenlabError(f"unknown {what} {name!r}; choose one of: {', '.join(sorted(entries))}")
+    target = entries[name]
+    if isinstance(target, str):
+        module, _, attribute = target.partition(":")
+        target = entries[name] = getattr(importlib.import_module(module), attribute)
+        if kind == "family":
+            target.family_name = name
+    return target
+
+
+def names(kind: str) -> list[str]:
+    return sorted(_ENTRIES.get(kind, {}))
 
 
 def register_family(name: str):
-    """Class decorator: make a model family available under `family: <name>` in configs."""
+    """Class decorator for a family defined outside genlab: `family: <name>` in configs then builds it."""
 
     def decorate(cls: type) -> type:
-        if name in _FAMILIES:
-            raise ValueError(f"family {name!r} registered twice")
         cls.family_name = name
-        _FAMILIES[name] = cls
+        register("family", name, cls)
         return cls
 
     return decorate
 
 
 def family_class(name: str) -> Any:
-    import genlab.models  # noqa: F401  (registers the built-in families)
-
-    if name not in _FAMILIES:
-        raise GenlabError(f"unknown model family {name!r}; choose one of: {', '.join(sorted(_FAMILIES))}")
-    return _FAMILIES[name]
+    return lookup("family", name)
 
 
 def family_names() -> list[str]:
-    import genlab.models  # noqa: F401
+    return names("family")
 
-    return sorted(_FAMILIES)
+
+_MODALITIES: dict[str, Any] = {}
+
+
+def modality(name: str) -> Any:
+    """The Modality object registered as `name` (one instance per process)."""
+    target = lookup("modality", name)
+    if _MODALITIES.get(name, (None,))[0] is not target:
+        _MODALITIES[name] = (target, target() if isinstance(target, type) else target)
+    return _MODALITIES[name][1]
+
+
+def modality_of_source(source: str) -> Any:
+    """The modality whose loaders read `data.source`."""
+    for name in names("modality"):
+        found = modality(name)
+        if source in found.sources:
+            return found
+    known = sorted(s for n in names("modality") for s in modality(n).sources)
+    raise GenlabError(f"config key 'data.source' is {source!r}; choose one of: {', '.join(known)}")

@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import torch
 
+from genlab.core.errors import GenlabError
 from genlab.diffusion.schedule import NoiseSchedule, sampling_timesteps
-from genlab.errors import GenlabError
 from genlab.nn.noise import randn
 
 Denoiser = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]

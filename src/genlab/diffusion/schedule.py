@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from genlab.errors import GenlabError
+from genlab.core.errors import GenlabError
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Image-quality metrics on feature vectors: FID, KID, Inception Score, precision/recall, density/coverage.
 
-All take pre-extracted features (N x D arrays); `genlab.metrics.features` turns images into features.
+All take pre-extracted features (N x D arrays); `genlab.modalities.image.features` turns images into features.
 Statistics are float64. The Fréchet distance uses the symmetric form tr sqrt(A S2 A), A = sqrt(S1), whose
 eigenvalues are real by construction: no complex sqrtm, and the factor A of the real set is cached.
 """

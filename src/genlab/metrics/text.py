@@ -7,10 +7,14 @@ import re
 
 import numpy as np
 
-from genlab.data.text import cjk_fraction
-
 _BASE = np.uint64(0x9E3779B97F4A7C15)  # odd, so invertible modulo 2**64
 _UNITS = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|\w+|[^\w\s]")
+
+
+def cjk_fraction(texts: list[str]) -> float:
+    """Share of characters that are CJK ideographs: decides Chinese-aware tokenisation in text metrics."""
+    chars = "".join(texts)
+    return sum(1 for c in chars if "\u3400" <= c <= "\u9fff") / max(1, len(chars))
 
 
 def _inverse_mod_2_64(a: int) -> int:

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from genlab.data.images import Batch
-from genlab.data.spec import DataSpec
-from genlab.errors import GenlabError
+from genlab.core.batch import Batch
+from genlab.core.errors import GenlabError
+from genlab.core.options import NoOptions, option_specs
+from genlab.core.spec import DataSpec
 from genlab.nn.noise import randint
 
 
@@ -37,7 +38,9 @@ class GenerativeModel(nn.Module):
     config_class: type
     supports_likelihood: bool = False
     default_ema_decay: float = 0.0  # used when train.ema_decay is not set
-    sampling_options: tuple[str, ...] = ()  # extra keyword arguments `sample` accepts (steps, guidance, ...)
+    eval_options: type | None = None  # dataclass of the family's own `eval.*` keys (e.g. IWAE samples)
+    sample_options: type = NoOptions  # dataclass of the keyword options `sample` takes (core.options fields)
+    accepts_conditions: bool = False  # tables: `sample` takes a condition vector (TableDataset.condition_vector)
     lora_targets: tuple[str, ...] = ()  # modules LoRA adapts when lora.targets is not set
 
     def __init__(self, config, spec: DataSpec):
@@ -105,6 +108,11 @@ class GenerativeModel(nn.Module):
         return first.device if first is not None else torch.device("cpu")
 
     @property
+    def sampling_options(self) -> tuple[str, ...]:
+        """The names of the options `sample` takes."""
+        return tuple(s.name for s in option_specs(self.sample_options))
+
+    @property
     def conditional(self) -> bool:
         return bool(getattr(self.config, "conditional", False))
 
@@ -139,7 +147,7 @@ class GenerativeModel(nn.Module):
         """Labels to condition on: the ones given, uniform random ones for a conditional model, else None."""
         if labels is not None:
             if not self.conditional:
-                raise GenlabError(f"this {self.family_name} model is not class-conditional; drop --label")
+                raise GenlabError(f"this {self.family_name} model is not class-conditional: it takes no label")
             labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1).expand(n) if labels.numel() == 1 else labels
             if labels.min() < 0 or labels.max() >= self.spec.num_classes:
                 raise GenlabError(f"label must be in 0..{self.spec.num_classes - 1}")

@@ -15,13 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genlab.data.images import Batch
-from genlab.errors import GenlabError
+from genlab.core.batch import Batch
+from genlab.core.errors import GenlabError
+from genlab.modalities.table.conditions import category_blocks, condition_width, encoded_fidelity, split_blocks
 from genlab.models.base import DataSpec, GenerativeModel, Phase
 from genlab.nn.adversarial import gradient_penalty
 from genlab.nn.noise import rand, randint, randn
-from genlab.registry import register_family
-from genlab.tables.conditions import category_blocks, condition_width, encoded_fidelity, split_blocks
 
 
 @dataclass
@@ -59,10 +58,9 @@ class Critic(nn.Module):
         return self.net(rows.reshape(-1, self.pac * rows.shape[1]))
 
 
-@register_family("ctgan")
 class CTGAN(GenerativeModel):
     config_class = CTGANConfig
-    sampling_options = ("conditions",)
+    accepts_conditions = True
 
     def __init__(self, config: CTGANConfig, spec: DataSpec):
         super().__init__(config, spec)

@@ -11,16 +11,38 @@ from dataclasses import dataclass, field
 
 import torch
 
-from genlab.config import choice, fraction, positive
-from genlab.data.images import Batch, iterate_batches
+from genlab.core.batch import Batch
+from genlab.core.errors import GenlabError
+from genlab.core.options import option
+from genlab.core.validate import choice, fraction, positive
 from genlab.diffusion.likelihood import variational_bound
 from genlab.diffusion.samplers import SAMPLERS, sample_loop
 from genlab.diffusion.schedule import NoiseSchedule
-from genlab.errors import GenlabError
 from genlab.models.base import DataSpec, GenerativeModel, Phase
 from genlab.nn.noise import rand, randint, randn
 from genlab.nn.unet import UNet
-from genlab.registry import register_family
+
+
+@dataclass
+class DiffusionSampling:
+    """Options of one sampling call; None keeps the run's default (model.sample_steps, model.sampler, ...)."""
+
+    steps: int | None = option(None, "network calls per sample", ge=1, le=1000)
+    guidance: float | None = option(None, "classifier-free guidance scale (0 unconditional, 1 conditional, >1 "
+                                    "guided)", ge=0, le=50)
+    sampler: str | None = option(None, "sampler", choices=tuple(SAMPLERS))
+    eta: float | None = option(None, "DDIM noise (0 deterministic)", ge=0, le=1)
+
+
+@dataclass
+class DiffusionEval:
+    """What `genlab eval` computes for a diffusion model beyond its modality's metrics."""
+
+    vlb_steps: int = 100  # timesteps in the variational bound (all T is tightest, T/vlb_steps x cheaper)
+    vlb_images: int | None = 1000  # test images for the bound; None: the whole test split
+
+    def validate(self) -> None:
+        positive("eval", {"vlb_steps": self.vlb_steps, "vlb_images": self.vlb_images})
 
 
 @dataclass
@@ -59,12 +81,12 @@ class DiffusionConfig:
             raise GenlabError("config key 'model.sample_steps' must be <= model.timesteps")
 
 
-@register_family("diffusion")
 class Diffusion(GenerativeModel):
     config_class = DiffusionConfig
     supports_likelihood = True
     default_ema_decay = 0.999
-    sampling_options = ("steps", "guidance", "sampler", "eta")
+    sample_options = DiffusionSampling
+    eval_options = DiffusionEval
 
     def __init__(self, config: DiffusionConfig, spec: DataSpec):
         super().__init__(config, spec)
@@ -165,21 +187,20 @@ class Diffusion(GenerativeModel):
     @torch.no_grad()
     def test_likelihood(self, dataset, ec, binarize: bool, quiet: bool = True) -> dict:
         """The variational bound over `ec.vlb_steps` timesteps on the first `ec.vlb_images` test images."""
-        from tqdm import tqdm
+        from genlab.metrics.likelihood import summed
 
-        images, labels = dataset.split_images("test"), dataset.split_labels("test")
-        m = images.shape[0] if ec.vlb_images is None else min(ec.vlb_images, images.shape[0])
+        n = int(dataset.splits["test"].numel())
+        m = n if ec.vlb_images is None else min(ec.vlb_images, n)
         steps = min(ec.vlb_steps, self.schedule.timesteps)
         noise = torch.Generator().manual_seed(ec.seed)
-        sums: dict[str, float] = {}
-        batches = iterate_batches(images[:m], None if labels is None else labels[:m], 250,
-                                  ec.seed if binarize else None)
-        for batch in tqdm(batches, total=math.ceil(m / 250), disable=quiet, desc=f"VLB {steps} steps"):
+
+        def score(batch):
             denoise = self.denoiser(batch.y if self.conditional else None, 1.0, self.config.clip_denoised)
-            out = variational_bound(self.schedule, denoise, batch.x, steps, noise)
-            for k, v in out.items():
-                sums[k] = sums.get(k, 0.0) + float(v.sum())
-        dims = int(images[0].numel())
+            return variational_bound(self.schedule, denoise, batch.x, steps, noise)
+
+        sums = summed(dataset.batches("test", 250, ec.seed if binarize else None, limit=m), score,
+                      math.ceil(m / 250), f"VLB {steps} steps", quiet)
+        dims = self.spec.channels * self.spec.height * self.spec.width
         means = {k: v / m for k, v in sums.items()}
         best = max(("small", "large"), key=lambda v: means[f"vlb_{v}"])
         bpd = -means[f"vlb_{best}"] / (dims * math.log(2))

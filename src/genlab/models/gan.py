@@ -8,14 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genlab.config import choice
-from genlab.data.images import Batch
-from genlab.errors import GenlabError
+from genlab.core.batch import Batch
+from genlab.core.errors import GenlabError
+from genlab.core.validate import choice
 from genlab.models.base import DataSpec, GenerativeModel, Phase, class_embedding
 from genlab.nn.adversarial import gradient_penalty
 from genlab.nn.blocks import ConvDecoder, ConvEncoder
 from genlab.nn.noise import randn
-from genlab.registry import register_family
 
 
 @dataclass
@@ -75,7 +74,6 @@ class Discriminator(nn.Module):
         return score
 
 
-@register_family("gan")
 class GAN(GenerativeModel):
     config_class = GANConfig
 

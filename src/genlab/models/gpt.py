@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from genlab.config import choice, fraction, positive
-from genlab.data.spec import DataSpec
-from genlab.errors import GenlabError
+from genlab.core.errors import GenlabError
+from genlab.core.spec import DataSpec
+from genlab.core.validate import choice, fraction, positive
 from genlab.models.language import LanguageModel
 from genlab.nn.gpt import GPT
-from genlab.registry import register_family
 
 
 @dataclass
@@ -28,7 +27,6 @@ class GPTConfig:
         fraction("model", {"dropout": self.dropout})
 
 
-@register_family("gpt")
 class GPTLanguageModel(LanguageModel):
     config_class = GPTConfig
     lora_targets = ("attn.qkv", "attn.proj")  # the attention projections, as in the LoRA paper

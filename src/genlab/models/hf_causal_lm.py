@@ -10,10 +10,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from genlab.data.spec import DataSpec
-from genlab.errors import GenlabError
+from genlab.core.errors import GenlabError
+from genlab.core.spec import DataSpec
 from genlab.models.language import LanguageModel
-from genlab.registry import register_family
 
 
 @dataclass
@@ -81,7 +80,6 @@ def _context_length(config) -> int | None:
     return None
 
 
-@register_family("hf")
 class HFCausalLM(LanguageModel):
     config_class = HFCausalLMConfig
 

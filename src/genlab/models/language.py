@@ -8,17 +8,16 @@ import math
 import torch
 import torch.nn.functional as F
 
-from genlab.data.images import Batch
-from genlab.data.spec import DataSpec
-from genlab.errors import GenlabError
+from genlab.core.batch import Batch
+from genlab.core.errors import GenlabError
+from genlab.core.spec import DataSpec
 from genlab.models.base import GenerativeModel, Phase
-
-SAMPLING_OPTIONS = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty")
+from genlab.nn.decoding import SamplingConfig
 
 
 class LanguageModel(GenerativeModel):
     supports_likelihood = True
-    sampling_options = SAMPLING_OPTIONS
+    sample_options = SamplingConfig
 
     def __init__(self, config, spec: DataSpec):
         super().__init__(config, spec)
@@ -51,14 +50,16 @@ class LanguageModel(GenerativeModel):
     def test_likelihood(self, dataset, ec, binarize: bool, quiet: bool = True) -> dict:
         """Exact per-token NLL of the test split (val when there is no test split), each token predicted once
         with up to block_size tokens of context; perplexity and bits per token and per character."""
-        from genlab.data.text import token_windows
+        from genlab.metrics.likelihood import summed
 
         split = "test" if dataset.tokens["test"].numel() > 1 else "val"
-        total, count = 0.0, 0
-        for batch in token_windows(dataset.tokens[split], dataset.block_size, 32):
+
+        def score(batch):
             nll = self.token_nll(batch.x)
-            total += float(nll.double().sum())
-            count += nll.numel()
+            return {"nll": nll, "tokens": torch.ones_like(nll)}
+
+        sums = summed(dataset.batches(split, 32), score, desc="token likelihood", quiet=quiet)
+        total, count = sums.get("nll", 0.0), int(sums.get("tokens", 0))
         if count == 0:
             raise GenlabError("the test and validation splits hold no tokens to score")
         chars = dataset.characters(split)

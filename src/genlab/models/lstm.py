@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from genlab.config import fraction, positive
-from genlab.data.spec import DataSpec
+from genlab.core.spec import DataSpec
+from genlab.core.validate import fraction, positive
 from genlab.models.language import LanguageModel
 from genlab.nn.lstm import LSTMLanguageModel
-from genlab.registry import register_family
 
 
 @dataclass
@@ -23,7 +22,6 @@ class LSTMConfig:
         fraction("model", {"dropout": self.dropout})
 
 
-@register_family("lstm")
 class LSTMFamily(LanguageModel):
     config_class = LSTMConfig
 

@@ -10,13 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genlab.data.images import Batch
-from genlab.errors import GenlabError
+from genlab.core.batch import Batch
+from genlab.core.errors import GenlabError
+from genlab.modalities.table.conditions import encoded_fidelity, split_blocks
 from genlab.models.base import DataSpec, GenerativeModel, Phase
 from genlab.nn.blocks import MLP
 from genlab.nn.noise import rand, randn
-from genlab.registry import register_family
-from genlab.tables.conditions import encoded_fidelity, split_blocks
 
 
 @dataclass
@@ -26,7 +25,6 @@ class TVAEConfig:
     loss_factor: float = 2.0  # weight of the reconstruction term against the KL term (TVAE's default)
 
 
-@register_family("tvae")
 class TVAE(GenerativeModel):
     config_class = TVAEConfig
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from genlab.config import choice
-from genlab.data.images import Batch
+from genlab.core.batch import Batch
+from genlab.core.validate import choice, positive
 from genlab.models.base import DataSpec, GenerativeModel, Phase, class_embedding
 from genlab.nn.blocks import MLP, ConvDecoder, ConvEncoder
 from genlab.nn.likelihoods import (
@@ -19,7 +19,17 @@ from genlab.nn.likelihoods import (
     standard_normal_log_prob,
 )
 from genlab.nn.noise import randn
-from genlab.registry import register_family
+
+
+@dataclass
+class VAEEval:
+    """What `genlab eval` computes for a VAE beyond its modality's metrics."""
+
+    iwae_k: int = 1000  # importance samples per image for the IWAE log-likelihood
+    iwae_images: int | None = 1000  # test images used for IWAE; None: the whole test split
+
+    def validate(self) -> None:
+        positive("eval", {"iwae_k": self.iwae_k, "iwae_images": self.iwae_images})
 
 
 @dataclass
@@ -39,8 +49,8 @@ class VAEConfig:
         choice("model.likelihood", self.likelihood, ("bernoulli", "logistic"))
 
 
-@register_family("vae")
 class VAE(GenerativeModel):
+    eval_options = VAEEval
     config_class = VAEConfig
     supports_likelihood = True
 
@@ -117,8 +127,7 @@ class VAE(GenerativeModel):
         """ELBO over the test split and IWAE over its first `ec.iwae_images` images."""
         from genlab.metrics.likelihood import test_log_likelihood
 
-        return test_log_likelihood(self, dataset.split_images("test"), dataset.split_labels("test"), ec.iwae_k,
-                                   ec.iwae_images, ec.seed, binarize, quiet)
+        return test_log_likelihood(self, dataset, ec.iwae_k, ec.iwae_images, ec.seed, binarize, quiet)
 
     @torch.no_grad()
     def log_likelihood(self, batch: Batch, k: int, noise: torch.Generator) -> dict[str, torch.Tensor]:

@@ -12,16 +12,21 @@ from dataclasses import dataclass
 
 import torch
 
-from genlab.errors import GenlabError
+from genlab.core.errors import GenlabError
+from genlab.core.options import option
 
 
 @dataclass
 class SamplingConfig:
-    temperature: float = 1.0  # 0: greedy
-    top_k: int | None = None
-    top_p: float | None = None  # nucleus: keep the smallest set of tokens with this much probability
-    repetition_penalty: float = 1.0  # > 1 discourages tokens already in the context (Keskar et al. 2019)
-    max_new_tokens: int = 200
+    """How a language model samples: the options of `genlab sample`, the HTTP text request and generate_text."""
+
+    max_new_tokens: int = option(200, "new tokens per sample", ge=1, le=100_000,
+                                 flags=("--max-tokens", "--max-new-tokens"), http="max_tokens")
+    temperature: float = option(1.0, "0 is greedy", ge=0, le=10)
+    top_k: int | None = option(None, "sample from the k most likely tokens", ge=1)
+    top_p: float | None = option(None, "nucleus: the smallest set of tokens with this much probability", gt=0, le=1)
+    repetition_penalty: float = option(1.0, "> 1 discourages tokens already in the context (Keskar et al. 2019)",
+                                       gt=0, le=10)
 
     def validate(self) -> None:
         numbers = (self.temperature, self.repetition_penalty, self.top_p if self.top_p is not None else 1.0)

@@ -7,7 +7,7 @@ import warnings
 
 from torch import nn
 
-from genlab.errors import GenlabError
+from genlab.core.errors import GenlabError
 
 
 def inject_lora(module: nn.Module, rank: int, alpha: float, dropout: float, targets: list[str]) -> list[str]:

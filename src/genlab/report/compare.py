@@ -6,13 +6,10 @@ import csv
 import io
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from genlab.errors import GenlabError  # noqa: E402
-from genlab.runs import RunPaths, atomic_write_bytes, atomic_write_text, existing_run, read_json  # noqa: E402
+from genlab.core.errors import GenlabError
+from genlab.core.runs import RunPaths, atomic_write_bytes, atomic_write_text, existing_run, read_json
 
 HEADLINE = [("fid", "value"), ("kid", "mean"), ("inception_score", "mean"), ("precision_recall", "precision"),
             ("precision_recall", "recall"), ("density_coverage", "density"), ("density_coverage", "coverage")]
@@ -21,8 +18,7 @@ HEADLINE = [("fid", "value"), ("kid", "mean"), ("inception_score", "mean"), ("pr
 def _metrics_for(path: Path) -> dict:
     paths = existing_run(path)
     if not paths.metrics.is_file() or "image" not in read_json(paths.metrics):
-        from genlab.metrics.evaluate import evaluate_run
-        from genlab.pipeline import open_run
+        from genlab.pipeline import evaluate_run, open_run
 
         evaluate_run(open_run(path))
     return read_json(RunPaths(paths.root).metrics)
@@ -62,7 +58,8 @@ def _fmt(value) -> str:
 
 def _bar_plot(rows: list[dict], metrics: list[str]) -> bytes:
     shown = [m for m in metrics if any(isinstance(r[m], float) for r in rows)]
-    fig, axes = plt.subplots(1, max(1, len(shown)), figsize=(2.6 * max(1, len(shown)), 3.2), squeeze=False)
+    fig = Figure(figsize=(2.6 * max(1, len(shown)), 3.2))
+    axes = fig.subplots(1, max(1, len(shown)), squeeze=False)
     for ax, metric in zip(axes[0], shown, strict=False):
         ax.bar([r["run"] for r in rows], [r[metric] if isinstance(r[metric], float) else 0 for r in rows])
         ax.set_title(metric, fontsize=9)
@@ -70,5 +67,4 @@ def _bar_plot(rows: list[dict], metrics: list[str]) -> bytes:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
     return buf.getvalue()

@@ -1,73 +1,108 @@
 """The HTTP API of `genlab serve`: trained runs behind /v1, API keys, per-key limits, hard caps on every
 request. Models are loaded once at start from their run directories (safetensors and JSON only); a request
-names a model, never a path."""
+names a model, never a path. Each modality adds its own endpoints (Modality.add_routes); this module holds what
+they share and never asks which modality a run is."""
 
-from __future__ import annotations
-
-import base64
 import json
 import threading
 from pathlib import Path
-from typing import Literal
 
 import torch
-from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
 
-from genlab.data import TextDataset
-from genlab.errors import GenlabError
-from genlab.serve.batching import ImageBatcher
+from genlab.core.errors import GenlabError
+from genlab.core.options import option_specs
+from genlab.modalities.text.safety import TextFilter
 from genlab.serve.keys import KeyStore
 from genlab.serve.limits import KeyLimiter, Limits
 from genlab.serve.observe import AccessLog, Metrics
-from genlab.serve.safety import StreamFilter, TextFilter
+from genlab.serve.requests import request_model, split_request
 
 
 class Served:
-    """One loaded run and the lock that serialises inference on it."""
+    """One loaded run, its modality and the lock that serialises inference on it."""
 
     def __init__(self, run):
         self.run, self.lock = run, threading.Lock()
-        self.text = isinstance(run.dataset, TextDataset)
-        self.batcher: ImageBatcher | None = None
+        self.modality = run.modality
+        self.name = run.paths.root.name
+        self.batcher = None  # a modality may attach a micro-batcher
 
     def describe(self) -> dict:
         run = self.run
         metrics = {}
         if run.paths.metrics.is_file():
             try:
-                metrics = json.loads(run.paths.metrics.read_text()).get("likelihood", {}).get("headline", {})
-            except json.JSONDecodeError:
+                metrics = self.modality.headline(json.loads(run.paths.metrics.read_text()))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                 metrics = {}
-        return {"name": run.paths.root.name, "family": run.config.family, "modality": "text" if self.text else "image",
-                "dataset_fingerprint": run.dataset.fingerprint, "metrics": metrics,
-                "sampling_options": list(run.model.sampling_options),
-                "num_classes": None if self.text else run.dataset.spec().num_classes}
+        options = [s.http for cls in (self.modality.sample_options, run.model.sample_options)
+                   for s in option_specs(cls)]
+        return {"name": self.name, "family": run.config.family, "modality": self.modality.name,
+                "endpoint": f"/v1/models/{self.name}/{self.modality.endpoint}",
+                "dataset_fingerprint": run.dataset.fingerprint, "metrics": metrics, "sampling_options": options,
+                "num_classes": run.dataset.spec().num_classes or None}
 
 
-class ImageRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    n: int = Field(16, ge=1)
-    seed: int = Field(0, ge=0, le=2**62)
-    label: int | None = Field(None, ge=0)
-    steps: int | None = Field(None, ge=1, le=1000)
-    guidance: float | None = Field(None, ge=0, le=50)
-    format: Literal["png", "json"] = "png"
+class Server:
+    """What every modality's routes share: the served models, keys, per-key limits, caps, metrics and the text
+    output filter."""
 
+    def __init__(self, models: dict[str, Served], keys: KeyStore, limits: Limits, metrics: Metrics,
+                 text_filter: TextFilter | None, batching: tuple[int, float] | None):
+        self.models, self.keys, self.limits, self.metrics = models, keys, limits, metrics
+        self.text_filter, self.batching = text_filter, batching
+        self.limiter = KeyLimiter(limits)
 
-class TextRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    prompt: str = ""
-    n: int = Field(1, ge=1)
-    max_tokens: int = Field(200, ge=1)
-    temperature: float = Field(1.0, ge=0, le=10)
-    top_k: int | None = Field(None, ge=1)
-    top_p: float | None = Field(None, gt=0, le=1)
-    repetition_penalty: float = Field(1.0, gt=0, le=10)
-    stop: list[str] = Field(default_factory=list, max_length=4)
-    seed: int = Field(0, ge=0, le=2**62)
-    stream: bool = False
+    def caller(self, request: Request) -> str:
+        """The key id of the caller: `Authorization: Bearer <token>` or `X-API-Key: <token>` (a FastAPI
+        dependency)."""
+        auth = request.headers.get("authorization", "")
+        token = auth[7:].strip() if auth.lower().startswith("bearer ") else request.headers.get("x-api-key")
+        key_id = self.keys.check(token)
+        if key_id is None:
+            raise HTTPException(401, "a valid API key is required (Authorization: Bearer <key>)",
+                                headers={"WWW-Authenticate": "Bearer"})
+        return key_id
+
+    def slot(self, key_id: str) -> None:
+        """Take one of the key's request slots (429 when it has none); give it back with `release`."""
+        wait = self.limiter.acquire(key_id)
+        if wait:
+            raise HTTPException(429, "too many requests for this key", headers={"Retry-After": str(int(wait))})
+
+    def release(self, key_id: str) -> None:
+        self.limiter.release(key_id)
+
+    def served(self, modality) -> list[Served]:
+        return [m for m in self.models.values() if m.modality.name == modality.name]
+
+    def model(self, name: str, modality) -> Served:
+        """The served model `name`, which must be of `modality`: 404 when unknown, 400 naming its endpoint."""
+        served = self.models.get(name)
+        if served is None:
+            raise HTTPException(404, f"no model named {name!r}; GET /v1/models lists them")
+        if served.modality.name != modality.name:
+            raise HTTPException(400, f"model {name!r} is a {served.modality.name} model: POST "
+                                     f"/v1/models/{name}/{served.modality.endpoint}")
+        return served
+
+    def request_model(self, modality, name: str, common: dict[str, tuple]):
+        """The request body of a modality's endpoint: `common` fields, the modality's sampling options and those
+        of every served family of that modality (a family option another family does not take is a 400)."""
+        families = {m.run.model.sample_options for m in self.served(modality)}
+        return request_model(name, common, [modality.sample_options], sorted(families, key=lambda c: c.__name__))
+
+    def options(self, served: Served, req):
+        """(modality options, family options) of a request to `served`, checked by the family."""
+        families = {s.http for m in self.served(served.modality) for s in option_specs(m.run.model.sample_options)}
+        mine, family, foreign = split_request(req, served.modality.sample_options, served.run.model.sample_options,
+                                              families)
+        if foreign:
+            raise HTTPException(400, f"{foreign[0]} does not apply to model {served.name!r} (family "
+                                     f"{served.run.config.family})")
+        return mine, family
 
 
 class BodyLimit:
@@ -126,48 +161,19 @@ def create_app(run_dirs: list[str | Path], keys: KeyStore, limits: Limits | None
         served = Served(open_run(path))
         if quantize:
             quantize_int8(served.run.model)
-        name = served.run.paths.root.name
-        if name in models:
-            raise GenlabError(f"two runs are named {name!r}; serve runs with distinct folder names")
-        models[name] = served
-    limiter = KeyLimiter(limits)
+        if served.name in models:
+            raise GenlabError(f"two runs are named {served.name!r}; serve runs with distinct folder names")
+        models[served.name] = served
     metrics = Metrics()
-    if batching is not None:
-        for served in models.values():
-            if not served.text:
-                served.batcher = ImageBatcher(served, batching[0], batching[1], metrics.batch_requests.observe)
-    metrics.queue_depth.set_function(lambda: sum(m.batcher.depth for m in models.values() if m.batcher))
+    server = Server(models, keys, limits, metrics, text_filter, batching)
     app = FastAPI(title="genlab", version="1", description="Generate from trained genlab runs.")
     app.add_middleware(BodyLimit, limit=limits.max_body_bytes)
     app.add_middleware(AccessLog, metrics=metrics)  # outermost: it also sees what BodyLimit refuses
+    metrics.queue_depth.set_function(lambda: sum(m.batcher.depth for m in models.values() if m.batcher))
 
     @app.exception_handler(GenlabError)
     async def user_error(request: Request, exc: GenlabError):
         return JSONResponse({"detail": str(exc)}, status_code=400)
-
-    def caller(request: Request) -> str:
-        """The key id of the caller: `Authorization: Bearer <token>` or `X-API-Key: <token>`."""
-        auth = request.headers.get("authorization", "")
-        token = auth[7:].strip() if auth.lower().startswith("bearer ") else request.headers.get("x-api-key")
-        key_id = keys.check(token)
-        if key_id is None:
-            raise HTTPException(401, "a valid API key is required (Authorization: Bearer <key>)",
-                                headers={"WWW-Authenticate": "Bearer"})
-        return key_id
-
-    def slot(key_id: str) -> None:
-        wait = limiter.acquire(key_id)
-        if wait:
-            raise HTTPException(429, "too many requests for this key", headers={"Retry-After": str(int(wait))})
-
-    def model(name: str, text: bool) -> Served:
-        served = models.get(name)
-        if served is None:
-            raise HTTPException(404, f"no model named {name!r}; GET /v1/models lists them")
-        if served.text != text:
-            kind = "text" if served.text else "images"
-            raise HTTPException(400, f"model {name!r} generates {kind}")
-        return served
 
     @app.get("/", include_in_schema=False)
     def playground() -> Response:
@@ -193,102 +199,8 @@ def create_app(run_dirs: list[str | Path], keys: KeyStore, limits: Limits | None
     def list_models() -> dict:
         return {"models": [m.describe() for m in models.values()]}
 
-    @app.post("/v1/models/{name}/images", responses={200: {"content": {"image/png": {}}}})
-    def images(name: str, req: ImageRequest, key_id: str = Depends(caller)):
-        served = model(name, text=False)
-        if req.n > limits.max_images:
-            raise HTTPException(422, f"n must be at most {limits.max_images}")
-        options = {k: v for k, v in {"steps": req.steps, "guidance": req.guidance}.items() if v is not None}
-        from genlab.pipeline import generate, image_grid, png_bytes, sampling_options, to_uint8
+    from genlab.registry import modality, names
 
-        sampling_options(served.run, options)  # checked per request, so one bad request fails no batch
-        if req.label is not None:
-            served.run.model.sample_labels(1, torch.tensor([req.label]), None)
-        slot(key_id)
-        try:
-            if served.batcher is not None:
-                pictures = served.batcher.submit(req.n, req.seed, req.label, options)
-            else:
-                with served.lock, torch.inference_mode():
-                    pictures = generate(served.run, req.n, label=req.label, seed=req.seed, **options)
-        finally:
-            limiter.release(key_id)
-        metrics.images.labels(name).inc(req.n)
-        if req.format == "png":
-            return Response(png_bytes(image_grid(pictures)), media_type="image/png")
-        encoded = []
-        for picture in to_uint8(pictures):
-            encoded.append(base64.b64encode(png_bytes(picture[0] if picture.shape[0] == 1
-                                                      else picture.transpose(1, 2, 0))).decode())
-        return {"model": name, "n": req.n, "seed": req.seed, "images": encoded}
-
-    @app.post("/v1/models/{name}/text")
-    def text(name: str, req: TextRequest, key_id: str = Depends(caller)):
-        from genlab.pipeline import generate_text, stream_text
-
-        served = model(name, text=True)
-
-        def count_text(texts: list[str]) -> None:
-            metrics.characters.labels(name).inc(sum(map(len, texts)))
-            tokenizer = served.run.dataset.tokenizer
-            metrics.tokens.labels(name).inc(sum(len(tokenizer.encode(t)) for t in texts if t))
-
-        for value, cap, what in ((req.n, limits.max_text_samples, "n"),
-                                 (req.max_tokens, limits.max_new_tokens, "max_tokens"),
-                                 (len(req.prompt), limits.max_prompt_chars, "the prompt's length")):
-            if value > cap:
-                raise HTTPException(422, f"{what} must be at most {cap}")
-        sampling = {"max_new_tokens": req.max_tokens, "temperature": req.temperature, "top_k": req.top_k,
-                    "top_p": req.top_p, "repetition_penalty": req.repetition_penalty}
-        served.run.dataset.tokenizer.encode(req.prompt)  # an unknown character: 400 now, also before a stream
-        slot(key_id)
-        if not req.stream:
-            try:
-                with served.lock, torch.inference_mode():
-                    texts = generate_text(served.run, req.prompt, req.n, req.seed, stop=req.stop, **sampling)
-            finally:
-                limiter.release(key_id)
-            count_text(texts)
-            filtered = [False] * len(texts)
-            if text_filter is not None:
-                results = [text_filter.apply(t) for t in texts]
-                texts, filtered = [r.text for r in results], [r.filtered for r in results]
-                for r in results:
-                    if r.filtered:
-                        metrics.filtered.labels("refused" if r.refused else "redacted").inc()
-            return {"model": name, "prompt": req.prompt, "texts": texts, "filtered": filtered}
-
-        def event(i: int, **fields) -> str:
-            return f"data: {json.dumps({'index': i, **fields}, ensure_ascii=False)}\n\n"
-
-        def events():
-            filters = [StreamFilter(text_filter) for _ in range(req.n)] if text_filter is not None else None
-            produced = [""] * req.n
-            try:
-                with served.lock, torch.inference_mode():
-                    for pieces in stream_text(served.run, req.prompt, req.seed, req.n, req.stop, **sampling):
-                        produced = [a + b for a, b in zip(produced, pieces, strict=True)]
-                        for i, piece in enumerate(pieces):
-                            if filters is not None:
-                                was_refused = filters[i].refused
-                                piece = filters[i].feed(piece)
-                                if filters[i].refused and not was_refused:
-                                    metrics.filtered.labels("refused").inc()
-                                    yield event(i, refused=True)
-                            if piece:
-                                yield event(i, text=piece)
-                for i, f in enumerate(filters or []):
-                    if rest := f.feed("", final=True):
-                        yield event(i, text=rest)
-                    if f.filtered and not f.refused:
-                        metrics.filtered.labels("redacted").inc()
-                yield "data: [DONE]\n\n"
-            except GenlabError as exc:
-                yield f"event: error\ndata: {json.dumps({'detail': str(exc)})}\n\n"
-            finally:
-                count_text(produced)
-                limiter.release(key_id)
-
-        return StreamingResponse(events(), media_type="text/event-stream")
-
+    for name in names("modality"):  # every modality's endpoints, also without a model of it (then 404 / 400)
+        modality(name).add_routes(app, server)
     return app

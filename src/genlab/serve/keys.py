@@ -11,8 +11,8 @@ import secrets
 import time
 from pathlib import Path
 
-from genlab.errors import GenlabError
-from genlab.runs import atomic_write_text
+from genlab.core.errors import GenlabError
+from genlab.core.runs import atomic_write_text
 
 TOKEN_PREFIX = "gl_"
 

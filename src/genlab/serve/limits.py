@@ -15,6 +15,8 @@ class Limits:
     burst: int = 10
     concurrent: int = 4  # requests of one key being served at once
     max_images: int = 64  # per request
+    max_rows: int = 10_000  # table rows per request
+    max_items: int = 1_000  # per request, for a modality without a cap of its own
     max_text_samples: int = 8
     max_new_tokens: int = 1024
     max_prompt_chars: int = 4000

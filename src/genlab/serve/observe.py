@@ -24,6 +24,8 @@ class Metrics:
                                  buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
                                  registry=self.registry)
         self.in_flight = Gauge("genlab_requests_in_flight", "Requests being served", registry=self.registry)
+        self.items = Counter("genlab_generated_items", "Samples generated (table rows and any other kind)",
+                             ["model"], registry=self.registry)
         self.images = Counter("genlab_generated_images", "Images generated", ["model"], registry=self.registry)
         self.tokens = Counter("genlab_generated_tokens", "Tokens of text generated", ["model"],
                               registry=self.registry)

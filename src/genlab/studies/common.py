@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from genlab.runs import atomic_write_json, atomic_write_text, read_json
+from genlab.core.runs import atomic_write_json, atomic_write_text, read_json
 
 
 class Study:
@@ -46,7 +46,7 @@ def write_table(out: Path, title: str, intro: str, columns: list[str], rows: lis
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>" for row in rows)
     figure = f"<p><img src='{html.escape(plot)}' style='max-width:100%'></p>" if plot else ""
-    from genlab.report.html import html_page
+    from genlab.core.html import html_page
 
     atomic_write_text(out / "report.html", html_page(title, f"<h1>{html.escape(title)}</h1><p>{html.escape(intro)}"
                                                            f"</p>{figure}<table><tr>{head}</tr>{body}</table>"))

@@ -15,12 +15,13 @@ from pathlib import Path
 import torch
 
 from genlab.config import RunConfig
-from genlab.data.images import ImageDataset, load_image_dataset
-from genlab.data.versions import clean_version, degraded_version, version_config
-from genlab.errors import GenlabError
-from genlab.metrics.image_eval import compute_image_metrics, extractor_for, label_agreement
+from genlab.core.errors import GenlabError
+from genlab.core.runs import RunPaths, read_json
+from genlab.modalities.image import image_dataset
+from genlab.modalities.image.data import ImageDataset, load_image_dataset
+from genlab.modalities.image.evaluate import compute_image_metrics, extractor_for, label_agreement
+from genlab.modalities.image.versions import clean_version, degraded_version, version_config
 from genlab.pipeline import generate, open_run, train_config
-from genlab.runs import RunPaths, read_json
 from genlab.studies.common import Study, write_table
 
 NEUTRAL = {"label_noise": 0.0, "duplicates": 0.0, "subsample": 1.0}  # the undamaged value of each factor
@@ -88,7 +89,7 @@ def score_run(run_root: Path, base: ImageDataset, extractor, n_samples: int, see
 def data_quality_study(cfg: RunConfig, out: str | Path, arms: list[Arm], seed: int = 0, n_samples: int = 2000,
                        quiet: bool = False) -> list[dict]:
     out = Path(out)
-    base = load_image_dataset(cfg.data)
+    base = image_dataset(cfg.data, "genlab study data-quality")
     if base.labels is None and any(a.label_noise or "labels" in a.clean for a in arms):
         raise GenlabError("label-noise arms need a labelled dataset; pass --label-noise 0")
     if len({a.name for a in arms}) != len(arms):
@@ -116,17 +117,15 @@ def data_quality_study(cfg: RunConfig, out: str | Path, arms: list[Arm], seed: i
 
 
 def write_data_quality_report(out: Path, cfg: RunConfig, results: list[dict]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     metrics = [m for m in ("fid", "label_agreement") if any(r.get(m) is not None for r in results)]
     factors = {"label_noise": "label noise (fraction of training labels changed)",
                "duplicates": "duplicated fraction of the training set",
                "subsample": "fraction of the training set kept"}
     # one y scale per metric across the three factors, so small differences do not look large
-    fig, axes = plt.subplots(len(metrics), 3, figsize=(13, 3.6 * len(metrics)), squeeze=False, sharey="row")
+    fig = Figure(figsize=(13, 3.6 * len(metrics)))
+    axes = fig.subplots(len(metrics), 3, squeeze=False, sharey="row")
     for row, metric in enumerate(metrics):
         for col, (factor, label) in enumerate(factors.items()):
             ax = axes[row][col]
@@ -144,7 +143,6 @@ def write_data_quality_report(out: Path, cfg: RunConfig, results: list[dict]) ->
     fig.suptitle(f"Data quality vs {cfg.family} samples ({cfg.name}); scored on the clean test split")
     fig.tight_layout()
     fig.savefig(out / "data_quality.png", dpi=110)
-    plt.close(fig)
     rows = [[r["arm"], r["train_items"], r["fid"], r["precision"], r["recall"], r.get("label_agreement", "-"),
              r["train"]["steps"], r["train"]["train_seconds"],
              ", ".join(f"{k} -{v}" for k, v in r["removed_by_clean"].items()) or "-"] for r in results]

@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genlab.data.images import ImageDataset, images_to_unit
-from genlab.errors import GenlabError
-from genlab.pipeline import generate, open_run, sampling_options
-from genlab.runs import atomic_write_bytes
+from genlab.core.errors import GenlabError
+from genlab.core.runs import atomic_write_bytes
+from genlab.modalities.image.data import ImageDataset, images_to_unit
+from genlab.pipeline import generate, open_run
 from genlab.studies.common import Study, write_table
 
 
@@ -35,7 +35,7 @@ def synthetic_set(run_path: str | Path, out: Path, per_class: int, options: dict
     run = open_run(run_path)
     if not run.model.conditional:
         raise GenlabError(f"{run_path} is not class-conditional: the study needs samples of a chosen class")
-    options = sampling_options(run, options)
+    options = {k: v for k, v in options.items() if v is not None}  # unset: the run's defaults
     t0, images = time.perf_counter(), []
     for c in range(run.dataset.num_classes):
         images.append(generate(run, per_class, label=c, seed=10_000 + c, **options))
@@ -147,13 +147,11 @@ def summarise(results: list[dict]) -> list[dict]:
 
 
 def write_synthetic_utility_report(out: Path, run_path: str, results: list[dict], synthetic_seconds: float) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     rows = summarise(results)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     for kind in ("real", "real + synthetic"):
         pts = [r for r in rows if r["kind"] == kind]
         ax.errorbar([r["fraction"] * 100 for r in pts], [r["mean"] for r in pts], [r["std"] for r in pts],
@@ -170,7 +168,6 @@ def write_synthetic_utility_report(out: Path, run_path: str, results: list[dict]
     ax.set_title("genlab study synthetic-utility (mean ± std over seeds)", fontsize=10)
     fig.tight_layout()
     fig.savefig(out / "synthetic_utility.png", dpi=110)
-    plt.close(fig)
     write_table(out, "genlab study synthetic-utility",
                 f"Generator {run_path}; synthetic set drawn in {synthetic_seconds} s; downstream CNN trained for a "
                 "fixed number of steps per arm, tested on the real test split.",

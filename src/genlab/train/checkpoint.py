@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from genlab.errors import GenlabError
-from genlab.runs import atomic_save_tensors, atomic_write_json, atomic_write_text, load_tensors, read_json
+from genlab.core.errors import GenlabError
+from genlab.core.runs import atomic_save_tensors, atomic_write_json, atomic_write_text, load_tensors, read_json
 
 
 def optimizer_to_flat(name: str, sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 import torch
 import torch.distributed as dist
 
-from genlab.data.images import Batch
-from genlab.errors import GenlabError
+from genlab.core.batch import Batch
+from genlab.core.errors import GenlabError
 
 
 def resolve_device(preference: str = "auto") -> torch.device:

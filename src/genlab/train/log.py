@@ -6,7 +6,7 @@ import csv
 import io
 from pathlib import Path
 
-from genlab.runs import atomic_write_text
+from genlab.core.runs import atomic_write_text
 
 HEADER = ["step", "split", "metric", "value"]
 

@@ -18,11 +18,11 @@ import torch
 from tqdm import tqdm
 
 from genlab.config import RunConfig
-from genlab.data.spec import DataSpec
-from genlab.errors import GenlabError, TrainingDiverged
+from genlab.core.errors import GenlabError, TrainingDiverged
+from genlab.core.runs import RunPaths, atomic_save_tensors, atomic_write_json
+from genlab.core.spec import DataSpec
 from genlab.models.base import GenerativeModel
 from genlab.registry import family_class
-from genlab.runs import RunPaths, atomic_save_tensors, atomic_write_json
 from genlab.train.checkpoint import CheckpointStore, optimizer_from_flat, optimizer_to_flat
 from genlab.train.distributed import (
     World,
@@ -45,11 +45,13 @@ def data_spec(dataset) -> DataSpec:
 
 def build_model(cfg: RunConfig, spec: DataSpec) -> GenerativeModel:
     """The family's model with weights initialised from the run's seed, or from the run named by `init_from`;
-    with `lora.rank` > 0 those weights freeze and LoRA adapters are added."""
-    torch.manual_seed(cfg.train.seed)
-    model = family_class(cfg.family)(cfg.model, spec)
+    with `lora.rank` > 0 those weights freeze and LoRA adapters are added. The process-wide RNG is left as it
+    was (the initialisation draws from a forked copy)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.train.seed)
+        model = family_class(cfg.family)(cfg.model, spec)
     if cfg.init_from:
-        from genlab.runs import existing_run, load_tensors
+        from genlab.core.runs import existing_run, load_tensors
 
         base = existing_run(cfg.init_from)
         try:
@@ -60,6 +62,17 @@ def build_model(cfg: RunConfig, spec: DataSpec) -> GenerativeModel:
     if cfg.lora.rank:
         model.add_lora(cfg.lora)
     return model
+
+
+def decay_groups(phase, weight_decay: float) -> list[dict]:
+    """Weight decay on the matrices of 2+ dimensions only: none on norms, biases and embedding tables (as nanoGPT
+    decays only matmul weights); a weight tied to an embedding is not decayed either."""
+    embeddings = {id(m.weight) for module in phase.modules for m in module.modules()
+                  if isinstance(m, torch.nn.Embedding)}
+    params = phase.parameters()
+    decayed = [p for p in params if p.dim() >= 2 and id(p) not in embeddings]
+    kept = [p for p in params if p.dim() < 2 or id(p) in embeddings]
+    return [{"params": decayed, "weight_decay": weight_decay}, {"params": kept, "weight_decay": 0.0}]
 
 
 def quiet() -> bool:
@@ -85,10 +98,13 @@ class Trainer:
         self.cfg, self.tc, self.run, self.dataset, self.model = cfg, tc, run, dataset, model
         self.world = world or World.current(tc.device)
         self.device = self.world.device
-        if tc.threads:
-            torch.set_num_threads(tc.threads)
         model.to(self.device)  # before optimizers, EMA and wrappers see the parameters
         self.phases = model.phases()
+        names = [p.name for p in self.phases]
+        for key, given in (("train.lr_by_phase", tc.lr_by_phase), ("train.betas_by_phase", tc.betas_by_phase)):
+            if unknown := [k for k in given if k not in names]:
+                raise GenlabError(f"{key} names phase {unknown[0]!r}; the {cfg.family} family's phases are: "
+                                  + ", ".join(names))
         self._trainable = {id(p) for p in model.parameters() if p.requires_grad}
         ema_decay = model.default_ema_decay if tc.ema_decay is None else tc.ema_decay
         if tc.fsdp:
@@ -106,6 +122,7 @@ class Trainer:
             raise GenlabError(f"train.batch_size={tc.batch_size} must be divisible by processes x train.accumulate "
                               f"({self.world.size} x {tc.accumulate})")
         self.noise = torch.Generator().manual_seed(tc.seed + 1)
+        torch.manual_seed(tc.seed + 2)  # dropout draws from the process-wide generator (saved in checkpoints)
         if self.world.size > 1:  # each process its own noise and dropout (the model itself starts identical)
             self._fork_rngs()
         if tc.compile:
@@ -134,7 +151,7 @@ class Trainer:
         lr = tc.lr_by_phase.get(phase.name, tc.lr)
         betas = tuple(tc.betas_by_phase.get(phase.name, tc.betas))
         cls = torch.optim.AdamW if tc.optimizer == "adamw" else torch.optim.Adam
-        opt = cls(phase.parameters(), lr=lr, betas=betas, weight_decay=tc.weight_decay)
+        opt = cls(decay_groups(phase, tc.weight_decay), lr=lr, betas=betas)
         for group in opt.param_groups:
             group["base_lr"] = lr
         return opt
@@ -346,7 +363,7 @@ class Trainer:
         if self.tc.early_stopping_metric and self.best["step"] is not None:
             source = f"best at step {self.best['step']}"
             if self.world.main:
-                from genlab.runs import load_tensors
+                from genlab.core.runs import load_tensors
 
                 atomic_save_tensors(self.run.final_weights, load_tensors(best_path), {"family": self.cfg.family})
         else:

@@ -1,0 +1,5 @@
+"""`python -m genlab ...` works like `genlab ...`."""
+
+from genlab.cli import main
+
+main()

