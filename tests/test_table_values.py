@@ -195,6 +195,9 @@ def test_schema_says_why_it_chose_each_kind():
     assert why["day"] == "text that reads as dates -> datetime"
     assert "cells are not numbers ('?' x" in why["income"] and "data.missing_values" in why["income"]
     assert infer_schema(df, small_integer_categories=3)["rating"].kind == "integer"  # the documented threshold
+    # dates with a few cells that are not dates stay text (nothing silently becomes missing) and say why
+    unsure = infer_schema(df.assign(day=df["day"].where(np.arange(n) % 50 > 0, "unknown")))["day"]
+    assert unsure.kind == "categorical" and "4 cells are not dates ('unknown' x4)" in unsure.why
 
 
 def test_kinds_are_overridable_in_the_schema_file(tmp_path):

@@ -289,7 +289,9 @@ def data_audit(target: str, overrides: tuple[str, ...], out: Path) -> None:
     """Audit TARGET: a recipe, a dataset name (digits) or a path whose loader is inferred. Images: exact and
     near duplicates, outliers, likely label errors, class balance, brightness, unreadable files. Text:
     unreadable and empty records, exact and near duplicates (MinHash LSH), boilerplate, length outliers,
-    scripts. Every finding lists item ids."""
+    scripts. Tables: missing values per column, exact and near-duplicate rows, constant and id-like columns,
+    outliers, rare categories, and target leakage when eval.target is set. Every finding lists item ids
+    (tables: 1-based data rows, and columns)."""
     from genlab.config import load_target
 
     cfg = load_target(target, overrides)
@@ -304,6 +306,13 @@ def data_audit(target: str, overrides: tuple[str, ...], out: Path) -> None:
                    "near-duplicate pairs": report["near_duplicates"]["pairs"],
                    "mostly boilerplate": report["boilerplate"]["mostly_boilerplate"],
                    "scripts": report["scripts"]["dominant"]}
+    elif cfg.data.source == "table":
+        from genlab.tables.audit import audit_summary, audit_table, write_table_audit
+        from genlab.tables.io import load_configured_table
+
+        report = audit_table(load_configured_table(cfg.data), cfg.eval.target)
+        write_table_audit(report, out)
+        summary = audit_summary(report)
     else:
         from genlab.data.audit import audit_images, write_audit
         from genlab.data.images import load_image_dataset

@@ -8,9 +8,10 @@ as written, unless the user lists it in `data.missing_values` (cell texts, match
 numeric columns, by value). What was read as missing is recorded per column, so the schema and the audit can
 say so.
 
-CSV cells are read as text, so nothing is guessed behind the user's back: a column becomes numbers only when
-every value in it is a plainly written number ("12", "-3.5", "1e-3"); codes such as "007", "+1", " 5" or
-"1,000" stay text, as written, and "TRUE" stays the text "TRUE".
+CSV / TSV cells are read as text, so nothing is guessed behind the user's back: a column becomes numbers only
+when every value in it is a plainly written number ("12", "-3.5", "1e-3"); codes such as "007", "+1", " 5" or
+"1,000" stay text, as written, and "TRUE" stays the text "TRUE". Parquet columns keep the types the file gives
+them.
 """
 
 from __future__ import annotations
