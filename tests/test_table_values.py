@@ -60,6 +60,9 @@ def test_missing_markers_are_the_users_choice(tmp_path, run_cli):
     assert table.frame["a"].isna().tolist() == [False, True, True, False, True]
     assert table.read_as_missing["a"] == {EMPTY: 1, "?": 1, "NA": 1}
     assert table.read_as_missing["b"] == {"-999": 1} and table.frame["b"].dtype == np.float64
+    pd.DataFrame({"b": [1, -999, 3], "c": [0.5, -999.0, 1.0]}).to_parquet(tmp_path / "t.parquet")
+    typed = load_table(tmp_path / "t.parquet", ["-999"])  # Parquet numbers: matched by value
+    assert typed.read_as_missing == {"b": {"-999": 1}, "c": {"-999": 1}} and typed.frame["b"].isna().sum() == 1
     schema = table_schema(table)
     assert schema.missing_values == ["?", "NA", "-999"] and schema["a"].read_as_missing == {EMPTY: 1, "?": 1, "NA": 1}
     # the same markers through the recipe key and through the schema command's option
