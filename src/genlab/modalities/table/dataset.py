@@ -19,8 +19,8 @@ from genlab.core.spec import DataSpec
 from genlab.core.splits import make_splits
 from genlab.modalities.table.conditions import BalancedStream, category_frequencies
 from genlab.modalities.table.constraints import check_constraints, constrained_rows
-from genlab.modalities.table.io import read_table
-from genlab.modalities.table.schema import Schema, describe_flags, infer_schema
+from genlab.modalities.table.io import load_configured_table
+from genlab.modalities.table.schema import Schema, describe_flags, schema_from_file, table_schema
 from genlab.modalities.table.transform import TableTransformer
 
 
@@ -114,17 +114,14 @@ def frame_fingerprint(df: pd.DataFrame) -> str:
 def load_table_dataset(cfg, run_dir: Path | None = None) -> TableDataset:
     """The table of `cfg` (a DataConfig with source=table): schema from data.schema or inferred, transform
     from the run (when resuming or sampling) or fitted on the training rows."""
-    if not cfg.path or isinstance(cfg.path, list):
-        raise GenlabError("data.source=table needs data.path: one .csv or .parquet file")
-    df = read_table(cfg.path)
-    if cfg.limit is not None:
-        df = df.iloc[: cfg.limit].reset_index(drop=True)
+    table = load_configured_table(cfg)
+    df = table.frame
     splits = make_splits(len(df), 0, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
     saved = Path(run_dir) / "transform.json" if run_dir is not None else None
     if saved is not None and saved.is_file():
         transformer = TableTransformer.from_dict(json.loads(saved.read_text()))
     else:
-        schema = Schema.load(cfg.schema) if cfg.schema else infer_schema(df)
+        schema = schema_from_file(cfg.schema, table) if cfg.schema else table_schema(table)
         if not schema.kept:
             raise GenlabError("every column of the table is dropped (id-like or constant); nothing to model")
         train = df.iloc[splits["train"].numpy()]

@@ -9,7 +9,8 @@ from pydantic import Field
 
 
 def add_table_routes(app, server, modality) -> None:
-    from genlab.modalities.table.sampling import rows_bytes, sample_rows
+    from genlab.modalities.table.io import rows_bytes
+    from genlab.modalities.table.sampling import sample_rows
 
     RowsRequest = server.request_model(modality, "RowsRequest", {  # noqa: N806
         "n": (int, Field(100, ge=1, description="number of rows")),

@@ -3,8 +3,6 @@ run's data.constraints, optionally conditioned on one categorical column's value
 
 from __future__ import annotations
 
-import io
-
 import torch
 
 from genlab.core.errors import GenlabError
@@ -33,16 +31,3 @@ def sample_rows(run, n: int, seed: int = 0, conditions: dict | None = None):
     rows, stats = run.dataset.sample_rows(lambda count, s: draw_encoded(run.model, count, s, vector), n, seed)
     rows.attrs["constraints"] = stats
     return rows
-
-
-def rows_bytes(rows, suffix: str) -> bytes:
-    """A DataFrame as CSV, Parquet or JSON records (values as the table spells them)."""
-    if suffix == ".csv":
-        return rows.to_csv(index=False).encode()
-    if suffix in (".parquet", ".pq"):
-        return rows.to_parquet(index=False)
-    if suffix == ".json":
-        buf = io.StringIO()
-        rows.to_json(buf, orient="records", force_ascii=False, date_format="iso")
-        return buf.getvalue().encode()
-    raise GenlabError(f"--out must end in .csv, .parquet or .json for tables, got {suffix or 'no suffix'}")
