@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from genlab.core.errors import GenlabError
@@ -174,6 +175,13 @@ def create_app(run_dirs: list[str | Path], keys: KeyStore, limits: Limits | None
     @app.exception_handler(GenlabError)
     async def user_error(request: Request, exc: GenlabError):
         return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError):
+        """422 naming each bad field; the offending input is not echoed (NaN or 10**30 cannot be JSON)."""
+        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+                  for e in exc.errors()]
+        return JSONResponse({"detail": detail}, status_code=422)
 
     @app.get("/", include_in_schema=False)
     def playground() -> Response:
