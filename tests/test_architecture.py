@@ -138,6 +138,7 @@ class PointsModality:
     eval_options = PointsEval
     sample_options = PointsSampling
     output_suffixes = (".json",)
+    model_noun = "a point cloud model"
     endpoint = "points"
 
     def check_data(self, data) -> None:

@@ -3,11 +3,13 @@ every family that LoRA can adapt, and a request to the wrong endpoint names the 
 
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from conftest import tiny_config
 from fastapi.testclient import TestClient
 
@@ -97,3 +99,25 @@ def test_merge_works_on_every_family_lora_can_adapt(family, table_run, tmp_path)
     else:
         torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-4)
     assert json.loads((merged.root / "dataset.json").read_text())["fingerprint"] == a.dataset.fingerprint
+
+
+SYSTEM_DATA = {"/usr/share/datasets/fashion-mnist": "dataset-fashion-mnist",
+               "/usr/share/games/fortunes": "fortunes / fortunes-zh"}  # Debian packages a few recipes read
+
+
+@pytest.mark.parametrize("recipe", sorted(Path(__file__).parents[1].joinpath("configs").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_every_recipe_describes_from_a_clone_or_names_its_package(recipe, run_cli):
+    """Recipes read data inside the repository or bundled with a dependency; the few that read a Debian
+    package's files say which path is missing."""
+    raw = yaml.safe_load(recipe.read_text())
+    path = (raw.get("data") or {}).get("path") or ""
+    path = str(path[0] if isinstance(path, list) else path)
+    system = next((p for p in SYSTEM_DATA if path.startswith(p)), None)
+    assert not path.startswith("..") and (system or not path.startswith("/")), f"{recipe.name} reads {path}"
+    code, out, err = run_cli("describe", recipe, "data.limit=50")
+    if system and not Path(path).exists():
+        assert code == 2 and "not found" in err and path.split("/")[-1] in err, err
+    else:
+        assert code == 0, err
+        assert json.loads(out)["fingerprint"]

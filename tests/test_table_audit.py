@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import assert_one_line_error
-from genlab.tables.audit import audit_table
 
 from genlab.core.errors import GenlabError
+from genlab.modalities.table.audit import audit_table
 from genlab.modalities.table.io import load_table
 
 

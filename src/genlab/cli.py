@@ -139,7 +139,7 @@ class SampleCommand(click.Command):
 @THREADS_OPTION
 def sample(run: Path, n: int, seed: int, out: Path | None, threads: int | None, **options) -> None:
     """Generate N samples from a trained RUN and write them to OUT (text without --out streams to the terminal)."""
-    from genlab.core.options import check_options, option_specs
+    from genlab.core.options import split_options
     from genlab.pipeline import open_run
 
     loaded = open_run(run)
@@ -147,11 +147,8 @@ def sample(run: Path, n: int, seed: int, out: Path | None, threads: int | None, 
     specs = sampling_specs()
     flags = {name: spec.flag for name, spec in specs.items()}
     given = {k: _cli_value(specs[k], v) for k, v in options.items() if v not in (None, ())}
-    own = {s.name for s in option_specs(modality.sample_options)}
-    owner = f"the {loaded.config.family} family ({modality.name})"
-    mine = check_options(modality.sample_options, {k: v for k, v in given.items() if k in own}, flags.get, owner)
-    family = check_options(loaded.model.sample_options, {k: v for k, v in given.items() if k not in own},
-                           flags.get, owner)
+    mine, family = split_options(given, modality.sample_options, loaded.model.sample_options, flags.get,
+                                 f"the {loaded.config.family} family ({modality.model_noun})")
     if out is None:
         modality.print_samples(loaded, n, seed, mine, family, click.echo)
         return

@@ -24,7 +24,7 @@ from genlab.config import (
     save_config,
 )
 from genlab.core.errors import GenlabError
-from genlab.core.options import check_options, option_specs
+from genlab.core.options import split_options
 from genlab.core.protocols import Dataset
 from genlab.core.runs import (
     RunPaths,
@@ -246,11 +246,8 @@ def generate(run: LoadedRun, n: int, label: int | None = None, seed: int = 0, **
     if label is not None:
         options["label"] = label
     options = {k: v for k, v in options.items() if v is not None}
-    own = {s.name for s in option_specs(modality.sample_options)}
-    family = f"the {run.config.family} family"
-    mine = check_options(modality.sample_options, {k: v for k, v in options.items() if k in own}, owner=family)
-    theirs = check_options(run.model.sample_options, {k: v for k, v in options.items() if k not in own},
-                           owner=family)
+    mine, theirs = split_options(options, modality.sample_options, run.model.sample_options,
+                                 owner=f"the {run.config.family} family ({modality.model_noun})")
     return modality.generate(run, n, seed, mine, theirs)
 
 

@@ -79,6 +79,19 @@ def check_options(cls: type, values: dict[str, Any], spell: Callable[[str], str]
     return cls(**values)
 
 
+def split_options(values: dict[str, Any], modality_options: type, family_options: type,
+                  spell: Callable[[str], str] = str, owner: str = "this model") -> tuple[Any, Any]:
+    """(modality options, family options) from one mapping of set options, each checked; an option neither
+    declares is refused by name with the list of those that apply."""
+    own = {s.name for s in option_specs(modality_options)}
+    theirs = {s.name for s in option_specs(family_options)}
+    if unknown := [k for k in values if k not in own | theirs]:
+        takes = ", ".join(spell(n) for n in [*own, *theirs]) or "no options"
+        raise GenlabError(f"{spell(unknown[0])} does not apply to {owner} (it takes: {takes})")
+    return (check_options(modality_options, {k: v for k, v in values.items() if k in own}, spell, owner),
+            check_options(family_options, {k: v for k, v in values.items() if k in theirs}, spell, owner))
+
+
 def _check(spec: OptionSpec, value: Any, name: str) -> None:
     if value is None:
         if type(None) not in typing.get_args(spec.type) and spec.default is not None:
@@ -96,8 +109,10 @@ def _check(spec: OptionSpec, value: Any, name: str) -> None:
         raise GenlabError(f"{name} must be a finite number, got {value!r}")
     if spec.ge is not None and value < spec.ge or spec.gt is not None and value <= spec.gt or \
             spec.le is not None and value > spec.le:
-        low = f">= {spec.ge}" if spec.ge is not None else f"> {spec.gt}" if spec.gt is not None else ""
-        high = f"<= {spec.le}" if spec.le is not None else ""
+        if spec.ge is not None and spec.le is not None:
+            raise GenlabError(f"{name} must be between {spec.ge:,} and {spec.le:,}, got {value!r}")
+        low = f">= {spec.ge:,}" if spec.ge is not None else f"> {spec.gt:,}" if spec.gt is not None else ""
+        high = f"<= {spec.le:,}" if spec.le is not None else ""
         raise GenlabError(f"{name} must be {' and '.join(x for x in (low, high) if x)}, got {value!r}")
     if spec.choices is not None and value not in spec.choices:
         raise GenlabError(f"{name} is {value!r}; choose one of: {', '.join(spec.choices)}")

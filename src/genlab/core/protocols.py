@@ -38,6 +38,7 @@ class Modality(Protocol):
     eval_options: type  # dataclass: the `eval.*` keys of its runs
     sample_options: type  # dataclass: options of one sampling call every family of the modality takes
     output_suffixes: tuple[str, ...]  # what `genlab sample --out` may write
+    model_noun: str  # what a run of it is, in messages: "a language model"
     endpoint: str  # its HTTP endpoint: POST /v1/models/NAME/<endpoint>
 
     def load(self, data: Any, run_dir: Path | None = None) -> Dataset: ...

@@ -60,7 +60,9 @@ def build_model(cfg: RunConfig, spec: DataSpec) -> GenerativeModel:
             raise GenlabError(f"the weights of {base.root} do not fit this model (an adapter-only run must be "
                               f"merged first: genlab merge): {str(exc)[:300]}") from None
     if cfg.lora.rank:
-        model.add_lora(cfg.lora)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.train.seed + 3)  # the adapters' initialisation, as repeatable as the model's
+            model.add_lora(cfg.lora)
     return model
 
 

@@ -54,6 +54,7 @@ class ImageModality:
     eval_options = ImageEval
     sample_options = ImageSampling
     output_suffixes = (".png", ".npz")
+    model_noun = "an image model"  # what a run of this modality is, in messages
     endpoint = "images"
 
     def check_data(self, data) -> None:

@@ -149,14 +149,19 @@ def evaluate_image_run(run, ec, quiet: bool = True) -> dict:
     metrics["timings_seconds"]["memorisation"] = round(time.perf_counter() - t0, 3)
 
     t0 = time.perf_counter()
-    try:  # resolved once, shared by the image metrics and label agreement
+    why = ""
+    try:  # resolved once, before generating anything for them; shared by the image metrics and label agreement
         extractor = extractor_for(ds, ec.extractor, ec.train_classifier, quiet)
-    except GenlabError:
-        extractor = ec.extractor  # each metric then reports the error itself
-    n_metric = ec.metric_samples
-    metric_samples = samples if n_metric <= samples.shape[0] else generate_images(run.model, n_metric, seed=ec.seed + 1)
-    metrics["image"] = compute_image_metrics(ds, metric_samples[:n_metric], extractor, ec.image_metrics,
-                                             ec.train_classifier, quiet)
+    except GenlabError as exc:
+        extractor, why = None, str(exc)
+    if extractor is None:  # say why each metric cannot run instead of generating samples it cannot score
+        metrics["image"] = {"extractor": ec.extractor, **{name: {"error": why} for name in ec.image_metrics}}
+    else:
+        n_metric = ec.metric_samples
+        metric_samples = (samples if n_metric <= samples.shape[0]
+                          else generate_images(run.model, n_metric, seed=ec.seed + 1))
+        metrics["image"] = compute_image_metrics(ds, metric_samples[:n_metric], extractor, ec.image_metrics,
+                                                 ec.train_classifier, quiet)
     metrics["timings_seconds"]["image_metrics"] = round(time.perf_counter() - t0, 3)
 
     run.paths.samples.mkdir(exist_ok=True)
@@ -168,8 +173,9 @@ def evaluate_image_run(run, ec, quiet: bool = True) -> dict:
         per_class = max(1, ec.n_samples // ds.num_classes)
         rows = [generate_images(run.model, per_class, label=c, seed=ec.seed + c) for c in range(ds.num_classes)]
         labels = torch.arange(ds.num_classes).repeat_interleave(per_class)
-        metrics["image"]["label_agreement"] = label_agreement(ds, torch.cat(rows), labels, extractor,
-                                                              ec.train_classifier, quiet)
+        metrics["image"]["label_agreement"] = (label_agreement(ds, torch.cat(rows), labels, extractor,
+                                                               ec.train_classifier, quiet)
+                                                if extractor is not None else {"error": why})
         shown = min(10, per_class)
         save_samples(torch.cat([r[:shown] for r in rows]), run.paths.samples / "by_class.png", ncol=shown)
     return metrics

@@ -32,6 +32,7 @@ class TableModality:
     eval_options = TableEval
     sample_options = TableSampling
     output_suffixes = (".csv", ".parquet", ".json")  # = io.ROW_FORMATS
+    model_noun = "a table synthesizer"  # what a run of this modality is, in messages
     endpoint = "rows"
 
     def check_data(self, data) -> None:

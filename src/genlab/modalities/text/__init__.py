@@ -38,6 +38,7 @@ class TextModality:
     eval_options = TextEval
     sample_options = TextSampling
     output_suffixes = (".txt", ".jsonl")
+    model_noun = "a language model"  # what a run of this modality is, in messages
     endpoint = "text"
 
     def check_data(self, data) -> None:
