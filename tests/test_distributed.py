@@ -48,9 +48,17 @@ def genlab(*args, processes: int = 1, wait: bool = True):
 
 
 def assert_close_weights(a, b, atol=1e-5):
+    """Every weight, except the key third of attention's qkv bias: adding it shifts every score of a query by the
+    same amount, which softmax ignores, so its gradient is zero but for rounding, and Adam turns that rounding
+    into steps of lr in arbitrary directions (measured: 1.4e-5 apart after 12 steps on a CPU where the rest
+    agree to 2e-7). Everything else must match."""
     assert a.keys() == b.keys()
     for k in a:
-        torch.testing.assert_close(a[k], b[k], atol=atol, rtol=1e-4, msg=k)
+        x, y = a[k], b[k]
+        if k.endswith("attn.qkv.bias"):
+            third = x.numel() // 3
+            x, y = torch.cat([x[:third], x[2 * third:]]), torch.cat([y[:third], y[2 * third:]])
+        torch.testing.assert_close(x, y, atol=atol, rtol=1e-4, msg=k)
 
 
 def test_two_processes_match_one_on_the_same_global_batch(tmp_path, gpt_recipe):

@@ -133,7 +133,7 @@ class ClassifierFeatures(FeatureExtractor):
 
     def _batch(self, images):
         feats, logits = self.model(images)
-        return feats, logits.softmax(1)
+        return feats, logits.double().softmax(1)  # float64: probabilities that sum to 1 (IS, label agreement)
 
 
 def get_extractor(name: str, dataset: ImageDataset) -> FeatureExtractor:
