@@ -7,3 +7,7 @@ class GenlabError(Exception):
 
 class TrainingDiverged(GenlabError):
     """A loss term became NaN or infinite; the last good checkpoint is left untouched."""
+
+
+class DiskFull(GenlabError):
+    """A write ran out of disk space; the file it would have replaced is left untouched."""

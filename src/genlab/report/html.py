@@ -115,10 +115,9 @@ def write_findings(out, report: dict, rows: list[tuple], heading: str, note: str
     import json
     from pathlib import Path
 
-    from genlab.runs import atomic_write_json, atomic_write_text
+    from genlab.runs import atomic_write_json, atomic_write_text, make_folder
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_folder(Path(out), "audit folder")
     atomic_write_json(out / "audit.json", report)
     body = "".join(f"<tr><td>{html.escape(str(a))}</td><td>{html.escape(str(b))}</td>"
                    f"<td><code>{html.escape(json.dumps(c, ensure_ascii=False))}</code></td></tr>" for a, b, c in rows)

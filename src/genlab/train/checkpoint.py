@@ -10,8 +10,17 @@ from typing import Any
 
 import torch
 
-from genlab.errors import GenlabError
-from genlab.runs import atomic_save_tensors, atomic_write_json, atomic_write_text, load_tensors, read_json
+from genlab.errors import DiskFull, GenlabError
+from genlab.runs import (
+    atomic_save_tensors,
+    atomic_write_json,
+    atomic_write_text,
+    disk_full,
+    load_tensors,
+    make_folder,
+    read_json,
+    tensors_nbytes,
+)
 
 
 def optimizer_to_flat(name: str, sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -51,13 +60,23 @@ class CheckpointStore:
         self.root, self.keep_last = Path(root), max(1, keep_last)
 
     def save(self, step: int, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> Path:
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Write checkpoint `step`. A full disk is one clear error (DiskFull) naming the folder, the space the
+        checkpoint needs and the last good checkpoint, which is left intact (so is `latest`)."""
+        make_folder(self.root, "checkpoint folder")
         final = self.root / f"step_{step:08d}"
         tmp = self.root / f".tmp_step_{step:08d}_{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        atomic_save_tensors(tmp / "weights.safetensors", tensors)
-        atomic_write_json(tmp / "state.json", state)
+        try:
+            make_folder(tmp, "checkpoint folder")
+            atomic_save_tensors(tmp / "weights.safetensors", tensors)
+            atomic_write_json(tmp / "state.json", state)
+        except DiskFull:
+            shutil.rmtree(tmp, ignore_errors=True)  # the space it took is free again for the message
+            needed = tensors_nbytes(tensors) + len(json.dumps(state)) + 4096
+            raise disk_full(self.root, needed, f"checkpoint {final.name}") from None
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -79,6 +98,9 @@ class CheckpointStore:
 
     def load(self, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         try:
-            return load_tensors(path / "weights.safetensors"), read_json(path / "state.json")
+            # copies, not views of the file's memory map: optimizer state keeps its tensors, and a mapped file
+            # that _prune deletes would hold its disk space for as long as the run goes on
+            tensors = {k: v.clone() for k, v in load_tensors(path / "weights.safetensors").items()}
+            return tensors, read_json(path / "state.json")
         except (GenlabError, json.JSONDecodeError) as exc:
             raise GenlabError(f"checkpoint {path} is unreadable: {exc}") from None

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import csv
+import errno
 import io
 from pathlib import Path
 
-from genlab.runs import atomic_write_text
+from genlab.runs import atomic_write_text, disk_full
 
 HEADER = ["step", "split", "metric", "value"]
 
@@ -45,11 +46,16 @@ class RunLog:
         atomic_write_text(self.csv_path, buf.getvalue())
 
     def write(self, step: int, split: str, values: dict[str, float]) -> None:
-        for name, value in values.items():
-            self._writer.writerow([step, split, name, f"{value:.6g}"])
-            if self._tb is not None:
-                self._tb.add_scalar(f"{split}/{name}", value, step)
-        self._fh.flush()
+        try:
+            for name, value in values.items():
+                self._writer.writerow([step, split, name, f"{value:.6g}"])
+                if self._tb is not None:
+                    self._tb.add_scalar(f"{split}/{name}", value, step)
+            self._fh.flush()
+        except OSError as exc:  # a resumed run drops the rows after its checkpoint, a torn one among them
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise disk_full(self.csv_path.parent, 64 * 1024, f"the training log {self.csv_path.name}") from None
+            raise
 
     def close(self) -> None:
         self._fh.close()
