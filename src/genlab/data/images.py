@@ -317,7 +317,7 @@ def _load_folder(path: Path, cfg: DataConfig, unreadable: list[dict] | None = No
                 im.load()
                 pictures.append(im.copy())
                 readable.append((f, label))
-        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
             if unreadable is None:
                 raise GenlabError(f"cannot read image {f}: {exc} (genlab data audit lists every unreadable "
                                   "file)") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from genlab.data.images import IMAGE_SUFFIXES
@@ -22,6 +23,8 @@ def infer_data(target: str) -> dict:
     if not path.exists():
         raise GenlabError(f"{target} is neither a recipe, a dataset name ({', '.join(NAMED)}) nor an existing path")
     if path.is_dir():
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise GenlabError(f"cannot read folder {path}: permission denied; give yourself read access or copy it")
         if any(path.glob("train-images-idx3-ubyte*")):
             return {"source": "idx", "path": str(path)}
         files = [p for p in path.rglob("*") if p.is_file()]
@@ -37,8 +40,11 @@ def infer_data(target: str) -> dict:
         return {"source": "npz", "path": str(path)}
     if suffix == ".jsonl":
         return {"source": "jsonl", "path": str(path)}
-    with path.open("rb") as f:
-        head = f.read(1 << 20)
+    try:
+        with path.open("rb") as f:
+            head = f.read(1 << 20)
+    except OSError as exc:
+        raise GenlabError(f"cannot read {path}: {exc.strerror or exc}") from None
     if b"\n%\n" in head or head.startswith(b"%\n"):
         return {"source": "fortune", "path": str(path)}
     return {"source": "txt", "path": str(path)}
