@@ -148,7 +148,7 @@ def test_runs_dir_through_a_symlink_loop_or_read_only(tmp_path, run_cli, monkeyp
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda path, mode: real_access(path, mode) and Path(path) != tmp_path)
     code, _, err = run_cli("train", VAE, *TINY, "--runs-dir", tmp_path / "runs")
-    assert_one_line_error(code, err, "read-only or not writable")
+    assert_one_line_error(code, err, "read-only or not accessible")
     assert not (tmp_path / "runs").exists()
 
 

@@ -11,3 +11,7 @@ class TrainingDiverged(GenlabError):
 
 class DiskFull(GenlabError):
     """A write ran out of disk space; the file it would have replaced is left untouched."""
+
+    folder = None  # set by runs.disk_full: the full folder, the bytes the write needed and what it wrote
+    needed = 0
+    what = ""

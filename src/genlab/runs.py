@@ -26,8 +26,8 @@ def _folder_problem(path: Path) -> str | None:
         if part.exists() and not part.is_dir():
             return f"{part} is a file, not a folder"
     existing = next((p for p in [path, *path.parents] if p.is_dir()), None)
-    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
-        return f"{existing} is read-only or not writable by you"
+    if existing is not None and not os.access(existing, os.R_OK | os.W_OK | os.X_OK):
+        return f"{existing} is read-only or not accessible to you"
     return None
 
 
