@@ -30,8 +30,10 @@ from genlab.core.runs import (
     RunPaths,
     atomic_save_tensors,
     atomic_write_json,
+    check_folder,
     existing_run,
     load_tensors,
+    make_folder,
     read_json,
 )
 from genlab.core.threads import apply_threads
@@ -60,7 +62,7 @@ def train_config(cfg: RunConfig, runs_dir: str | Path = "runs", resume: bool = F
     world = World.current(cfg.train.device)
     if cfg.train.threads:  # the recipe asks for a thread count: this process uses it from now on
         apply_threads(cfg.train.threads)
-    run = RunPaths(Path(runs_dir) / cfg.name)
+    run = RunPaths(check_folder(Path(runs_dir) / cfg.name, "run directory"))  # before minutes of loading
     existed = run.root.exists() and any(run.root.iterdir())
     world.barrier()  # every process has looked before rank 0 deletes or creates anything
     if existed:
@@ -83,19 +85,19 @@ def train_config(cfg: RunConfig, runs_dir: str | Path = "runs", resume: bool = F
     world.barrier()
     fresh = not run.root.exists()
     if world.main:
-        run.root.mkdir(parents=True, exist_ok=True)
+        make_folder(run.root, "run directory")
     try:
         trainer = Trainer(cfg, run, dataset, model, world)  # checks data against the config (batch / block size)
-    except GenlabError:
+        if world.main:
+            save_config(cfg, run.config)
+            atomic_write_json(run.dataset, dataset.describe())
+            if base:
+                atomic_write_json(run.base, base)
+            dataset.save_artifacts(run.root)  # the tokenizer / table transform travels with the run
+    except GenlabError:  # e.g. a batch larger than the data, a full disk
         if fresh and world.main:  # nothing was trained: leave no half-made run behind
             shutil.rmtree(run.root, ignore_errors=True)
         raise
-    if world.main:
-        save_config(cfg, run.config)
-        atomic_write_json(run.dataset, dataset.describe())
-        if base:
-            atomic_write_json(run.base, base)
-        dataset.save_artifacts(run.root)  # the tokenizer / table transform travels with the run
     world.barrier()
     summary = trainer.fit(resume=resume)
     return run, summary
@@ -147,7 +149,7 @@ def merge(run_path: str | Path, out: str | Path) -> RunPaths:
     loaded = open_run(run_path)
     if not loaded.model.adapted:
         raise GenlabError(f"{run_path} has no LoRA adapters to merge (lora.rank is 0)")
-    target = RunPaths(Path(out))
+    target = RunPaths(check_folder(Path(out), "merged run folder"))
     if target.root.exists() and any(target.root.iterdir()):
         raise GenlabError(f"{target.root} already exists and is not empty")
     loaded.model.merge_lora()

@@ -7,3 +7,11 @@ class GenlabError(Exception):
 
 class TrainingDiverged(GenlabError):
     """A loss term became NaN or infinite; the last good checkpoint is left untouched."""
+
+
+class DiskFull(GenlabError):
+    """A write ran out of disk space; the file it would have replaced is left untouched."""
+
+    folder = None  # set by runs.disk_full: the full folder, the bytes the write needed and what it wrote
+    needed = 0
+    what = ""

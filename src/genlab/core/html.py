@@ -7,7 +7,7 @@ import html
 import json
 from pathlib import Path
 
-from genlab.core.runs import atomic_write_json, atomic_write_text
+from genlab.core.runs import atomic_write_json, atomic_write_text, make_folder
 
 
 def img_tag(data: bytes, alt: str, width: int | None = None) -> str:
@@ -49,8 +49,7 @@ def html_table(rows: list[tuple[str, str]]) -> str:
 def write_findings(out, report: dict, rows: list[tuple], heading: str, note: str) -> None:
     """A data audit's files: audit.json (everything) and audit.html (one row per finding: name, count and
     its first ids), self-contained."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_folder(Path(out), "audit folder")
     atomic_write_json(out / "audit.json", report)
     body = "".join(f"<tr><td>{html.escape(str(a))}</td><td>{html.escape(str(b))}</td>"
                    f"<td><code>{html.escape(json.dumps(c, ensure_ascii=False))}</code></td></tr>" for a, b, c in rows)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,22 +15,96 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from genlab.core.errors import GenlabError
+from genlab.core.errors import DiskFull, GenlabError
+
+
+def _folder_problem(path: Path) -> str | None:
+    """Why files cannot be written in folder `path` (created if need be), or None."""
+    for part in [*reversed(path.parents), path]:  # from the root down: the first part in the way
+        if part.is_symlink() and not part.exists():
+            return f"{part} is a broken (or looping) symbolic link"
+        if part.exists() and not part.is_dir():
+            return f"{part} is a file, not a folder"
+    existing = next((p for p in [path, *path.parents] if p.is_dir()), None)
+    if existing is not None and not os.access(existing, os.R_OK | os.W_OK | os.X_OK):
+        return f"{existing} is read-only or not accessible to you"
+    return None
+
+
+def check_folder(path: str | Path, what: str = "folder", writing: Path | None = None) -> Path:
+    """`path` if it is a writable folder or could be created as one; else one clear error naming the file (or
+    the read-only folder) in the way, and `writing` (the file about to be written) when given. Called before
+    any work (loading data, building a model) so a bad --runs-dir or --out fails at once."""
+    path = Path(path)
+    if problem := _folder_problem(path):
+        raise GenlabError(f"cannot {f'write {writing}' if writing else f'use {what} {path}'}: {problem}; "
+                          "choose another path")
+    return path
+
+
+def make_folder(path: str | Path, what: str = "folder", writing: Path | None = None) -> Path:
+    """mkdir -p, with one clear error when a part of the path is a file, access is denied or the disk is full."""
+    path = check_folder(path, what, writing)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise disk_full(path, 4096) from None
+        raise GenlabError(f"cannot create {what} {path}: {exc.strerror or exc}; choose another path") from None
+    return path
+
+
+def _size(n: float) -> str:
+    """Bytes for a person: 512 bytes, 3.2 KiB, 1.3 MiB, 2.0 GiB."""
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def disk_full(folder: Path, needed: int, what: str = "", then: str = "try again") -> DiskFull:
+    """The one-line error for a write that ran out of space: the folder, what it needs, what is free and
+    `then` (the next step). Its folder, needed and what are kept so a caller can say more."""
+    existing = next((p for p in [Path(folder), *Path(folder).parents] if p.is_dir()), Path("."))
+    try:
+        free = shutil.disk_usage(existing).free
+    except OSError:
+        free = 0
+    error = DiskFull(f"no space left in {folder}{' for ' + what if what else ''}: it needs about {_size(needed)}, "
+                     f"{_size(free)} is free; free at least {_size(max(needed - free, 1))} there and {then}")
+    error.folder, error.needed, error.what = Path(folder), needed, what
+    return error
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    text = str(exc)  # safetensors reports the OS error in its message only
+    return "os error 28" in text or "os error 122" in text or "No space left on device" in text
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file beside `path`, fsync, then rename: readers see the old or the new file, never half."""
+    """Write to a temp file beside `path`, fsync, then rename: readers see the old or the new file, never half.
+    A full disk is one clear error (DiskFull) and leaves the old file as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    make_folder(path.parent, writing=path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except OSError as exc:
+        if _is_disk_full(exc):
+            raise disk_full(path.parent, len(data), path.name) from None
+        raise GenlabError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if _is_disk_full(exc):
+            raise disk_full(path.parent, len(data), path.name) from None
         raise
 
 
@@ -53,16 +129,27 @@ def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def tensors_nbytes(tensors: dict[str, torch.Tensor]) -> int:
+    """About the size of a safetensors file of `tensors` (data plus a header line per tensor)."""
+    return sum(t.numel() * t.element_size() + 100 + len(k) for k, t in tensors.items())
+
+
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None):
+    """safetensors written to a temp file beside `path`, then renamed; a full disk is one clear error (DiskFull)
+    and leaves the old file as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
+    make_folder(path.parent, writing=path)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        os.close(fd)
         save_file(_unshared(tensors), tmp, metadata=metadata)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if _is_disk_full(exc):
+            raise disk_full(path.parent, tensors_nbytes(tensors), path.name) from None
         raise
 
 

@@ -4,6 +4,7 @@ protocol (genlab.core.protocols). The registry names them; nothing above this la
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,13 @@ def infer_data(target: str) -> dict:
     """data.* settings for a dataset name or a path, from the first modality (in registry order) that reads it."""
     if target in NAMED:
         return dict(NAMED[target])
+    path = Path(target).expanduser()
+    if path.is_dir() and not os.access(path, os.R_OK | os.X_OK):
+        raise GenlabError(f"cannot read folder {path}: permission denied; give yourself read access or copy it")
     for name in names("modality"):
         found = modality(name).infer(target)
         if found is not None:
             return found
-    path = Path(target).expanduser()
     if not path.exists():
         raise GenlabError(f"{target} is neither a recipe, a dataset name ({', '.join(NAMED)}) nor an existing path")
     kinds = " or ".join(m.folder_contents for m in map(modality, names("modality")) if m.folder_contents)

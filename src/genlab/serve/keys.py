@@ -15,6 +15,7 @@ from genlab.core.errors import GenlabError
 from genlab.core.runs import atomic_write_text
 
 TOKEN_PREFIX = "gl_"
+KEY_FIELDS = {"id": str, "name": str, "sha256": str, "revoked": bool}  # each stored key has these
 
 
 def _digest(token: str) -> str:
@@ -27,11 +28,23 @@ class KeyStore:
 
     def _load(self) -> list[dict]:
         if not self.path.is_file():
+            if self.path.is_dir():
+                raise GenlabError(f"key file {self.path} is a folder; pass a file path (e.g. {self.path}/keys.json)")
             return []
         try:
             keys = json.loads(self.path.read_text())["keys"]
+        except OSError as exc:
+            raise GenlabError(f"cannot read key file {self.path}: {exc.strerror or exc}") from None
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
             raise GenlabError(f"{self.path} is not a genlab key file") from None
+        if not isinstance(keys, list):
+            raise GenlabError(f"{self.path} is not a genlab key file (\"keys\" must be a list)")
+        for number, key in enumerate(keys, 1):
+            missing = next((f for f, kind in KEY_FIELDS.items()
+                            if not isinstance(key, dict) or not isinstance(key.get(f), kind)), None)
+            if missing:
+                raise GenlabError(f"{self.path}: key {number} has no valid {missing!r} field; fix or remove that "
+                                  "entry, or add keys to a new file with --keys")
         return keys
 
     def _save(self, keys: list[dict]) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import csv
+import errno
 import io
 from pathlib import Path
 
-from genlab.core.runs import atomic_write_text
+from genlab.core.runs import atomic_write_text, disk_full
 
 HEADER = ["step", "split", "metric", "value"]
 
@@ -39,17 +40,22 @@ class RunLog:
     def _truncate_after(self, step: int) -> None:
         """A resumed run rewrites history from its checkpoint, so rows logged after it are dropped."""
         rows = list(csv.reader(io.StringIO(self.csv_path.read_text())))
-        kept = [rows[0]] + [r for r in rows[1:] if len(r) == 4 and int(r[0]) <= step]
+        kept = [HEADER] + [r for r in rows[1:] if _row(r) is not None and _row(r)[0] <= step]
         buf = io.StringIO()
         csv.writer(buf).writerows(kept)
         atomic_write_text(self.csv_path, buf.getvalue())
 
     def write(self, step: int, split: str, values: dict[str, float]) -> None:
-        for name, value in values.items():
-            self._writer.writerow([step, split, name, f"{value:.6g}"])
-            if self._tb is not None:
-                self._tb.add_scalar(f"{split}/{name}", value, step)
-        self._fh.flush()
+        try:
+            for name, value in values.items():
+                self._writer.writerow([step, split, name, f"{value:.6g}"])
+                if self._tb is not None:
+                    self._tb.add_scalar(f"{split}/{name}", value, step)
+            self._fh.flush()
+        except OSError as exc:  # a resumed run drops the rows after its checkpoint, a torn one among them
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise disk_full(self.csv_path.parent, 64 * 1024, f"the training log {self.csv_path.name}") from None
+            raise
 
     def close(self) -> None:
         self._fh.close()
@@ -63,8 +69,20 @@ def read_log(path: Path) -> dict[tuple[str, str], tuple[list[int], list[float]]]
     if not Path(path).is_file():
         return series
     with Path(path).open(newline="") as fh:
-        for row in csv.DictReader(fh):
-            steps, values = series.setdefault((row["split"], row["metric"]), ([], []))
-            steps.append(int(row["step"]))
-            values.append(float(row["value"]))
+        for row in list(csv.reader(fh))[1:]:
+            if (parsed := _row(row)) is None:  # a row torn by a crash or a full disk
+                continue
+            steps, values = series.setdefault((parsed[1], parsed[2]), ([], []))
+            steps.append(parsed[0])
+            values.append(parsed[3])
     return series
+
+
+def _row(row: list[str]) -> tuple[int, str, str, float] | None:
+    """(step, split, metric, value) of a CSV row, or None for a torn or malformed one."""
+    if len(row) != 4:
+        return None
+    try:
+        return int(row[0]), row[1], row[2], float(row[3])
+    except ValueError:
+        return None

@@ -18,8 +18,8 @@ import torch
 from tqdm import tqdm
 
 from genlab.config import RunConfig
-from genlab.core.errors import GenlabError, TrainingDiverged
-from genlab.core.runs import RunPaths, atomic_save_tensors, atomic_write_json
+from genlab.core.errors import DiskFull, GenlabError, TrainingDiverged
+from genlab.core.runs import RunPaths, atomic_save_tensors, atomic_write_json, disk_full
 from genlab.core.spec import DataSpec
 from genlab.models.base import GenerativeModel
 from genlab.registry import family_class
@@ -220,6 +220,17 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> dict[str, Any]:
+        """Train to train.steps (or a stop rule); `resume` continues from the latest checkpoint. A full disk
+        is one clear error that names the last good checkpoint, which stays intact."""
+        try:
+            return self._fit(resume)
+        except DiskFull as exc:
+            latest = self.store.latest()
+            then = (f"continue with --resume from the last good checkpoint {latest} (intact)" if latest
+                    else "rerun with --resume (no checkpoint was written yet: it starts over)")
+            raise disk_full(exc.folder, exc.needed, exc.what, then) from None
+
+    def _fit(self, resume: bool) -> dict[str, Any]:
         tc = self.tc
         if resume and (latest := self.store.latest()) is not None:
             self.load_checkpoint(latest)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from genlab.core.errors import GenlabError
 from genlab.core.versions import removal_plan
 
 
@@ -79,10 +80,10 @@ def pixel_neighbours(images: torch.Tensor, neighbours: int = 5) -> tuple[np.ndar
 
     n = images.shape[0]
     x = images.reshape(n, -1).float().numpy() / 255.0
-    if x.shape[1] > 64:
+    if min(n, x.shape[1]) > 64:  # n <= 64 points already lie in n - 1 dimensions: PCA would keep every distance
         x = PCA(64, random_state=0).fit_transform(x)
     dist, idx = NearestNeighbors(n_neighbors=min(neighbours + 1, n)).fit(x).kneighbors(x)
-    return dist[:, 1:], idx[:, 1:]
+    return dist[:, 1:], idx[:, 1:]  # a one-item dataset: no neighbours, n x 0
 
 
 def feature_near_duplicates(images: torch.Tensor, ratio: float = 0.25, exact: list[list[int]] | None = None,
@@ -105,6 +106,8 @@ def feature_near_duplicates(images: torch.Tensor, ratio: float = 0.25, exact: li
 def density_outliers(nearest: np.ndarray, fence: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
     """Items in empty regions: score = mean distance to the k nearest neighbours (a kNN density estimate's
     inverse); outliers lie above Q3 + fence x IQR of the scores. Returns (ids most isolated first, scores)."""
+    if nearest.shape[1] == 0:  # a single item has no neighbours to be far from
+        return np.zeros(0, dtype=np.int64), np.zeros(nearest.shape[0])
     score = nearest.mean(axis=1)
     q1, q3 = np.percentile(score, [25, 75])
     ids = np.flatnonzero(score > q3 + fence * (q3 - q1))
@@ -113,18 +116,34 @@ def density_outliers(nearest: np.ndarray, fence: float = 3.0) -> tuple[np.ndarra
 
 def out_of_fold_probabilities(images: torch.Tensor, labels: torch.Tensor, folds: int = 5, seed: int = 0):
     """P(class | image) for every item from a model that never saw it: multinomial logistic regression on
-    the pixels (scaled to [0, 1]), k-fold cross-fitted (scikit-learn)."""
+    the pixels (scaled to [0, 1]), k-fold cross-fitted (scikit-learn); fewer folds when the smallest class
+    has fewer than `folds` items. One column per class index (0 for a class with no items)."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
     x = images.reshape(images.shape[0], -1).float().numpy() / 255.0
     y = labels.numpy()
+    present, counts = np.unique(y, return_counts=True)
     model = LogisticRegression(max_iter=300, C=0.5)
-    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    splitter = StratifiedKFold(min(folds, int(counts.min())), shuffle=True, random_state=seed)
     with warnings.catch_warnings():  # 300 lbfgs steps are plenty for ranking; a warning per fold is noise
         warnings.simplefilter("ignore", ConvergenceWarning)
-        return cross_val_predict(model, x, y, cv=splitter, method="predict_proba")
+        probs = cross_val_predict(model, x, y, cv=splitter, method="predict_proba")
+    full = np.zeros((len(y), int(y.max()) + 1))
+    full[:, present] = probs
+    return full
+
+
+def label_issues_skipped(labels: torch.Tensor) -> str | None:
+    """Why label errors cannot be looked for in a labelled dataset (None when they can): cross-fitting needs
+    at least two classes, each with at least two items."""
+    present, counts = np.unique(labels.numpy(), return_counts=True)
+    if len(present) < 2:
+        return "label errors need at least 2 classes with items"
+    if counts.min() < 2:
+        return "label errors need at least 2 items in every class"
+    return None
 
 
 def label_issues(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -167,7 +186,7 @@ def audit_images(images: torch.Tensor, labels: torch.Tensor | None, class_names:
         "hash_near_duplicates": ({"max_hamming_distance": near_distance, "pairs": len(hashed),
                                   "first_pairs": [list(p) for p in hashed[:listed]]} if hashed is not None
                                  else {"skipped": "dHash needs images of at least 32 x 32 pixels"}),
-        "brightness": {"mean": float(bright.mean()), "std": float(bright.std()),
+        "brightness": {"mean": float(bright.mean()), "std": float(bright.std()) if n > 1 else 0.0,
                        "darkest_ids": bright.argsort()[:5].tolist(), "brightest_ids": bright.argsort()[-5:].tolist(),
                        "blank_ids": torch.nonzero(images.reshape(n, -1).amax(1) == images.reshape(n, -1).amin(1))
                        .flatten().tolist()[:listed]},
@@ -177,7 +196,10 @@ def audit_images(images: torch.Tensor, labels: torch.Tensor | None, class_names:
         names = class_names or [str(i) for i in range(len(counts))]
         report["classes"] = {"counts": dict(zip(names, counts, strict=True)),
                              "imbalance_ratio": max(counts) / max(1, min(counts))}
-    if labels is not None and find_label_issues:
+    skipped = label_issues_skipped(labels) if labels is not None and find_label_issues else None
+    if skipped:
+        report["label_issues"] = {"skipped": skipped, "count": None, "worst": [], "ids": []}
+    elif labels is not None and find_label_issues:
         probs = out_of_fold_probabilities(images, labels, folds, seed)
         issues = label_issues(probs, labels.numpy())
         report["label_issues"] = {
@@ -205,8 +227,9 @@ def write_audit(report: dict, out) -> None:
             ("Outliers (low density)", report["outliers"]["count"], report["outliers"]["ids"][:20]),
             ("Blank images", len(report["brightness"]["blank_ids"]), report["brightness"]["blank_ids"][:20])]
     if "label_issues" in report:
-        rows.append(("Likely label errors", report["label_issues"]["count"],
-                     [(w["id"], w["given"], w["suggested"]) for w in report["label_issues"]["worst"][:20]]))
+        issues = report["label_issues"]
+        rows.append(("Likely label errors", "not measured" if "skipped" in issues else issues["count"],
+                     issues.get("skipped") or [(w["id"], w["given"], w["suggested"]) for w in issues["worst"][:20]]))
         rows.append(("Class counts", round(report["classes"]["imbalance_ratio"], 2), report["classes"]["counts"]))
     write_findings(out, report, rows, "Dataset audit", f"dataset {report.get('dataset', '')}; ids are row numbers")
 
@@ -215,8 +238,6 @@ CLEAN_OPERATIONS = ("exact", "near", "labels", "outliers", "relabel")  # relabel
 
 
 def check_operations(operations: list[str]) -> None:
-    from genlab.core.errors import GenlabError
-
     if "labels" in operations and "relabel" in operations:
         raise GenlabError("choose labels (drop the doubted items) or relabel (give them the suggested class)")
     unknown = [op for op in operations if op not in CLEAN_OPERATIONS]
@@ -233,6 +254,9 @@ def clean_images(images: torch.Tensor, labels: torch.Tensor | None, report: dict
     split: the yardstick stays fixed) are never removed. Returns the ids kept and, per operation, the ids
     (rows of the input) it removed."""
     check_operations(operations)
+    skipped = report.get("label_issues", {}).get("skipped")
+    if skipped and {"labels", "relabel"} & set(operations):
+        raise GenlabError(f"cannot drop or relabel likely label errors: {skipped}; leave labels/relabel out of --drop")
     found = {"exact": [i for g in report["exact_duplicates"]["first_groups"] for i in g[1:]],
              "near": [j for _, j, _ in report["near_duplicates"]["first_pairs"]],
              "labels": report.get("label_issues", {}).get("ids", []), "outliers": report["outliers"]["ids"]}

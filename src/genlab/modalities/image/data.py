@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,7 +204,7 @@ def _load_npz(path: Path, cfg: DataConfig):
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise GenlabError(f"{path}: not a readable .npz file ({exc})") from None
     key = next((k for k in ("images", "x", "X") if k in arrays), None)
     if key is None:
@@ -259,7 +261,7 @@ def _load_folder(path: Path, cfg: DataConfig, unreadable: list[dict] | None = No
                 im.load()
                 pictures.append(im.copy())
                 readable.append((f, label))
-        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
             if unreadable is None:
                 raise GenlabError(f"cannot read image {f}: {exc} (genlab data audit lists every unreadable "
                                   "file)") from None

@@ -61,8 +61,11 @@ class TextModality:
             return None
         if path.suffix.lower() == ".jsonl":
             return {"source": "jsonl", "path": str(path)}
-        with path.open("rb") as f:
-            head = f.read(1 << 20)
+        try:
+            with path.open("rb") as f:
+                head = f.read(1 << 20)
+        except OSError as exc:
+            raise GenlabError(f"cannot read {path}: {exc.strerror or exc}") from None
         if b"\n%\n" in head or head.startswith(b"%\n"):
             return {"source": "fortune", "path": str(path)}
         return {"source": "txt", "path": str(path)}  # any other file is read as plain text

@@ -63,6 +63,14 @@ def read_corpus(data_cfg) -> tuple[list[str], list[dict]]:
         got, bad = read_records(path, data_cfg.source, data_cfg.separator)
         problems += [{**b, "id": None if b["id"] is None else b["id"] + len(records)} for b in bad]
         records += got
+    if not any(r.strip() for r in records):  # nothing to measure: say why in one line instead of empty findings
+        where = data_cfg.path if isinstance(data_cfg.path, str | Path) else ", ".join(map(str, data_cfg.path))
+        if problems:
+            first = problems[0]
+            raise GenlabError(f"no record of {where} holds text ({len(problems)} unreadable; the first: "
+                              f"{first['where']} {first['reason']})")
+        raise GenlabError(f"{where} holds no text (it is empty or blank); point data.path at a "
+                          f"non-empty {data_cfg.source} file or folder")
     return records, problems
 
 
@@ -152,7 +160,7 @@ def audit_text(records: list[str], problems: list[dict] | None = None, near_thre
     lengths = np.array([len(r) for r in records])
     nonempty = lengths[lengths > 0]
     log_len = np.log(np.maximum(lengths, 1))
-    q1, q3 = np.percentile(np.log(nonempty), [25, 75])
+    q1, q3 = np.percentile(np.log(nonempty), [25, 75]) if len(nonempty) else (0.0, 0.0)
     long_ids = np.flatnonzero((lengths > 0) & (log_len > q3 + 3 * (q3 - q1)))
     short_ids = np.flatnonzero((lengths > 0) & (log_len < q1 - 3 * (q3 - q1)))
     min_records = max(3, int(0.01 * n))
