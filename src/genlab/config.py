@@ -93,6 +93,9 @@ class TrainConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     betas_by_phase: dict[str, list[float]] = field(default_factory=dict)
     weight_decay: float = 0.0
+    # all (every parameter) | matrices (2+ dimensions only, as nanoGPT: no decay on norms and biases); measured
+    # on shakespeare-char-gpt, matrices was not better (docs/benchmarks.md), so all stays the default
+    weight_decay_scope: str = "all"
     schedule: str = "constant"  # constant | cosine | linear (decay to min_lr_ratio * lr)
     warmup_steps: int = 0
     min_lr_ratio: float = 0.0
@@ -117,6 +120,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         choice("train.optimizer", self.optimizer, ("adam", "adamw"))
+        choice("train.weight_decay_scope", self.weight_decay_scope, ("all", "matrices"))
         choice("train.schedule", self.schedule, ("constant", "cosine", "linear"))
         choice("train.early_stopping_mode", self.early_stopping_mode, ("min", "max"))
         choice("train.precision", self.precision, ("fp32", "bf16"))

@@ -66,14 +66,12 @@ def build_model(cfg: RunConfig, spec: DataSpec) -> GenerativeModel:
     return model
 
 
-def decay_groups(phase, weight_decay: float) -> list[dict]:
-    """Weight decay on the matrices of 2+ dimensions only: none on norms, biases and embedding tables (as nanoGPT
-    decays only matmul weights); a weight tied to an embedding is not decayed either."""
-    embeddings = {id(m.weight) for module in phase.modules for m in module.modules()
-                  if isinstance(m, torch.nn.Embedding)}
+def decay_groups(phase, weight_decay: float, scope: str = "all") -> list[dict]:
+    """Parameter groups for weight decay: every trainable parameter (`all`), or, as nanoGPT does, only those
+    of 2+ dimensions (`matrices`: matmul weights and embeddings; no decay on norms and biases)."""
     params = phase.parameters()
-    decayed = [p for p in params if p.dim() >= 2 and id(p) not in embeddings]
-    kept = [p for p in params if p.dim() < 2 or id(p) in embeddings]
+    decayed = [p for p in params if scope == "all" or p.dim() >= 2]
+    kept = [p for p in params if scope != "all" and p.dim() < 2]
     return [{"params": decayed, "weight_decay": weight_decay}, {"params": kept, "weight_decay": 0.0}]
 
 
@@ -153,7 +151,7 @@ class Trainer:
         lr = tc.lr_by_phase.get(phase.name, tc.lr)
         betas = tuple(tc.betas_by_phase.get(phase.name, tc.betas))
         cls = torch.optim.AdamW if tc.optimizer == "adamw" else torch.optim.Adam
-        opt = cls(decay_groups(phase, tc.weight_decay), lr=lr, betas=betas)
+        opt = cls(decay_groups(phase, tc.weight_decay, tc.weight_decay_scope), lr=lr, betas=betas)
         for group in opt.param_groups:
             group["base_lr"] = lr
         return opt
