@@ -271,3 +271,12 @@ def test_a_new_modality_is_one_package_and_registry_entries(points_modality, tmp
     r = client.post("/v1/models/pts/images", json={"n": 2}, headers=auth)
     assert r.status_code == 400 and "/v1/models/pts/points" in r.json()["detail"]
     assert dataclasses.is_dataclass(PointsSampling) and io  # the options were declared once, above
+
+
+def test_python_m_genlab_works_like_genlab():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "genlab", "sample", "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and "Which options apply" in done.stdout and "--guidance" in done.stdout
