@@ -112,3 +112,15 @@ def test_longest_overlap_is_exact_on_adversarial_strings():
                     for s, t in ((rng.randrange(len(corpus) + 1), rng.randrange(len(corpus) + 1)) for _ in range(5))]
         for sample in samples:
             assert index.longest_overlap(sample) == brute_longest(sample, corpus), (corpus[:20], sample[:20])
+
+
+def test_eval_steps_are_timed_and_told_unless_quiet(capsys):
+    from genlab.metrics.evaluate import _phase
+
+    metrics = {"timings_seconds": {}}
+    with _phase(metrics, "memorisation", quiet=True):
+        pass
+    assert capsys.readouterr().err == "" and metrics["timings_seconds"]["memorisation"] >= 0
+    with _phase(metrics, "continuations", quiet=False):
+        pass
+    assert capsys.readouterr().err.startswith("eval continuations: 0.0 s")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 import time
+from contextlib import contextmanager
 
 import torch
+from tqdm import tqdm
 
 from genlab.data.images import images_to_unit
 from genlab.errors import GenlabError
@@ -19,11 +22,10 @@ def evaluate_run(run: LoadedRun, quiet: bool = True) -> dict:
     ec = cfg.eval
     metrics: dict = {"family": cfg.family, "dataset_fingerprint": ds.fingerprint, "timings_seconds": {}}
     if model.supports_likelihood:
-        t0 = time.perf_counter()
-        metrics["likelihood"] = model.test_likelihood(ds, ec, cfg.data.binarize, quiet)
-        metrics["timings_seconds"]["likelihood"] = round(time.perf_counter() - t0, 3)
+        with _phase(metrics, "likelihood", quiet):
+            metrics["likelihood"] = model.test_likelihood(ds, ec, cfg.data.binarize, quiet)
     if ds.modality == "text":
-        return _finish_text(run, metrics)
+        return _finish_text(run, metrics, quiet)
     if ds.modality == "table":
         return _finish_table(run, metrics)
 
@@ -95,37 +97,58 @@ def _finish_table(run: LoadedRun, metrics: dict) -> dict:
     return metrics
 
 
+@contextmanager
+def _phase(metrics: dict, name: str, quiet: bool):
+    """Times one step of an evaluation into metrics["timings_seconds"][name] and, unless quiet, says on stderr
+    how long it took: a line per step, which a log keeps where progress bars are off."""
+    t0 = time.perf_counter()
+    yield
+    seconds = metrics["timings_seconds"][name] = round(time.perf_counter() - t0, 3)
+    if not quiet:
+        print(f"eval {name}: {seconds:.1f} s", file=sys.stderr, flush=True)
+
+
 TEXT_SAMPLES, TEXT_SAMPLE_TOKENS = 20, 200
 
 
-def _finish_text(run: LoadedRun, metrics: dict) -> dict:
+def _finish_text(run: LoadedRun, metrics: dict, quiet: bool = True) -> dict:
     """Language models: likelihood, then 20 unprompted samples of up to 200 tokens: their longest verbatim
     overlap with the training text (beside held-out documents'), distinct-1/2 and self-BLEU; and greedy
     continuations of the first half of up to 20 held-out documents scored against the true second half
-    (BLEU, ROUGE-L). Samples are kept in the run."""
+    (BLEU, ROUGE-L). Samples are kept in the run. Progress bars where stderr is a terminal, unless quiet."""
     from genlab.metrics.text import distinct_n, memorisation_report, reference_scores, self_bleu
-    from genlab.pipeline import generate_text
+    from genlab.pipeline import generate_text, stream_text
 
-    t0 = time.perf_counter()
-    ds = run.dataset
-    texts = generate_text(run, "", n=TEXT_SAMPLES, seed=run.config.eval.seed, max_new_tokens=TEXT_SAMPLE_TOKENS)
-    run.paths.samples.mkdir(exist_ok=True)
-    (run.paths.samples / "samples.txt").write_text("\n%\n".join(texts) + "\n", encoding="utf-8")
+    ds, seed = run.dataset, run.config.eval.seed
+    no_bars = quiet or not sys.stderr.isatty()
+    with _phase(metrics, "sampling", quiet):
+        texts = [""] * TEXT_SAMPLES  # generate_text's loop, with a bar over the tokens
+        steps = stream_text(run, "", seed, TEXT_SAMPLES, max_new_tokens=TEXT_SAMPLE_TOKENS)
+        for pieces in tqdm(steps, total=TEXT_SAMPLE_TOKENS, disable=no_bars, desc=f"sampling {TEXT_SAMPLES} texts",
+                           unit="token"):
+            texts = [a + b for a, b in zip(texts, pieces, strict=True)]
+        run.paths.samples.mkdir(exist_ok=True)
+        (run.paths.samples / "samples.txt").write_text("\n%\n".join(texts) + "\n", encoding="utf-8")
     held_out = ds.corpus.split_documents("test") or ds.corpus.split_documents("val")
-    train_text = "\n".join(ds.corpus.split_documents("train"))
-    metrics["memorisation"] = memorisation_report(texts, train_text, held_out[:TEXT_SAMPLES])
-    metrics["diversity"] = {"distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2),
-                            "self_bleu": self_bleu(texts), "n_samples": len(texts)}
-    docs = [d for d in held_out if len(d) >= 8][:TEXT_SAMPLES]
-    if len(docs) == 1:  # one long held-out text (Tiny Shakespeare): score 20 passages of it instead
-        docs = [docs[0][i: i + 400] for i in range(0, min(len(docs[0]), 400 * TEXT_SAMPLES), 400)]
-    prompts = [d[: len(d) // 2] for d in docs]
-    truths = [d[len(d) // 2:] for d in docs]
-    continuations = [generate_text(run, p, 1, seed=0, temperature=0.0,
-                                   max_new_tokens=max(1, len(ds.tokenizer.encode(t))))[0]
-                     for p, t in zip(prompts, truths, strict=True)]
-    metrics["continuations"] = {**reference_scores(continuations, truths), "decoding": "greedy",
-                                "prompt": "first half of each held-out document"}
-    metrics["timings_seconds"]["samples"] = round(time.perf_counter() - t0, 3)
+    with _phase(metrics, "memorisation", quiet):
+        train_text = "\n".join(ds.corpus.split_documents("train"))
+        metrics["memorisation"] = memorisation_report(texts, train_text, held_out[:TEXT_SAMPLES], quiet=no_bars)
+    with _phase(metrics, "diversity", quiet):
+        metrics["diversity"] = {"distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2),
+                                "self_bleu": self_bleu(texts), "n_samples": len(texts)}
+    with _phase(metrics, "continuations", quiet):
+        docs = [d for d in held_out if len(d) >= 8][:TEXT_SAMPLES]
+        if len(docs) == 1:  # one long held-out text (Tiny Shakespeare): score 20 passages of it instead
+            docs = [docs[0][i: i + 400] for i in range(0, min(len(docs[0]), 400 * TEXT_SAMPLES), 400)]
+        prompts = [d[: len(d) // 2] for d in docs]
+        truths = [d[len(d) // 2:] for d in docs]
+        continuations = [generate_text(run, p, 1, seed=0, temperature=0.0,
+                                       max_new_tokens=max(1, len(ds.tokenizer.encode(t))))[0]
+                         for p, t in tqdm(list(zip(prompts, truths, strict=True)), disable=no_bars,
+                                          desc="greedy continuations", unit="document")]
+        metrics["continuations"] = {**reference_scores(continuations, truths), "decoding": "greedy",
+                                    "prompt": "first half of each held-out document"}
+    metrics["timings_seconds"]["samples"] = round(sum(metrics["timings_seconds"][k] for k in (
+        "sampling", "memorisation", "diversity", "continuations")), 3)  # all of the above, as before
     atomic_write_json(run.paths.metrics, metrics)
     return metrics

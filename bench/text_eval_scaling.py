@@ -1,0 +1,146 @@
+"""Benchmark: how `genlab eval` of a language model grows with its training text (issue 22). Not a test.
+
+    python bench/text_eval_scaling.py scaling [--sizes 1000000 4000000 16000000] [--stdlib] [--old 1M]
+    python bench/text_eval_scaling.py compare RUN
+
+scaling: corpora of Python's standard library, the .py files (sorted by path, UTF-8, no site-packages)
+concatenated into one .txt and cut to N characters, and with --stdlib the top-level files alone (4,698,280
+characters, the issue's corpus). A tiny character GPT is trained on each (20 steps: the point is the eval),
+then `genlab eval` is timed as a subprocess pinned to one core (--core, one torch thread), wall clock from
+start to exit, beside the steps' times from metrics.json. For the sizes in --old the same eval is timed
+with the source of commit ad94aa9 (the index before issue 22; PYTHONPATH to a `git archive` of it), and
+the memorisation blocks of the two metrics.json are compared.
+
+compare: `genlab eval` of an existing run with the old source and with today's: prints both memorisation
+blocks and whether they are identical (the samples are the same: same seed, same sampling code).
+
+Writes bench/out/text_eval_scaling.json (scaling) and prints JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BEFORE = "ad94aa9"  # the last commit with the window-hash index
+LIB = Path(sys.base_prefix) / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
+OUT = Path("bench/out/text_scaling")
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def stdlib_files(top_level_only: bool) -> list[Path]:
+    files = sorted(LIB.glob("*.py")) if top_level_only else sorted(LIB.rglob("*.py"))
+    return [f for f in files if "site-packages" not in f.parts and f.is_file()]
+
+
+def write_corpus(path: Path, chars: int | None, top_level_only: bool = False) -> int:
+    parts, total = [], 0
+    for f in stdlib_files(top_level_only):
+        try:
+            text = f.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        parts.append(text)
+        total += len(text)
+        if chars is not None and total >= chars:
+            break
+    corpus = "".join(parts)[:chars]
+    if chars is not None and len(corpus) < chars:
+        raise SystemExit(f"only {len(corpus)} characters of .py files under {LIB}")
+    path.write_text(corpus, encoding="utf-8")
+    return len(corpus)
+
+
+def genlab(args: list, core: int, src: Path = SRC) -> float:
+    """Run `genlab ARGS` pinned to one core with one thread; its wall-clock seconds."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GENLAB_QUIET": "1", "PYTHONPATH": str(src)}
+    argv = ["genlab", *map(str, args)]
+    code = f"import sys, torch; torch.set_num_threads(1); from genlab.cli import main; sys.argv = {argv!r}; main()"
+    t0 = time.perf_counter()
+    subprocess.run(["taskset", "-c", str(core), sys.executable, "-c", code], env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+    return round(time.perf_counter() - t0, 2)
+
+
+def old_source(folder: Path) -> Path:
+    """The src/ folder of commit BEFORE, unpacked under `folder`."""
+    archive = subprocess.run(["git", "archive", BEFORE, "src"], check=True, capture_output=True,
+                             cwd=SRC.parent).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder / "src"
+
+
+def evaluate(run: Path, core: int, src: Path = SRC) -> dict:
+    seconds = genlab(["eval", run], core, src)
+    metrics = json.loads((run / "metrics.json").read_text())
+    return {"eval_wall_seconds": seconds, "timings_seconds": metrics["timings_seconds"],
+            "memorisation": metrics["memorisation"]}
+
+
+def train_tiny(corpus: Path, name: str, core: int) -> Path:
+    (OUT / "tiny.yaml").write_text("family: gpt\n")
+    genlab(["train", OUT / "tiny.yaml", f"name={name}", "data.source=txt", f"data.path={corpus.resolve()}",
+            "data.tokenizer=char", "data.block_size=64", "model.layers=2", "model.heads=2", "model.width=32",
+            "train.steps=20", "train.batch_size=8", "train.val_every=0", "train.checkpoint_every=0",
+            "--runs-dir", OUT, "--overwrite"], core)
+    return OUT / name
+
+
+def scaling(args) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    cases = [(f"{n // 1_000_000}M" if n % 1_000_000 == 0 else str(n), n, False) for n in args.sizes]
+    if args.stdlib:
+        cases.append(("stdlib-top-level", None, True))
+    results = {"machine": os.uname().nodename, "loadavg_before": Path("/proc/loadavg").read_text().split()[:3],
+               "core": args.core, "runs": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        old = old_source(Path(tmp)) if args.old else None
+        for label, n, top in cases:
+            corpus = OUT / f"corpus-{label}.txt"
+            chars = write_corpus(corpus, n, top)
+            t0 = time.perf_counter()
+            run = train_tiny(corpus, f"tiny-{label}", args.core)
+            row = {"corpus": label, "characters": chars, "train_seconds": round(time.perf_counter() - t0, 1),
+                   "after": evaluate(run, args.core)}
+            if label in args.old:
+                row["before"] = evaluate(run, args.core, old)
+                row["memorisation_identical"] = row["before"]["memorisation"] == row["after"]["memorisation"]
+            print(json.dumps(row), flush=True)
+            results["runs"].append(row)
+    results["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
+    (Path("bench/out") / "text_eval_scaling.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+def compare(args) -> None:
+    run = Path(args.run)
+    with tempfile.TemporaryDirectory() as tmp:
+        before = evaluate(run, args.core, old_source(Path(tmp)))
+    after = evaluate(run, args.core)
+    print(json.dumps({"run": str(run), "before": before, "after": after,
+                      "memorisation_identical": before["memorisation"] == after["memorisation"]}, indent=2))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("scaling")
+    s.add_argument("--sizes", type=int, nargs="*", default=[1_000_000, 4_000_000, 16_000_000])
+    s.add_argument("--stdlib", action="store_true", help="also the top-level stdlib files (the issue's corpus)")
+    s.add_argument("--old", nargs="*", default=[],
+                   help="corpora also evaluated with the old index, by label (1M, 4M, 16M, stdlib-top-level)")
+    c = sub.add_parser("compare")
+    c.add_argument("run")
+    for p in (s, c):
+        p.add_argument("--core", type=int, default=1)
+    args = ap.parse_args()
+    scaling(args) if args.command == "scaling" else compare(args)
+
+
+if __name__ == "__main__":
+    main()
