@@ -58,7 +58,7 @@ def suffix_array(codes: np.ndarray, quiet: bool = True) -> np.ndarray:
         key <<= bits
         key[: n - j] |= dense[j:]
     del dense
-    order = np.argsort(key, kind="stable")
+    order = np.argsort(key)  # ties are broken later, so any sort will do
     key = key[order]
     sa = order.astype(index)
     del order
@@ -76,7 +76,7 @@ def suffix_array(codes: np.ndarray, quiet: bool = True) -> np.ndarray:
             after = starts + length
             second = np.where(after < n, rank[np.minimum(after, n - 1)], -1).astype(np.int64)
             pair = rank[starts].astype(np.int64) * (n + 1) + second + 1
-            order = np.argsort(pair, kind="stable")  # a group keeps its slots: rank is the major key
+            order = np.argsort(pair)  # a group keeps its slots: rank is the major key
             starts, pair = starts[order], pair[order]
             sa[tied] = starts
             first = np.ones(len(pair), dtype=bool)
