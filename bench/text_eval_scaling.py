@@ -2,6 +2,7 @@
 
     python bench/text_eval_scaling.py scaling [--sizes 1000000 4000000 16000000] [--stdlib] [--old 1M]
     python bench/text_eval_scaling.py compare RUN
+    OMP_NUM_THREADS=1 taskset -c 1 python bench/text_eval_scaling.py index [--sizes ...] [--old 1000000]
 
 scaling: corpora of Python's standard library, the .py files (sorted by path, UTF-8, no site-packages)
 concatenated into one .txt and cut to N characters, and with --stdlib the top-level files alone (4,698,280
@@ -13,6 +14,11 @@ of it), and the memorisation blocks of the two metrics.json are compared.
 
 compare: `genlab eval` of an existing run with the old source and with today's: prints both memorisation
 blocks and whether they are identical (the samples are the same: same seed, same sampling code).
+
+index: the memorisation index alone, on the first N characters of the same concatenation, with the load
+of a corpus of many documents: 50 queries (30 passages of 2,000 characters from beyond the first N, 10
+passages from inside it, 10 of those with a NUL spliced in); CPU seconds to build the index and answer them,
+today's and (for the sizes in --old) ad94aa9's, and whether the two give the same overlaps.
 
 Writes bench/out/text_eval_scaling.json (scaling) and prints JSON.
 """
@@ -132,6 +138,39 @@ def compare(args) -> None:
                       "memorisation_identical": before["memorisation"] == after["memorisation"]}, indent=2))
 
 
+def index(args) -> None:
+    import importlib.util
+    import random
+
+    from genlab.metrics import text as new
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    whole = OUT / "corpus-index.txt"
+    write_corpus(whole, max(args.sizes) + 100_000)
+    text = whole.read_text(encoding="utf-8")
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = importlib.util.spec_from_file_location("old_text", old_source(Path(tmp)) / "genlab/metrics/text.py")
+        old = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(old)
+    for n in args.sizes:
+        corpus, rng = text[:n], random.Random(0)
+        queries = [text[s: s + 2000] for s in (rng.randrange(n, len(text) - 2000) for _ in range(30))]
+        queries += [corpus[s: s + 2000] for s in (rng.randrange(n - 2000) for _ in range(10))]
+        queries += [q[:700] + "\x00" + q[900:] for q in queries[30:]]
+        row, overlaps = {"characters": n, "queries": len(queries)}, {}
+        for name, module in [("after", new), ("before", old)][: 2 if n in args.old else 1]:
+            t0 = time.process_time()
+            built = module.SubstringIndex(corpus)
+            t1 = time.process_time()
+            overlaps[name] = [built.longest_overlap(q) for q in queries]
+            row[name] = {"build_cpu_seconds": round(t1 - t0, 2),
+                         "queries_cpu_seconds": round(time.process_time() - t1, 2),
+                         "median_overlap": sorted(overlaps[name])[len(queries) // 2]}
+        if "before" in overlaps:
+            row["identical"] = overlaps["before"] == overlaps["after"]
+        print(json.dumps(row), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="command", required=True)
@@ -144,8 +183,11 @@ def main() -> None:
     c.add_argument("run")
     for p in (s, c):
         p.add_argument("--core", type=int, default=1)
+    i = sub.add_parser("index")
+    i.add_argument("--sizes", type=int, nargs="*", default=[1_000_000, 4_000_000, 16_000_000])
+    i.add_argument("--old", type=int, nargs="*", default=[], help="sizes also measured with the old index")
     args = ap.parse_args()
-    scaling(args) if args.command == "scaling" else compare(args)
+    {"scaling": scaling, "compare": compare, "index": index}[args.command](args)
 
 
 if __name__ == "__main__":
