@@ -18,6 +18,7 @@ torch.set_num_threads(1)
 def isolated_cache(tmp_path_factory):
     """Classifier weights and cached features go to a per-session folder, never the user's cache."""
     os.environ["GENLAB_CACHE"] = str(tmp_path_factory.mktemp("genlab-cache"))
+    os.environ["GENLAB_QUIET"] = "1"  # no timed progress lines in the stderr the tests read
     os.environ["GENLAB_INCEPTION_WEIGHTS"] = str(tmp_path_factory.mktemp("no-weights") / "missing.pth")
 
 

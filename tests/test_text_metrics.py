@@ -2,6 +2,8 @@
 
 import random
 
+import numpy as np
+
 from genlab.metrics.text import SubstringIndex, distinct_n, memorisation_report, regular_verse
 
 
@@ -80,3 +82,45 @@ def test_regular_verse_checks_line_shape():
     assert not regular_verse("《题》\n作者：某\n床前明月光，疑是地上霜。")["regular"]  # one line is not a poem
     assert not regular_verse(five + "\n两个黄鹂鸣翠柳，一行白鹭上青天。")["regular"]  # mixed 5 and 7
     assert not regular_verse("春眠不觉晓处处闻啼鸟，夜来风雨声花落知多少。\n" * 2)["regular"]  # 10 characters
+
+
+def test_suffix_array_sorts_every_suffix():
+    from genlab.metrics.text import suffix_array
+
+    rng = random.Random(2)
+    texts = ["", "a", "a" * 40, "ab" * 12, "banana", "\U0010ffff\x00a", "".join(rng.choice("ab") for _ in range(500)),
+             "".join(rng.choice("床前🙂 \n\x00") for _ in range(300)),
+             "".join(chr(rng.randrange(0x110000)) for _ in range(200))]  # surrogates included
+    for text in texts:
+        codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        assert suffix_array(codes).tolist() == sorted(range(len(text)), key=lambda i: text[i:])
+
+
+def test_longest_overlap_is_exact_on_adversarial_strings():
+    rng = random.Random(1)
+    period = "abcab" * 40
+    corpora = ["", "a", "a" * 300, period + "x" + period, "ab" * 150 + "ba" * 150,
+               "".join(rng.choice("ab") for _ in range(400)),
+               "".join(rng.choice("床前明月🙂\n \x00é") for _ in range(400)),
+               "\ud800lone surrogate \udfff and more"]
+    for corpus in corpora:
+        index = SubstringIndex(corpus)
+        samples = ["", "a", "b", corpus, corpus + "a", "z" + corpus + "z", corpus * 2, corpus[::-1], "a" * 301,
+                   period[:137] + "x" + period[:60], "\ud800lone", "🙂🙂"]
+        samples += ["".join(rng.choice("abx床🙂") for _ in range(rng.randint(0, 40))) for _ in range(10)]
+        samples += [corpus[s: s + rng.randint(0, 500)] + "q" + corpus[t: t + 30]
+                    for s, t in ((rng.randrange(len(corpus) + 1), rng.randrange(len(corpus) + 1)) for _ in range(5))]
+        for sample in samples:
+            assert index.longest_overlap(sample) == brute_longest(sample, corpus), (corpus[:20], sample[:20])
+
+
+def test_eval_steps_are_timed_and_told_unless_quiet(capsys):
+    from genlab.core.progress import timed
+
+    timings = {}
+    with timed(timings, "memorisation", quiet=True):
+        pass
+    assert capsys.readouterr().err == "" and timings["memorisation"] >= 0
+    with timed(timings, "continuations", quiet=False):
+        pass
+    assert capsys.readouterr().err.splitlines() == ["continuations ...", "continuations: 0.0 s"]

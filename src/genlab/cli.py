@@ -182,11 +182,11 @@ def _cli_value(spec, value):
 def evaluate(run: Path, overrides: tuple[str, ...], threads: int | None) -> None:
     """Evaluate a trained RUN with every metric that applies (eval.key=value OVERRIDES change this evaluation's
     settings, e.g. eval.n_samples=200); writes metrics.json."""
+    from genlab.core.progress import quiet
     from genlab.pipeline import evaluate_run, open_run
-    from genlab.train.trainer import quiet
 
     loaded = open_run(run)
-    metrics = evaluate_run(loaded, quiet=quiet(), overrides=overrides)
+    metrics = evaluate_run(loaded, quiet=quiet(), overrides=overrides)  # timed steps also under a pipe
     headline = {k: round(v, 3) for k, v in (metrics.get("likelihood") or {}).get("headline", {}).items()}
     headline.update(loaded.modality.headline(metrics))
     click.echo(json.dumps(headline, indent=2, ensure_ascii=False))

@@ -6,8 +6,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import shutil
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from genlab.config import (
 )
 from genlab.core.errors import GenlabError
 from genlab.core.options import split_options
+from genlab.core.progress import bars_off, timed
 from genlab.core.protocols import Dataset
 from genlab.core.runs import (
     RunPaths,
@@ -282,10 +281,8 @@ def evaluate_run(run: LoadedRun, quiet: bool = True, overrides: list[str] | tupl
     metrics: dict = {"family": cfg.family, "dataset_fingerprint": ds.fingerprint, "timings_seconds": {},
                      "eval": dataclasses.asdict(cfg.eval)}
     if model.supports_likelihood:
-        t0 = time.perf_counter()
-        say(quiet, "test-set likelihood ...")
-        metrics["likelihood"] = model.test_likelihood(ds, cfg.eval, cfg.data.binarize, quiet)
-        metrics["timings_seconds"]["likelihood"] = round(time.perf_counter() - t0, 3)
+        with timed(metrics["timings_seconds"], "likelihood", quiet):
+            metrics["likelihood"] = model.test_likelihood(ds, cfg.eval, cfg.data.binarize, bars_off(quiet))
     part = run.modality.evaluate(run, cfg.eval, quiet)
     metrics["timings_seconds"].update(part.pop("timings_seconds", {}))
     metrics.update(part)
@@ -302,12 +299,6 @@ def eval_overridden(cfg: RunConfig, overrides) -> object:
                               "the rest of a run's config is fixed by its training")
         apply_override(raw, item)
     return build_eval(run_modality(cfg), family_class(cfg.family), raw["eval"])
-
-
-def say(quiet: bool, line: str) -> None:
-    """One progress line on stderr (flushed, so it shows under a pipe too); nothing when quiet."""
-    if not quiet:
-        print(line, file=sys.stderr, flush=True)
 
 
 def run_modality(cfg: RunConfig):

@@ -3,11 +3,12 @@ text (against the same figure for held-out real documents), and distinct-n diver
 
 from __future__ import annotations
 
+import bisect
 import re
 
 import numpy as np
+from tqdm import tqdm
 
-_BASE = np.uint64(0x9E3779B97F4A7C15)  # odd, so invertible modulo 2**64
 _UNITS = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|\w+|[^\w\s]")
 
 
@@ -17,66 +18,90 @@ def cjk_fraction(texts: list[str]) -> float:
     return sum(1 for c in chars if "\u3400" <= c <= "\u9fff") / max(1, len(chars))
 
 
-def _inverse_mod_2_64(a: int) -> int:
-    return pow(a, -1, 1 << 64)
-
-
 class SubstringIndex:
-    """Answers "does this string share a substring of length L with the corpus?" for any L, through
-    polynomial hashes of every window (modulo 2**64, vectorised): window hash = sum_k s[i+k] * B^-k."""
+    """Answers "what is the longest substring of this string that occurs in the corpus?" exactly, through a
+    suffix array of the corpus built once (O(n log n), vectorised) and binary searches over it per query."""
 
-    def __init__(self, text: str):
-        self.codes = _codes(text)
-        self.prefix, self.powers = _prefix_hashes(self.codes)
-        self._cache: dict[int, np.ndarray] = {}
+    def __init__(self, text: str, quiet: bool = True):
+        self.text = text
+        codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)  # str's order
+        sa = suffix_array(codes, quiet)
+        self._suffixes = memoryview(sa)  # indexing a memoryview gives Python ints, which bisect needs
 
-    def hashes(self, length: int) -> np.ndarray:
-        if length not in self._cache:
-            if len(self._cache) >= 16:  # bounded: 8 bytes per corpus character per cached length
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[length] = np.unique(_window_hashes(self.prefix, self.powers, length))
-        return self._cache[length]
+    def occurs(self, pattern: str) -> bool:
+        """Is `pattern` a substring of the corpus? One binary search over the sorted suffixes."""
+        text, width = self.text, len(pattern)
+        i = bisect.bisect_left(self._suffixes, pattern, key=lambda p: text[p: p + width])
+        return i < len(self._suffixes) and text[self._suffixes[i]: self._suffixes[i] + width] == pattern
 
     def longest_overlap(self, text: str) -> int:
         """Length in characters of the longest substring of `text` that also occurs in the corpus."""
-        codes = _codes(text)
-        prefix, powers = _prefix_hashes(codes)
-        lo, hi = 0, min(len(codes), len(self.codes))
-        while lo < hi:  # binary search: overlaps of length L imply overlaps of every shorter length
-            mid = (lo + hi + 1) // 2
-            found = np.isin(_window_hashes(prefix, powers, mid), self.hashes(mid)).any()
-            lo, hi = (mid, hi) if found else (lo, mid - 1)
-        return lo
+        best = 0
+        for i in range(len(text)):  # only a match longer than the best so far matters, so at most
+            while i + best < len(text) and self.occurs(text[i: i + best + 1]):  # 2 * len(text) searches
+                best += 1
+        return best
 
 
-def _codes(text: str) -> np.ndarray:
-    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
-
-
-def _prefix_hashes(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    inv = np.uint64(_inverse_mod_2_64(int(_BASE)))
+def suffix_array(codes: np.ndarray, quiet: bool = True) -> np.ndarray:
+    """Start of every suffix of `codes` in lexicographic order, a suffix before the longer ones it begins:
+    prefix doubling (Manber & Myers 1993) that re-sorts only the suffixes still tied with another (Larsson &
+    Sadakane 2007), starting from as many characters as fit in one int64. A suffix's rank is the position
+    in the array of the first suffix of its tie group."""
     n = len(codes)
-    with np.errstate(over="ignore"):
-        inv_powers = np.cumprod(np.concatenate([[np.uint64(1)], np.full(max(0, n - 1), inv, dtype=np.uint64)]))
-        powers = np.cumprod(np.concatenate([[np.uint64(1)], np.full(max(0, n - 1), _BASE, dtype=np.uint64)]))
-        prefix = np.concatenate([[np.uint64(0)], np.cumsum((codes + np.uint64(1)) * inv_powers[:n])])
-    return prefix, powers
+    index = np.int32 if n < 2**31 else np.int64
+    if n == 0:
+        return np.zeros(0, index)
+    present = np.zeros(int(codes.max()) + 1, dtype=bool)
+    present[codes] = True
+    dense = np.cumsum(present, dtype=np.int64)[codes]  # 1..alphabet size; 0 marks the end of the text
+    bits = int(present.sum()).bit_length()
+    width = max(1, 63 // bits)
+    key = np.zeros(n, dtype=np.int64)
+    for j in range(min(width, n)):  # the first `width` characters of each suffix, packed
+        key <<= bits
+        key[: n - j] |= dense[j:]
+    del dense
+    order = np.argsort(key)  # ties are broken later, so any sort will do
+    key = key[order]
+    sa = order.astype(index)
+    del order
+    first = np.ones(n, dtype=bool)  # first of its tie group
+    first[1:] = key[1:] != key[:-1]
+    del key
+    rank = np.empty(n, dtype=index)
+    rank[sa] = np.maximum.accumulate(np.where(first, np.arange(n, dtype=index), 0))
+    tied = np.flatnonzero(~(first & np.append(first[1:], True))).astype(index)  # positions in `sa`
+    length = width  # ranks order the suffixes by their first `length` characters
+    with tqdm(total=n, initial=n - len(tied), disable=quiet, desc="memorisation index", unit="suffix",
+              unit_scale=True) as bar:
+        while len(tied):
+            starts = sa[tied].astype(np.int64)
+            after = starts + length
+            second = np.where(after < n, rank[np.minimum(after, n - 1)], -1).astype(np.int64)
+            pair = rank[starts].astype(np.int64) * (n + 1) + second + 1
+            order = np.argsort(pair)  # a group keeps its slots: rank is the major key
+            starts, pair = starts[order], pair[order]
+            sa[tied] = starts
+            first = np.ones(len(pair), dtype=bool)
+            first[1:] = pair[1:] != pair[:-1]
+            rank[starts] = tied[np.maximum.accumulate(np.where(first, np.arange(len(pair)), 0))]
+            still = ~(first & np.append(first[1:], True))
+            bar.update(int(len(tied) - still.sum()))
+            tied = tied[still]
+            length *= 2
+    return sa
 
 
-def _window_hashes(prefix: np.ndarray, powers: np.ndarray, length: int) -> np.ndarray:
-    n = len(prefix) - 1
-    if length > n or length <= 0:
-        return np.zeros(0, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        return (prefix[length:] - prefix[: n - length + 1]) * powers[: n - length + 1]
-
-
-def memorisation_report(samples: list[str], train_text: str, held_out: list[str], copy_length: int = 50) -> dict:
+def memorisation_report(samples: list[str], train_text: str, held_out: list[str], copy_length: int = 50,
+                        quiet: bool = True) -> dict:
     """Longest verbatim overlap of each sample with the training text, beside the same for real held-out
     documents (what a model that generalises looks like); `copy_length`+ characters count as a copy."""
-    index = SubstringIndex(train_text)
-    ours = np.array([index.longest_overlap(s) for s in samples])
-    real = np.array([index.longest_overlap(d[:2000]) for d in held_out]) if held_out else np.zeros(0)
+    index = SubstringIndex(train_text, quiet)
+    queries = [*samples, *(d[:2000] for d in held_out)]
+    overlaps = [index.longest_overlap(q) for q in tqdm(queries, disable=quiet, desc="longest overlaps")]
+    ours = np.array(overlaps[: len(samples)], dtype=np.int64)
+    real = np.array(overlaps[len(samples):], dtype=np.int64)
     return {
         "n_samples": len(samples),
         "longest_overlap_chars": {"median": float(np.median(ours)), "max": int(ours.max()) if len(ours) else 0},

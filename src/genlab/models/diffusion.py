@@ -29,7 +29,7 @@ class DiffusionSampling:
 
     steps: int | None = option(None, "network calls per sample", ge=1, le=1000)
     guidance: float | None = option(None, "classifier-free guidance scale (0 unconditional, 1 conditional, >1 "
-                                    "guided)", ge=0, le=50)
+                                    "guided)", ge=0)
     sampler: str | None = option(None, "sampler", choices=tuple(SAMPLERS))
     eta: float | None = option(None, "DDIM noise (0 deterministic)", ge=0, le=1)
 

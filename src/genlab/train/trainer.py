@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,8 @@ from tqdm import tqdm
 
 from genlab.config import RunConfig
 from genlab.core.errors import DiskFull, GenlabError, TrainingDiverged
+from genlab.core.progress import bars_off
+from genlab.core.progress import quiet as progress_quiet
 from genlab.core.runs import RunPaths, atomic_save_tensors, atomic_write_json, disk_full
 from genlab.core.spec import DataSpec
 from genlab.models.base import GenerativeModel
@@ -76,7 +76,8 @@ def decay_groups(phase, weight_decay: float, scope: str = "all") -> list[dict]:
 
 
 def quiet() -> bool:
-    return bool(os.environ.get("CI")) or bool(os.environ.get("GENLAB_QUIET")) or not sys.stderr.isatty()
+    """No progress bars: under CI, with GENLAB_QUIET, or when stderr is not a terminal."""
+    return bars_off(progress_quiet())
 
 
 def lr_factor(step: int, cfg) -> float:

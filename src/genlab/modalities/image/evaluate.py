@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from genlab.core.errors import GenlabError
+from genlab.core.progress import bars_off, timed
 from genlab.core.runs import atomic_save_tensors, load_tensors
 from genlab.metrics import image
 from genlab.modalities.image.data import ImageDataset, images_to_unit
@@ -134,36 +135,30 @@ def label_agreement(dataset: ImageDataset, samples: torch.Tensor, labels: torch.
 def evaluate_image_run(run, ec, quiet: bool = True) -> dict:
     """Memorisation (nearest training images of the samples against the test split's), the image metrics of
     eval.image_metrics on eval.metric_samples samples, label agreement for conditional models; sample grids
-    are kept in the run."""
+    are kept in the run. The feature extractor is resolved before any sample is generated for it, so metrics
+    that cannot run say why instead of scoring nothing."""
     from genlab.metrics.memorisation import memorisation_report
     from genlab.modalities.image.samples import generate_images, save_samples
 
-    ds, model = run.dataset, run.model
-    metrics: dict = {"timings_seconds": {}}
-    t0 = time.perf_counter()
-    samples = generate_images(run.model, ec.n_samples, seed=ec.seed)
-    train = images_to_unit(ds.split_images("train"))
-    test = images_to_unit(ds.split_images("test")[: ec.memorisation_reference])
-    memo = memorisation_report(samples, train, test)
-    metrics["memorisation"] = memo
-    metrics["timings_seconds"]["memorisation"] = round(time.perf_counter() - t0, 3)
-
-    t0 = time.perf_counter()
-    why = ""
-    try:  # resolved once, before generating anything for them; shared by the image metrics and label agreement
-        extractor = extractor_for(ds, ec.extractor, ec.train_classifier, quiet)
-    except GenlabError as exc:
-        extractor, why = None, str(exc)
-    if extractor is None:  # say why each metric cannot run instead of generating samples it cannot score
-        metrics["image"] = {"extractor": ec.extractor, **{name: {"error": why} for name in ec.image_metrics}}
-    else:
-        n_metric = ec.metric_samples
-        metric_samples = (samples if n_metric <= samples.shape[0]
-                          else generate_images(run.model, n_metric, seed=ec.seed + 1))
-        metrics["image"] = compute_image_metrics(ds, metric_samples[:n_metric], extractor, ec.image_metrics,
-                                                 ec.train_classifier, quiet)
-    metrics["timings_seconds"]["image_metrics"] = round(time.perf_counter() - t0, 3)
-
+    ds, model, timings, inner = run.dataset, run.model, {}, bars_off(quiet)
+    metrics: dict = {"timings_seconds": timings}
+    with timed(timings, "memorisation", quiet):
+        samples = generate_images(model, ec.n_samples, seed=ec.seed)
+        train = images_to_unit(ds.split_images("train"))
+        test = images_to_unit(ds.split_images("test")[: ec.memorisation_reference])
+        metrics["memorisation"] = memo = memorisation_report(samples, train, test)
+    with timed(timings, "image_metrics", quiet):
+        try:  # resolved once, shared by the image metrics and label agreement
+            extractor, why = extractor_for(ds, ec.extractor, ec.train_classifier, inner), ""
+        except GenlabError as exc:
+            extractor, why = None, str(exc)
+        if extractor is None:
+            metrics["image"] = {"extractor": ec.extractor, **{name: {"error": why} for name in ec.image_metrics}}
+        else:
+            more = ec.metric_samples > samples.shape[0]
+            scored = generate_images(model, ec.metric_samples, seed=ec.seed + 1) if more else samples
+            metrics["image"] = compute_image_metrics(ds, scored[: ec.metric_samples], extractor, ec.image_metrics,
+                                                     ec.train_classifier, inner)
     run.paths.samples.mkdir(exist_ok=True)
     save_samples(samples[:64], run.paths.samples / "grid.png")
     closest = samples[memo["closest_samples"]]
@@ -171,11 +166,11 @@ def evaluate_image_run(run, ec, quiet: bool = True) -> dict:
     save_samples(torch.cat([closest, neighbours]), run.paths.samples / "closest_to_train.png", ncol=len(closest))
     if model.conditional:
         per_class = max(1, ec.n_samples // ds.num_classes)
-        rows = [generate_images(run.model, per_class, label=c, seed=ec.seed + c) for c in range(ds.num_classes)]
+        rows = [generate_images(model, per_class, label=c, seed=ec.seed + c) for c in range(ds.num_classes)]
         labels = torch.arange(ds.num_classes).repeat_interleave(per_class)
-        metrics["image"]["label_agreement"] = (label_agreement(ds, torch.cat(rows), labels, extractor,
-                                                               ec.train_classifier, quiet)
-                                                if extractor is not None else {"error": why})
+        metrics["image"]["label_agreement"] = (
+            label_agreement(ds, torch.cat(rows), labels, extractor, ec.train_classifier, inner)
+            if extractor is not None else {"error": why})
         shown = min(10, per_class)
         save_samples(torch.cat([r[:shown] for r in rows]), run.paths.samples / "by_class.png", ncol=shown)
     return metrics
