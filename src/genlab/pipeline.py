@@ -262,8 +262,6 @@ def stream_text(run: LoadedRun, prompt: str = "", seed: int = 0, n: int = 1, sto
     """The new text of `n` continuations of `prompt`, piece by piece as tokens are generated."""
     from genlab.modalities.text.generate import stream_text as stream
 
-    if run.modality.name != "text":
-        raise GenlabError(f"{run.paths.root} is a {run.modality.name} run; text streams from language models")
     return stream(run, prompt, seed, n, stop, **sampling)
 
 

@@ -13,6 +13,8 @@ def stream_text(run, prompt: str = "", seed: int = 0, n: int = 1, stop: list[str
                 **sampling):
     """Yield the new text of `n` continuations of `prompt` piece by piece (one string per sample per step)
     as tokens are generated; stops at `max_new_tokens`, at end of document, or after a `stop` string."""
+    if run.modality.name != "text":
+        raise GenlabError(f"{run.paths.root} is {run.modality.model_noun}; text streams from language models")
     ds = run.dataset
     cfg = check_options(run.model.sample_options, {k: v for k, v in sampling.items() if v is not None},
                         owner=f"the {run.config.family} family")
