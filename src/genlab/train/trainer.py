@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from genlab.train.ema import EMA, weights_swapped
 from genlab.train.log import NullLog, RunLog
 
 VAL_NOISE_SEED = 12345
+PROGRESS_LINE_SECONDS = 10.0  # without a progress bar, a line this often at most
 
 
 def data_spec(dataset) -> DataSpec:
@@ -242,6 +244,8 @@ class Trainer:
         counts: dict[str, int] = {}
         stop_reason = "steps"
         self.model.train()
+        lines = quiet() and not progress_quiet() and self.world.main  # stderr is no terminal, but not told quiet
+        told = time.monotonic()
         bar = tqdm(total=tc.steps, initial=self.step, disable=quiet() or not self.world.main,
                    desc=f"train {self.cfg.name}",
                    dynamic_ncols=True)
@@ -281,6 +285,11 @@ class Trainer:
                     means["lr_factor"] = factor
                     log.write(self.step, "train", means)
                     bar.set_postfix({k: f"{v:.4g}" for k, v in list(means.items())[:3]})
+                    if lines and time.monotonic() - told >= PROGRESS_LINE_SECONDS:  # no bar: a line now and then
+                        told = time.monotonic()
+                        shown = ", ".join(f"{k} {v:.4g}" for k, v in list(means.items())[:3])
+                        print(f"train {self.cfg.name}: step {self.step}/{tc.steps}, {self.elapsed:.0f} s; {shown}",
+                              file=sys.stderr, flush=True)
                     sums, counts = {}, {}
                 if tc.val_every and self.step % tc.val_every == 0:
                     if self._validate(log):
