@@ -1,0 +1,1 @@
+"""The bottom layer of genlab: modules here import nothing else of genlab."""
