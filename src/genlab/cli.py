@@ -12,8 +12,8 @@ from genlab.core.errors import GenlabError
 
 
 def _apply_threads(ctx, param, value: int | None) -> int | None:
-    """--threads N: PyTorch's CPU threads for this command (default: the CPUs this process may use, fewer when
-    other processes keep them busy; see genlab.core.threads)."""
+    """--threads N: PyTorch's CPU threads for this command (default: OMP_NUM_THREADS, else the CPUs this process
+    may use less those other processes keep busy; see genlab.core.threads)."""
     from genlab.core.threads import apply_threads, choose_threads
 
     apply_threads(choose_threads(value))
@@ -561,6 +561,9 @@ def keys_revoke(key_id: str, keys_path: Path | None) -> None:
 
 
 def main() -> None:
+    from genlab.core.threads import prepare_environment
+
+    prepare_environment()  # idle OpenMP threads sleep instead of spinning: before anything imports torch
     try:
         cli.main(standalone_mode=False)
     except GenlabError as exc:
