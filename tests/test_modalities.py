@@ -58,7 +58,7 @@ def test_a_table_run_is_served_on_its_rows_endpoint(table_run, tmp_path):
                     headers=auth)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
     lyon = pd.read_csv(io.StringIO(r.text), keep_default_na=False)
-    assert len(lyon) == 50 and set(lyon.columns) == {"city", "age", "income"}
+    assert len(lyon) == 50 and set(lyon.columns) == {"city", "age", "income"} and (lyon["city"] == "Lyon").all()
     bad = [({"n": 5, "conditions": {"city": "Berlin"}}, 400), ({"n": 0}, 422), ({"n": 5, "label": 1}, 422),
            ({"n": 10**30}, 422)]
     for body, code in bad:

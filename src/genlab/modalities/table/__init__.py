@@ -78,11 +78,15 @@ class TableModality:
         write_rows(samples, out)
 
     def sampled_note(self, samples) -> str | None:
+        """What sampling threw away to keep the constraints and conditions, for the person who asked."""
         stats = samples.attrs.get("constraints") or {}
-        if stats.get("rejected"):
-            return (f"constraints rejected {stats['rejected']} of {stats['drawn']} generated rows "
-                    f"({stats['rejection_rate']:.1%})")
-        return None
+        notes = []
+        if "acceptance_rate" in stats:
+            notes.append(f"{stats['acceptance_rate']:.1%} of {stats['drawn']} generated rows met the conditions")
+        if stats.get("rejected", 0) > stats.get("condition_rejected", 0):
+            notes.append(f"constraints rejected {stats['rejected'] - stats.get('condition_rejected', 0)} of "
+                         f"{stats['drawn']} generated rows ({stats['rejection_rate']:.1%} rejected in all)")
+        return "; ".join(notes) or None
 
     def evaluate(self, run, options: TableEval, quiet: bool = True) -> dict:
         from genlab.modalities.table.evaluate import evaluate_table_run

@@ -64,22 +64,35 @@ def satisfied(rows: pd.DataFrame, constraints: list[dict], train: pd.DataFrame) 
 
 
 def constrained_rows(draw: Callable[[int, int], pd.DataFrame], n: int, constraints: list[dict],
-                     train: pd.DataFrame, max_rounds: int = 50) -> tuple[pd.DataFrame, dict]:
-    """n rows keeping every rule: `draw(count, round)` gives candidate rows (round seeds the draw), rows that
-    break a rule are dropped and more drawn. Returns the rows and {drawn, rejected, rejection_rate}."""
-    if not constraints:
+                     train: pd.DataFrame, max_rounds: int = 50,
+                     wanted: Callable[[pd.DataFrame], np.ndarray] | None = None,
+                     asked: str = "") -> tuple[pd.DataFrame, dict]:
+    """n rows keeping every rule and, when given, `wanted` (the conditions asked of every row, described by
+    `asked`): `draw(count, round)` gives candidate rows (round seeds the draw), rows that break a rule or miss a
+    condition are dropped and more drawn, at most `max_rounds` times. Returns the rows and {drawn, rejected,
+    rejection_rate} plus, with conditions, {condition_rejected, acceptance_rate}."""
+    if not constraints and wanted is None:
         return draw(n, 0), {"drawn": n, "rejected": 0, "rejection_rate": 0.0}
     kept: list[pd.DataFrame] = []
-    have = drawn = 0
+    have = drawn = missed = 0
     for round_ in range(max_rounds):
         batch = draw(max(n - have, 64) * 2 if round_ else n, round_)
         drawn += len(batch)
-        good = batch[satisfied(batch, constraints, train)]
+        hit = wanted(batch) if wanted is not None else np.ones(len(batch), dtype=bool)
+        missed += int((~hit).sum())
+        good = batch[hit & satisfied(batch, constraints, train)]
         kept.append(good)
         have += len(good)
         if have >= n:
             rows = pd.concat(kept, ignore_index=True).iloc[:n]
             rejected = drawn - have
-            return rows, {"drawn": drawn, "rejected": rejected, "rejection_rate": rejected / drawn}
+            stats = {"drawn": drawn, "rejected": rejected, "rejection_rate": rejected / drawn}
+            if wanted is not None:
+                stats.update(condition_rejected=missed, acceptance_rate=(drawn - missed) / drawn)
+            return rows, stats
+    if wanted is not None and missed:
+        raise GenlabError(f"only {drawn - missed} of {drawn} generated rows had {asked} ({have} of {n} kept after "
+                          f"{max_rounds} rounds); the model rarely generates it: ask for fewer rows, or train "
+                          "longer / a conditional family (ctgan)")
     raise GenlabError(f"the constraints rejected {drawn - have} of {drawn} generated rows ({have} of {n} kept); "
                       "the model has not learned them well enough to sample by rejection")

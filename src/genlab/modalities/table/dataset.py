@@ -61,31 +61,46 @@ class TableDataset:
         """Fixed-order batches of encoded rows of a split (its first `limit` rows)."""
         return fixed_batches(self.encoded[self.splits[split]][:limit], None, batch_size)
 
+    def check_conditions(self, conditions: dict[str, object]) -> dict[str, str]:
+        """{column: value} as the table spells them; a column that cannot be conditioned on or a value the column
+        never takes is an error that says which values it takes."""
+        categorical = {c.name: c for c in self.schema.kept if c.kind in ("categorical", "boolean")}
+        checked = {}
+        for name, value in conditions.items():
+            column = categorical.get(name)
+            if column is None:
+                raise GenlabError(f"cannot condition on {name!r}: conditions take a categorical column "
+                                  f"({', '.join(categorical) or 'this table has none'})")
+            names = [str(v) for v in column.categories]
+            if str(value) not in names:
+                raise GenlabError(f"impossible condition {name}={value}: the column takes {', '.join(names[:20])}")
+            checked[name] = str(value)
+        return checked
+
     def condition_vector(self, conditions: dict[str, object]) -> torch.Tensor:
-        """The condition vector asking for `{column: value}` (one categorical column); a column that cannot be
-        conditioned on or a value the column never takes is an error that says which values it takes."""
-        if len(conditions) != 1:
-            raise GenlabError("condition on exactly one column at a time (e.g. --condition city=Paris)")
-        (name, value), = conditions.items()
-        categorical = [c for c in self.schema.kept if c.kind in ("categorical", "boolean")]
-        column = next((c for c in categorical if c.name == name), None)
-        if column is None:
-            raise GenlabError(f"cannot condition on {name!r}: conditions take a categorical column "
-                              f"({', '.join(c.name for c in categorical) or 'this table has none'})")
-        names = [str(v) for v in column.categories]
-        if str(value) not in names:
-            raise GenlabError(f"impossible condition {name}={value}: the column takes {', '.join(names[:20])}")
+        """The generator's condition vector asking for the first of `conditions` (one categorical column)."""
+        name, value = next(iter(self.check_conditions(conditions).items()))
+        names = [str(v) for v in next(c for c in self.schema.kept if c.name == name).categories]
         blocks = [s for s in self.transformer.spans() if s.part == "categories"]  # the models' condition layout
         vector = torch.zeros(1, sum(s.width for s in blocks))
         start = sum(s.width for s in blocks[:[s.column for s in blocks].index(name)])
-        vector[0, start + names.index(str(value))] = 1.0
+        vector[0, start + names.index(value)] = 1.0
         return vector
 
-    def sample_rows(self, draw, n: int, seed: int) -> tuple[pd.DataFrame, dict]:
-        """n decoded rows keeping data.constraints; `draw(count, seed)` returns encoded rows."""
+    def sample_rows(self, draw, n: int, seed: int, conditions: dict[str, str] | None = None):
+        """n decoded rows keeping data.constraints and, on every row, `conditions` ({column: value}, checked);
+        `draw(count, seed)` returns encoded rows."""
         train = self.split_frame("train")
+        wanted = asked = None
+        if conditions:
+            conditions = self.check_conditions(conditions)
+            asked = " and ".join(f"{k}={v}" for k, v in conditions.items())
+
+            def wanted(rows: pd.DataFrame) -> np.ndarray:
+                return np.logical_and.reduce([rows[k].astype(str).to_numpy() == v for k, v in conditions.items()])
+
         return constrained_rows(lambda count, r: self.decode(draw(count, seed + 7919 * r)), n, self.constraints,
-                                train)
+                                train, wanted=wanted, asked=asked or "")
 
     def decode(self, rows: torch.Tensor) -> pd.DataFrame:
         return self.transformer.inverse(rows.detach().double().cpu().numpy())

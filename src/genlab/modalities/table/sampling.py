@@ -19,15 +19,14 @@ def draw_encoded(model, n: int, seed: int, conditions: torch.Tensor | None = Non
 
 
 def sample_rows(run, n: int, seed: int = 0, conditions: dict | None = None):
-    """n synthetic rows as a DataFrame, keeping the run's data.constraints (what they rejected is in
-    rows.attrs["constraints"]); `conditions`: {column: value} for one categorical column, fed to the generator's
-    condition input (families with accepts_conditions)."""
+    """n synthetic rows as a DataFrame, keeping the run's data.constraints, every row holding `conditions`
+    ({column: value}, several columns at once): families that take conditions are steered by the first one,
+    then rows are kept only where every condition holds (what was drawn and rejected is in
+    rows.attrs["constraints"], with the acceptance rate of the conditions)."""
     if not 1 <= n <= MAX_ROWS:
         raise GenlabError(f"n must be between 1 and {MAX_ROWS:,} rows")
-    if conditions and not run.model.accepts_conditions:
-        raise GenlabError(f"conditions need a conditional table family (ctgan); {run.config.family} samples are "
-                          "unconditional")
-    vector = run.dataset.condition_vector(conditions) if conditions else None
-    rows, stats = run.dataset.sample_rows(lambda count, s: draw_encoded(run.model, count, s, vector), n, seed)
+    vector = (run.dataset.condition_vector(conditions) if conditions and run.model.accepts_conditions else None)
+    rows, stats = run.dataset.sample_rows(lambda count, s: draw_encoded(run.model, count, s, vector), n, seed,
+                                          conditions)
     rows.attrs["constraints"] = stats
     return rows
