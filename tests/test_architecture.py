@@ -280,3 +280,18 @@ def test_python_m_genlab_works_like_genlab():
     done = subprocess.run([sys.executable, "-m", "genlab", "sample", "--help"], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0 and "Which options apply" in done.stdout and "--guidance" in done.stdout
+
+
+def test_docs_config_md_is_the_generated_reference(run_cli):
+    """docs/config.md lists every config key; it is generated from the dataclasses and must match them."""
+    from genlab.reference import markdown
+
+    doc = (SRC.parents[1] / "docs" / "config.md").read_text()
+    assert doc == markdown(), "docs/config.md is stale: genlab config keys --markdown > docs/config.md"
+    for key in ("`train.weight_decay_scope`", "`data.missing_values`", "`eval.iwae_k`", "`eval.vlb_steps`",
+                "`model.prediction`", "`eval.target`"):
+        assert key in doc
+    code, out, err = run_cli("config", "keys", "vae")
+    assert code == 0 and "eval.iwae_k" in out and "eval.vlb_steps" not in out and "model.latent_dim" in out
+    code, _, err = run_cli("config", "keys", "flow")
+    assert code == 2 and "unknown model family 'flow'" in err

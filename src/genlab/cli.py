@@ -219,6 +219,34 @@ def describe(config: Path, overrides: tuple[str, ...]) -> None:
     click.echo(json.dumps(load_dataset(cfg.data).describe(), indent=2, ensure_ascii=False))
 
 
+@cli.group(name="config")
+def config_group() -> None:
+    """The config keys recipes and `key=value` overrides may set."""
+
+
+@config_group.command(name="keys")
+@click.argument("family", required=False)
+@click.option("--markdown", is_flag=True, help="Print docs/config.md (every section and family).")
+def config_keys(family: str | None, markdown: bool) -> None:
+    """Every config key with its type, default and meaning: the sections every run has, or FAMILY's own keys
+    (its model section and the eval keys of its modality and family)."""
+    from genlab.reference import SECTIONS, family_rows, rows
+    from genlab.reference import markdown as reference_markdown
+    from genlab.registry import family_class
+
+    if markdown:
+        click.echo(reference_markdown(), nl=False)
+        return
+    if family is not None:
+        family_class(family)  # an unknown family is one clear error listing the known ones
+    entries = family_rows(family) if family else [r for section, cls in SECTIONS for r in rows(f"{section}.", cls)]
+    width = max(len(k) for k, *_ in entries)
+    for key, kind, default, meaning in entries:
+        click.echo(f"{key:<{width}}  {kind:<18} {default:<14} {meaning}")
+    if family is None:
+        click.echo("(the model and eval keys depend on the family: genlab config keys FAMILY)")
+
+
 @cli.group()
 def features() -> None:
     """Feature extractors for image metrics (domain classifiers)."""

@@ -44,9 +44,9 @@ class AugmentConfig:
 class DataConfig:
     source: str = "digits"  # a modality's source: images digits | idx | npz | folder; text txt | jsonl | fortune; table
     path: str | list[str] | None = None  # file or folder (every source but digits); text: also a list of files
-    val_fraction: float = 0.1
+    val_fraction: float = 0.1  # share of the non-test items held out for validation
     test_fraction: float = 0.1  # ignored when the source ships its own test split (IDX t10k files)
-    split_seed: int = 0
+    split_seed: int = 0  # seed of the train / validation / test split (fixed for the dataset)
     resize: int | None = None  # square side to resize to; images of mixed sizes are an error without it
     binarize: bool = False  # dynamic binarisation: pixels drawn as Bernoulli(intensity) each batch
     limit: int | None = None  # keep only the first N images / documents of the source (quick experiments)
@@ -84,33 +84,33 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int = 1000
+    steps: int = 1000  # optimisation steps (a GAN step runs every phase once)
     max_seconds: float | None = None  # wall-clock budget for the training loop; stops early when reached
-    batch_size: int = 128
+    batch_size: int = 128  # the global batch: split over processes and train.accumulate
     optimizer: str = "adam"  # adam | adamw
-    lr: float = 1e-3
+    lr: float = 1e-3  # peak learning rate (see schedule, warmup_steps)
     lr_by_phase: dict[str, float] = field(default_factory=dict)  # e.g. {discriminator: 4e-4}
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     betas_by_phase: dict[str, list[float]] = field(default_factory=dict)
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # AdamW / Adam weight decay (see weight_decay_scope)
     # all (every parameter) | matrices (2+ dimensions only, as nanoGPT: no decay on norms and biases); measured
     # on shakespeare-char-gpt, matrices was not better (docs/benchmarks.md), so all stays the default
     weight_decay_scope: str = "all"
     schedule: str = "constant"  # constant | cosine | linear (decay to min_lr_ratio * lr)
-    warmup_steps: int = 0
-    min_lr_ratio: float = 0.0
+    warmup_steps: int = 0  # linear warm-up from 0 to lr over this many steps
+    min_lr_ratio: float = 0.0  # cosine / linear schedules decay to this fraction of lr
     grad_clip: float | None = None
     ema_decay: float | None = None  # None: the family's default; 0 disables; EMA weights validate and sample
-    val_every: int = 500
+    val_every: int = 500  # validate every N steps (0: only at the end)
     val_at_start: bool = False  # validate before the first step too (fine-tuning: the un-tuned base's figure)
     val_batches: int | None = None  # None: the whole validation split
     early_stopping_metric: str | None = None  # a validation metric name, e.g. neg_elbo
     early_stopping_mode: str = "min"  # min | max
     patience: int | None = None  # validations without improvement before stopping; None: never stop
-    checkpoint_every: int = 500
-    keep_last: int = 2
-    log_every: int = 50
-    seed: int = 0
+    checkpoint_every: int = 500  # write a resumable checkpoint every N steps (0: only at the end)
+    keep_last: int = 2  # checkpoints kept on disk
+    log_every: int = 50  # average and log the losses every N steps
+    seed: int = 0  # initialisation, batch order and noise: the same seed trains the same weights
     threads: int | None = None  # torch intra-op threads; None leaves torch's default
     accumulate: int = 1  # micro-batches per process per step (gradient accumulation; same global batch)
     precision: str = "fp32"  # fp32 | bf16 (autocast of the forward pass)
@@ -137,8 +137,8 @@ class LoraConfig:
     """Low-rank adapters (Hu et al. 2021, via PEFT): W x + (alpha / rank) B A x with only A and B trained."""
 
     rank: int = 0  # 0: no adapters, every parameter trains
-    alpha: float = 16.0
-    dropout: float = 0.05
+    alpha: float = 16.0  # adapter scale: the update is (alpha / rank) B A x
+    dropout: float = 0.05  # dropout on the adapters' input
     targets: list[str] | None = None  # module names to adapt (suffix match); None: the family's default
 
     def validate(self) -> None:

@@ -35,6 +35,7 @@ class GenerativeModel(nn.Module):
     """Base class of every family. Subclasses set `config_class` and implement the methods below."""
 
     family_name: str = ""
+    modality: str = ""  # the registry name of the kind of data it models (what its eval keys follow)
     config_class: type
     supports_likelihood: bool = False
     default_ema_decay: float = 0.0  # used when train.ema_decay is not set

@@ -59,6 +59,7 @@ class Critic(nn.Module):
 
 
 class CTGAN(GenerativeModel):
+    modality = "table"
     config_class = CTGANConfig
     accepts_conditions = True
 

@@ -82,6 +82,7 @@ class DiffusionConfig:
 
 
 class Diffusion(GenerativeModel):
+    modality = "image"
     config_class = DiffusionConfig
     supports_likelihood = True
     default_ema_decay = 0.999

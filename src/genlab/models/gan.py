@@ -75,6 +75,7 @@ class Discriminator(nn.Module):
 
 
 class GAN(GenerativeModel):
+    modality = "image"
     config_class = GANConfig
 
     def __init__(self, config: GANConfig, spec: DataSpec):

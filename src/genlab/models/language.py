@@ -16,6 +16,7 @@ from genlab.nn.decoding import SamplingConfig
 
 
 class LanguageModel(GenerativeModel):
+    modality = "text"
     supports_likelihood = True
     sample_options = SamplingConfig
 

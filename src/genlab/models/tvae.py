@@ -26,6 +26,7 @@ class TVAEConfig:
 
 
 class TVAE(GenerativeModel):
+    modality = "table"
     config_class = TVAEConfig
 
     def __init__(self, config: TVAEConfig, spec: DataSpec):

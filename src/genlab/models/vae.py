@@ -50,6 +50,7 @@ class VAEConfig:
 
 
 class VAE(GenerativeModel):
+    modality = "image"
     eval_options = VAEEval
     config_class = VAEConfig
     supports_likelihood = True
