@@ -69,7 +69,8 @@ def train_config(cfg: RunConfig, runs_dir: str | Path = "runs", resume: bool = F
             if world.main:
                 shutil.rmtree(run.root)
         elif not resume:
-            raise GenlabError(f"run {run.root} already exists; pass --resume to continue it or --overwrite to restart")
+            raise GenlabError(f"run {run.root} already exists: continue it (--resume; resume=True in Python) or "
+                              "start over (--overwrite; overwrite=True)")
         else:
             _check_same_config(run, cfg)
     dataset = load_dataset(cfg.data, run.root if resume else base_dir(cfg))
