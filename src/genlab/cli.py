@@ -298,7 +298,8 @@ def data_audit(target: str, overrides: tuple[str, ...], out: Path) -> None:
     unreadable and empty records, exact and near duplicates (MinHash LSH), boilerplate, length outliers,
     scripts. Tables: missing values per column, exact and near-duplicate rows, constant and id-like columns,
     outliers, rare categories, and target leakage when eval.target is set. Every finding lists item ids
-    (tables: 1-based data rows, and columns)."""
+    (tables: 1-based data rows, and columns); audit.json's names maps them to files (images) or file:line (text),
+    the names genlab data clean --drop-ids accepts."""
 
     from genlab.pipeline import load_target, run_modality
     from genlab.train.trainer import quiet
@@ -312,21 +313,28 @@ def data_audit(target: str, overrides: tuple[str, ...], out: Path) -> None:
 @data.command(name="clean")
 @click.argument("target")
 @click.argument("overrides", nargs=-1)
-@click.option("--drop", default="exact,near", show_default=True,
-              help="Comma-separated fixes. Images: exact (duplicate copies), near (near duplicates), labels (drop "
-                   "likely label errors), relabel (give them the suggested class instead), outliers (low density). "
-                   "Text: exact, near, empty, corrupt, boilerplate, outliers (length).")
+@click.option("--drop", default=None,
+              help="Comma-separated fixes [default: exact,near, or none with --drop-ids]. Images: exact (duplicate "
+                   "copies), near (near duplicates), labels (drop likely label errors), relabel (give them the "
+                   "suggested class instead), outliers (low density). Text: exact, near, empty, corrupt, "
+                   "boilerplate, outliers (length).")
+@click.option("--drop-ids", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="File listing items to drop, one per line: names as genlab data audit prints them "
+                   "(a relative path, data.npz[31], c.jsonl:12) or ids. Images and text.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="New dataset version folder (must not exist): data.npz or data.jsonl + manifest.json.")
-def data_clean(target: str, overrides: tuple[str, ...], drop: str, out: Path) -> None:
+def data_clean(target: str, overrides: tuple[str, ...], drop: str | None, drop_ids: Path | None, out: Path) -> None:
     """Write a cleaned, immutable version of TARGET (a recipe, a dataset name or a path; the test split is
     never touched), with a manifest of what was removed or changed and why. Train on it with
     data.source=npz data.path=OUT/data.npz (images) or data.source=jsonl data.path=OUT/data.jsonl (text)."""
     from genlab.pipeline import load_target, run_modality
 
     cfg = load_target(target, overrides)
+    if drop is None:
+        drop = "" if drop_ids else "exact,near"
     operations = [op.strip() for op in drop.split(",") if op.strip()]
-    _echo_version(out, run_modality(cfg).clean(cfg.data, operations, out))
+    chosen = {"drop_ids": drop_ids} if drop_ids else {}  # a modality without --drop-ids support still cleans
+    _echo_version(out, run_modality(cfg).clean(cfg.data, operations, out, **chosen))
 
 
 @data.command(name="degrade")

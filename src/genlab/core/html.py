@@ -47,12 +47,15 @@ def html_table(rows: list[tuple[str, str]]) -> str:
 
 
 def write_findings(out, report: dict, rows: list[tuple], heading: str, note: str) -> None:
-    """A data audit's files: audit.json (everything) and audit.html (one row per finding: name, count and
-    its first ids), self-contained."""
+    """A data audit's files: audit.json (everything) and audit.html (one row per finding: name, count, its first
+    ids and, when a row has a fourth element, that HTML in a last column: thumbnails, text, names), self-contained.
+    The fourth element is trusted HTML the modality built (escaping what it shows)."""
     out = make_folder(Path(out), "audit folder")
     atomic_write_json(out / "audit.json", report)
-    body = "".join(f"<tr><td>{html.escape(str(a))}</td><td>{html.escape(str(b))}</td>"
-                   f"<td><code>{html.escape(json.dumps(c, ensure_ascii=False))}</code></td></tr>" for a, b, c in rows)
+    extra = any(len(row) > 3 for row in rows)
+    body = "".join(f"<tr><td>{html.escape(str(row[0]))}</td><td>{html.escape(str(row[1]))}</td>"
+                   f"<td><code>{html.escape(json.dumps(row[2], ensure_ascii=False))}</code></td>"
+                   + (f"<td>{row[3] if len(row) > 3 else ''}</td>" if extra else "") + "</tr>" for row in rows)
     atomic_write_text(out / "audit.html", html_page(
         f"genlab {heading}", f"<h1>{html.escape(heading)}</h1><p>{html.escape(note)}</p><table><tr><th>finding</th>"
-        f"<th>count</th><th>first ids</th></tr>{body}</table>"))
+        f"<th>count</th><th>first ids</th>{'<th>items</th>' if extra else ''}</tr>{body}</table>"))

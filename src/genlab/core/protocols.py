@@ -49,6 +49,10 @@ class Modality(Protocol):
     def audit(self, data: Any, out: Path, eval_options: Any, quiet: bool) -> str:
         """Write OUT/audit.json and OUT/audit.html; return one summary line."""
 
+    def clean(self, data: Any, operations: list[str], out: Path, drop_ids: Path | None = None) -> dict:
+        """Write a new dataset version without the findings `operations` name and the items the file `drop_ids`
+        lists (names as the audit prints them, or ids); the test split is never touched. Return its manifest."""
+
     def generate(self, run: Any, n: int, seed: int, options: Any, family_options: Any) -> Any:
         """n samples of the run, in the modality's own type (images, texts, rows)."""
 

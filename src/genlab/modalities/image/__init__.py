@@ -80,14 +80,16 @@ class ImageModality:
         return None
 
     def audit(self, data, out: Path, eval_options: Any, quiet: bool = True) -> dict:
-        from genlab.modalities.image.audit import audit_images, write_audit
+        from genlab.core.items import names_of
+        from genlab.modalities.image.audit import audit_images, finding_ids, write_audit
         from genlab.modalities.image.data import load_image_dataset
 
         unreadable: list[dict] = []
         ds = load_image_dataset(data, unreadable)
         report = {"dataset": ds.describe()["fingerprint"], **audit_images(ds.images, ds.labels, ds.class_names),
                   "unreadable": {"count": len(unreadable), "items": unreadable[:50]}}
-        write_audit(report, out)
+        report["names"] = names_of(finding_ids(report), ds.item_names)
+        write_audit(report, out, ds.images)
         summary = {"items": report["items"], "unreadable files": len(unreadable),
                    "exact duplicate copies": report["exact_duplicates"]["extra_copies"],
                    "near-duplicate pairs": report["near_duplicates"]["pairs"], "outliers": report["outliers"]["count"]}
@@ -96,10 +98,10 @@ class ImageModality:
             summary["class imbalance (max/min)"] = round(report["classes"]["imbalance_ratio"], 2)
         return summary
 
-    def clean(self, data, operations: list[str], out: Path) -> dict:
+    def clean(self, data, operations: list[str], out: Path, drop_ids: Path | None = None) -> dict:
         from genlab.modalities.image.versions import clean_version
 
-        return clean_version(data, operations, out)
+        return clean_version(data, operations, out, drop_ids)
 
     def generate(self, run, n: int, seed: int, options: ImageSampling, family_options: Any):
         from genlab.modalities.image.samples import generate_images

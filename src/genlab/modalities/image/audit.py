@@ -7,6 +7,7 @@ numbers in the dataset) so they can be looked at.
 from __future__ import annotations
 
 import hashlib
+import html
 import warnings
 from collections import defaultdict
 
@@ -213,8 +214,53 @@ def audit_images(images: torch.Tensor, labels: torch.Tensor | None, class_names:
     return report
 
 
-def write_audit(report: dict, out) -> None:
-    """audit.json (everything) and audit.html (the findings and their first ids, one self-contained page)."""
+def finding_ids(report: dict) -> list[int]:
+    """Every id a finding of `report` lists: the items whose names audit.json spells out."""
+    ids = [i for g in report["exact_duplicates"]["first_groups"] for i in g]
+    ids += [i for p in report["near_duplicates"]["first_pairs"] for i in p[:2]]
+    ids += [i for p in report["hash_near_duplicates"].get("first_pairs", []) for i in p[:2]]
+    ids += report["outliers"]["ids"] + report["brightness"]["blank_ids"]
+    ids += [w["id"] for w in report.get("label_issues", {}).get("worst", [])]
+    return ids
+
+
+def thumbnail(images: torch.Tensor, i: int, caption: str, size: int = 48) -> str:
+    """Item i as a small inline PNG with its caption (escaped): what a person looks at to judge a finding."""
+    from genlab.core.html import img_tag
+    from genlab.modalities.image.samples import image_grid, png_bytes
+
+    picture = images[i:i + 1].float() / 255.0
+    side = max(picture.shape[-2:])
+    if side > size:  # keep the page small: a finding needs a glance, not the full image
+        picture = F.interpolate(picture, scale_factor=size / side, mode="area")
+    data = png_bytes(image_grid(picture, pad=0), scale=max(1, size // max(picture.shape[-2:])))
+    return (f'<figure style="display:inline-block;margin:2px 4px;text-align:center">{img_tag(data, caption)}'
+            f'<figcaption><small>{html.escape(caption)}</small></figcaption></figure>')
+
+
+def finding_pictures(images: torch.Tensor, report: dict, shown: int = 8) -> dict[str, str]:
+    """Per finding, HTML with thumbnails: duplicate groups and pairs side by side (one line each), outliers,
+    and label errors captioned with the given and the predicted label."""
+    names = report.get("names", {})
+
+    def name(i: int) -> str:
+        return names.get(str(i), f"#{i}")
+
+    def groups(gs) -> str:
+        return "".join(f"<div>{''.join(thumbnail(images, i, name(i)) for i in g)}</div>" for g in gs[:shown])
+
+    issues = report.get("label_issues", {})
+    return {"Exact duplicate copies": groups(report["exact_duplicates"]["first_groups"]),
+            "Near-duplicate pairs": groups([p[:2] for p in report["near_duplicates"]["first_pairs"]]),
+            "Outliers (low density)": "".join(thumbnail(images, i, name(i)) for i in report["outliers"]["ids"][:shown]),
+            "Blank images": "".join(thumbnail(images, i, name(i)) for i in report["brightness"]["blank_ids"][:shown]),
+            "Likely label errors": "".join(thumbnail(images, w["id"], f"{name(w['id'])}: {w['given']} -> "
+                                                     f"{w['suggested']}") for w in issues.get("worst", [])[:shown])}
+
+
+def write_audit(report: dict, out, images: torch.Tensor | None = None) -> None:
+    """audit.json (everything) and audit.html (the findings, their first ids and, given the images, thumbnails
+    named as in report["names"]; one self-contained page)."""
     from genlab.core.html import write_findings
 
     rows = [("Items", report["items"], ""),
@@ -231,7 +277,12 @@ def write_audit(report: dict, out) -> None:
         rows.append(("Likely label errors", "not measured" if "skipped" in issues else issues["count"],
                      issues.get("skipped") or [(w["id"], w["given"], w["suggested"]) for w in issues["worst"][:20]]))
         rows.append(("Class counts", round(report["classes"]["imbalance_ratio"], 2), report["classes"]["counts"]))
-    write_findings(out, report, rows, "Dataset audit", f"dataset {report.get('dataset', '')}; ids are row numbers")
+    if images is not None:
+        pictures = finding_pictures(images, report)
+        rows = [(*row, pictures.get(row[0], "")) for row in rows]
+    note = "ids are row numbers; audit.json's names maps them to files" if report.get("names") else \
+        "ids are row numbers"
+    write_findings(out, report, rows, "Dataset audit", f"dataset {report.get('dataset', '')}; {note}")
 
 
 CLEAN_OPERATIONS = ("exact", "near", "labels", "outliers", "relabel")  # relabel: suggested class, not dropped

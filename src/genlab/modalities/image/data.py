@@ -15,6 +15,7 @@ import torch
 from genlab.config import AugmentConfig, DataConfig
 from genlab.core.batch import BatchStream, fixed_batches
 from genlab.core.errors import GenlabError
+from genlab.core.items import indexed_names
 from genlab.core.spec import DataSpec
 from genlab.core.splits import checked_split_codes, make_splits, split_codes
 from genlab.core.versions import version_summary
@@ -39,6 +40,11 @@ class ImageDataset:
     fingerprint: str
     augment: AugmentConfig | None = None  # applied to training batches only
     version: dict | None = None  # a genlab dataset version: its manifest's summary (recorded by runs)
+    item_names: list[str] | None = None  # what audit findings call each item: a relative path, `data.npz[31]`
+
+    def names(self) -> list[str]:
+        """Each item's name (`#31` when the loader gave none), as findings and --drop-ids use them."""
+        return self.item_names or [f"#{i}" for i in range(self.images.shape[0])]
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -114,6 +120,7 @@ def load_image_dataset(cfg: DataConfig, unreadable: list[dict] | None = None) ->
     at the first one; what `genlab data audit` passes."""
     if cfg.source == "digits":
         images, labels, names, n_test = _load_digits()
+        item_names = indexed_names("digits", images.shape[0])
     else:
         if not cfg.path:
             raise GenlabError(f"data.source={cfg.source} needs data.path (a file or folder)")
@@ -121,15 +128,19 @@ def load_image_dataset(cfg: DataConfig, unreadable: list[dict] | None = None) ->
         if not path.exists():
             raise GenlabError(f"data path not found: {path}")
         if cfg.source == "folder":
-            images, labels, names, n_test = _load_folder(path, cfg, unreadable)
+            images, labels, names, n_test, item_names = _load_folder(path, cfg, unreadable)
+        elif cfg.source == "idx":
+            images, labels, names, n_test, item_names = _load_idx(path, cfg)
         else:
-            images, labels, names, n_test = {"idx": _load_idx, "npz": _load_npz}[cfg.source](path, cfg)
+            images, labels, names, n_test = _load_npz(path, cfg)
+            item_names = indexed_names(path.name, images.shape[0])
     if cfg.limit is not None and isinstance(n_test, np.ndarray):
         raise GenlabError("data.limit does not apply to a dataset version with its own splits")
     if cfg.limit is not None:
         n_test = max(0, min(n_test, cfg.limit - (images.shape[0] - n_test))) if n_test else 0
         keep = np.arange(min(cfg.limit, images.shape[0]))
         images, labels = images[keep], None if labels is None else labels[keep]
+        item_names = item_names[:len(keep)]
     if images.shape[0] == 0:
         raise GenlabError(f"dataset {cfg.source} {cfg.path or ''} is empty: no images found".rstrip())
     if labels is not None and labels.shape[0] != images.shape[0]:
@@ -142,7 +153,7 @@ def load_image_dataset(cfg: DataConfig, unreadable: list[dict] | None = None) ->
     splits = make_splits(images_t.shape[0], n_test, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
     return ImageDataset(images_t, labels_t, names, splits, cfg.source, fingerprint,
                         cfg.augment if cfg.augment.active else None,
-                        version_summary(Path(cfg.path)) if cfg.source == "npz" else None)
+                        version_summary(Path(cfg.path)) if cfg.source == "npz" else None, item_names)
 
 
 def _fingerprint(images: torch.Tensor, labels: torch.Tensor | None) -> str:
@@ -172,14 +183,17 @@ def _load_idx(path: Path, cfg: DataConfig):
                 found[prefix] = files[0]
         if "train" not in found:
             raise GenlabError(f"{path}: no train-images-idx3-ubyte[.gz] file in this folder")
-        parts = [_read_idx_pair(found[p]) for p in ("train", "t10k") if p in found]
+        files = [found[p] for p in ("train", "t10k") if p in found]
+        parts = [_read_idx_pair(f) for f in files]
         n_test = parts[1][0].shape[0] if len(parts) == 2 else 0
         images = np.concatenate([p[0] for p in parts])
         labels = None if any(p[1] is None for p in parts) else np.concatenate([p[1] for p in parts])
     else:
-        images, labels = _read_idx_pair(path)
+        files, parts = [path], [_read_idx_pair(path)]
+        images, labels = parts[0]
         n_test = 0
-    return images, labels, None, n_test
+    item_names = [name for f, p in zip(files, parts, strict=True) for name in indexed_names(f.name, p[0].shape[0])]
+    return images, labels, None, n_test, item_names
 
 
 def _read_idx_pair(images_path: Path):
@@ -285,7 +299,7 @@ def _load_folder(path: Path, cfg: DataConfig, unreadable: list[dict] | None = No
         a = np.asarray(p, dtype=np.uint8)
         arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
     labels = np.array([i for _, i in files], dtype=np.int64) if names else None
-    return np.stack(arrays), labels, names, 0
+    return np.stack(arrays), labels, names, 0, [f.relative_to(path).as_posix() for f, _ in files]
 
 
 def _is_grey(picture) -> bool:

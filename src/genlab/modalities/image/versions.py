@@ -19,6 +19,7 @@ import torch
 
 from genlab.config import AugmentConfig, DataConfig
 from genlab.core.errors import GenlabError
+from genlab.core.items import drop_operation, read_drop_ids
 from genlab.core.runs import atomic_write_bytes, atomic_write_json
 from genlab.core.versions import new_version_folder, refuse_existing
 from genlab.modalities.image.audit import audit_images, check_operations, clean_images, relabelled
@@ -56,26 +57,36 @@ def _subset(out: str | Path, parent: ImageDataset, keep: torch.Tensor, labels: t
     return write_version(out, parent, parent.images[keep], labels, parent.split_codes()[keep.numpy()], operations)
 
 
-def clean_version(data_cfg: DataConfig | ImageDataset, operations: list[str], out: str | Path) -> dict:
+def clean_version(data_cfg: DataConfig | ImageDataset, operations: list[str], out: str | Path,
+                  drop_ids: str | Path | None = None) -> dict:
     """Audit the dataset, apply `operations` (audit.CLEAN_OPERATIONS) to its training and validation items
-    (the test split is never touched) and write the result as a new version. Returns the manifest."""
-    check_operations(operations)
+    (the test split is never touched), drop the items the file `drop_ids` lists (names as the audit prints
+    them, or ids; no audit is run for that alone) and write the result as a new version. Returns the manifest."""
+    if operations or drop_ids is None:
+        check_operations(operations)
     refuse_existing(Path(out))  # before the audit's minutes of work
     ds = data_cfg if isinstance(data_cfg, ImageDataset) else load_image_dataset(data_cfg)
+    listed = None if drop_ids is None else read_drop_ids(drop_ids, ds.names(), ds.images.shape[0])
     if "relabel" in operations and ds.labels is None:
         raise GenlabError("relabel needs a labelled dataset")
-    report = audit_images(ds.images, ds.labels, ds.class_names, listed=None,
-                          find_label_issues=bool({"labels", "relabel"} & set(operations)))
     test = set(ds.splits["test"].tolist())
-    keep, removed = clean_images(ds.images, ds.labels, report, operations, protected=test)
     labels = ds.labels
-    ops = []
+    ops: list[dict] = []
+    removed: dict[str, list[int]] = {}
+    if operations:
+        report = audit_images(ds.images, ds.labels, ds.class_names, listed=None,
+                              find_label_issues=bool({"labels", "relabel"} & set(operations)))
+        _, removed = clean_images(ds.images, ds.labels, report, operations, protected=test)
     for op in operations:
         if op == "relabel":
             labels, changes = relabelled(ds.labels, report, protected=test)
             ops.append({"op": op, "count": len(changes), "changed": [list(c) for c in changes]})
         else:
             ops.append({"op": op, "removed_ids": removed[op], "count": len(removed[op])})
+    if listed is not None:
+        ops.append(drop_operation(drop_ids, listed, test, set().union(*removed.values()), ds.item_names))
+    gone = {i for o in ops for i in o.get("removed_ids", [])}
+    keep = torch.tensor(sorted(set(range(ds.images.shape[0])) - gone), dtype=torch.long)
     return _subset(out, ds, keep, None if labels is None else labels[keep], ops)
 
 

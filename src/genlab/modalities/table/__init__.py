@@ -60,7 +60,7 @@ class TableModality:
         write_table_audit(report, out)
         return audit_summary(report)
 
-    def clean(self, data, operations: list[str], out: Path) -> dict:
+    def clean(self, data, operations: list[str], out: Path, drop_ids: Path | None = None) -> dict:
         raise GenlabError("genlab data clean works on images and text; for tables edit the schema "
                           "(genlab data schema) and data.constraints")
 

@@ -71,10 +71,14 @@ class TextModality:
         return {"source": "txt", "path": str(path)}  # any other file is read as plain text
 
     def audit(self, data, out: Path, eval_options: Any, quiet: bool = True) -> dict:
-        from genlab.modalities.text.audit import audit_text, read_corpus, write_text_audit
+        from genlab.core.items import names_of
+        from genlab.modalities.text.audit import audit_text, finding_ids, read_corpus, write_text_audit
 
-        report = audit_text(*read_corpus(data))
-        write_text_audit(report, out)
+        wheres: list[str] = []
+        records, problems = read_corpus(data, wheres)
+        report = audit_text(records, problems)
+        report["names"] = names_of(finding_ids(report), wheres)
+        write_text_audit(report, out, records)
         return {"records": report["records"], "unreadable": report["unreadable"]["count"],
                 "empty records": report["empty_records"]["count"],
                 "exact duplicate copies": report["exact_duplicates"]["extra_copies"],
@@ -82,10 +86,10 @@ class TextModality:
                 "mostly boilerplate": report["boilerplate"]["mostly_boilerplate"],
                 "scripts": report["scripts"]["dominant"]}
 
-    def clean(self, data, operations: list[str], out: Path) -> dict:
+    def clean(self, data, operations: list[str], out: Path, drop_ids: Path | None = None) -> dict:
         from genlab.modalities.text.versions import clean_text_version
 
-        return clean_text_version(data, operations, out)
+        return clean_text_version(data, operations, out, drop_ids)
 
     def generate(self, run, n: int, seed: int, options: TextSampling, family_options: Any) -> list[str]:
         from genlab.modalities.text.generate import generate_text

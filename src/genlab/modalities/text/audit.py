@@ -7,6 +7,7 @@ record ids (positions in the corpus, in reading order) so they can be looked at.
 from __future__ import annotations
 
 import hashlib
+import html
 import re
 import unicodedata
 from collections import Counter, defaultdict
@@ -24,14 +25,18 @@ SCRIPTS = (("Han", "\u3400", "\u9fff"), ("Han", "\uf900", "\ufaff"), ("Kana", "\
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
-def read_records(path: str | Path, fmt: str, separator: str | None = None) -> tuple[list[str], list[dict]]:
+def read_records(path: str | Path, fmt: str, separator: str | None = None, wheres: list[str] | None = None,
+                 label: str | None = None) -> tuple[list[str], list[dict]]:
     """Every record of `path` as the training loader would cut it, empty ones included, plus the problems a
-    strict reader would stop at (unreadable files, invalid UTF-8, bad JSON lines) as findings instead."""
+    strict reader would stop at (unreadable files, invalid UTF-8, bad JSON lines) as findings instead.
+    `wheres`: a list to collect where each record is, what a person opens (`c.jsonl:4`, a folder's `a/b.txt`,
+    a fortune file's `f:12`, its first line); `label`: how to call `path` there (default: its name)."""
     path = Path(path)
     if not path.exists():
         raise GenlabError(f"data path not found: {path}")
     if fmt not in TEXT_FORMATS:
         raise GenlabError(f"unknown text format {fmt!r}; choose one of: {', '.join(TEXT_FORMATS)}")
+    wheres = [] if wheres is None else wheres
     problems: list[dict] = []
     if path.is_dir():
         records = []
@@ -39,7 +44,9 @@ def read_records(path: str | Path, fmt: str, separator: str | None = None) -> tu
             text = _decode(file, problems, len(records))
             if text is not None:
                 records.append(text)
+                wheres.append("/".join(filter(None, [label, file.relative_to(path).as_posix()])))
         return records, problems
+    label = label or path.name
     text = _decode(path, problems, None)
     if text is None:
         return [], problems
@@ -49,18 +56,38 @@ def read_records(path: str | Path, fmt: str, separator: str | None = None) -> tu
             if doc is None:
                 problems.append({"id": len(records), "where": f"{path} line {number}", "reason": problem})
             records.append(doc or "")
+            wheres.append(f"{label}:{number}")
         return records, problems
     if fmt == "fortune":
-        return [ANSI_ESCAPE.sub("", r).strip("\n") for r in re.split(r"(?m)^%\s*$", text)], problems
-    return (text.split(separator) if separator else [text]), problems
+        starts = [0] + [m.end() for m in re.finditer(r"(?m)^%\s*$", text)]
+        records = [ANSI_ESCAPE.sub("", r).strip("\n") for r in re.split(r"(?m)^%\s*$", text)]
+    elif separator:
+        records = text.split(separator)
+        starts = list(np.cumsum([0] + [len(r) + len(separator) for r in records[:-1]]))
+    else:
+        wheres.append(label)
+        return [text], problems
+    wheres += [f"{label}:{_first_line(text, int(s))}" for s in starts]
+    return records, problems
 
 
-def read_corpus(data_cfg) -> tuple[list[str], list[dict]]:
-    """read_records over every file of data.path (a path or a list), ids continuing across files."""
+def _first_line(text: str, start: int) -> int:
+    """1-based number of the first line holding text at or after offset `start` (a record's first line)."""
+    while start < len(text) and text[start] == "\n":
+        start += 1
+    return text.count("\n", 0, start) + 1
+
+
+def read_corpus(data_cfg, wheres: list[str] | None = None) -> tuple[list[str], list[dict]]:
+    """read_records over every file of data.path (a path or a list), ids continuing across files; `wheres`
+    collects where each record is (the file's name, or its path as given when several files share a name)."""
     records: list[str] = []
     problems: list[dict] = []
-    for path in data_cfg.path if isinstance(data_cfg.path, list) else [data_cfg.path or ""]:
-        got, bad = read_records(path, data_cfg.source, data_cfg.separator)
+    paths = data_cfg.path if isinstance(data_cfg.path, list) else [data_cfg.path or ""]
+    unique = len({Path(p).name for p in paths}) == len(paths)
+    for path in paths:
+        label = None if len(paths) == 1 else Path(path).name if unique else str(path)
+        got, bad = read_records(path, data_cfg.source, data_cfg.separator, wheres, label)
         problems += [{**b, "id": None if b["id"] is None else b["id"] + len(records)} for b in bad]
         records += got
     if not any(r.strip() for r in records):  # nothing to measure: say why in one line instead of empty findings
@@ -201,8 +228,26 @@ def audit_text(records: list[str], problems: list[dict] | None = None, near_thre
     }
 
 
-def write_text_audit(report: dict, out) -> None:
-    """audit.json (everything) and audit.html (each finding, its count and first ids)."""
+def finding_ids(report: dict) -> list[int]:
+    """Every record id a finding of `report` lists: the records whose places audit.json spells out."""
+    ids = [p["id"] for p in report["unreadable"]["items"] if p["id"] is not None]
+    ids += report["empty_records"]["ids"] + report["corrupt_records"]["ids"]
+    ids += [i for g in report["exact_duplicates"]["first_groups"] for i in g]
+    ids += [i for p in report["near_duplicates"]["first_pairs"] for i in p[:2]]
+    ids += report["length"]["long_outliers"] + report["length"]["short_outliers"]
+    return ids + report["boilerplate"]["mostly_boilerplate_ids"] + report["scripts"]["mixed_ids"]
+
+
+def excerpts(records: list[str], ids, names: dict[str, str], shown: int = 5, chars: int = 200) -> str:
+    """HTML: each record's place and its first `chars` characters, escaped."""
+    return "".join(f"<div><b>{html.escape(names.get(str(i), f'#{i}'))}</b> <code>"
+                   f"{html.escape(records[i][:chars])}{'...' if len(records[i]) > chars else ''}</code></div>"
+                   for i in list(ids)[:shown])
+
+
+def write_text_audit(report: dict, out, records: list[str] | None = None) -> None:
+    """audit.json (everything) and audit.html (each finding, its count and first ids and, given the records,
+    where they are and how they begin)."""
     from genlab.core.html import write_findings
 
     rows = [("Records", report["records"], ""),
@@ -217,4 +262,14 @@ def write_text_audit(report: dict, out) -> None:
             ("Mostly boilerplate", report["boilerplate"]["mostly_boilerplate"],
              report["boilerplate"]["lines"][:5]),
             ("Scripts (dominant)", report["scripts"]["mixed"], report["scripts"]["dominant"])]
-    write_findings(out, report, rows, "Corpus audit", "ids are record positions in reading order")
+    note = "ids are record positions in reading order"
+    if records is not None:
+        names = report.get("names", {})
+        shown = {"Empty records": report["empty_records"]["ids"], "Corrupt records": report["corrupt_records"]["ids"],
+                 "Exact duplicate copies": [i for g in report["exact_duplicates"]["first_groups"][:3] for i in g],
+                 "Near-duplicate pairs": [i for p in report["near_duplicates"]["first_pairs"][:3] for i in p[:2]],
+                 "Long records": report["length"]["long_outliers"], "Short records": report["length"]["short_outliers"],
+                 "Mostly boilerplate": report["boilerplate"]["mostly_boilerplate_ids"]}
+        rows = [(*row, excerpts(records, shown.get(row[0], []), names)) for row in rows]
+        note += "; audit.json's names maps them to file and line"
+    write_findings(out, report, rows, "Corpus audit", note)
