@@ -40,14 +40,18 @@ class Modality(Protocol):
     output_suffixes: tuple[str, ...]  # what `genlab sample --out` may write
     model_noun: str  # what a run of it is, in messages: "a language model"
     endpoint: str  # its HTTP endpoint: POST /v1/models/NAME/<endpoint>
+    folder_contents: str | None  # what a folder of its data holds ("IDX files, images"), for error messages
+
+    def check_data(self, data: Any) -> None:
+        """Refuse data.* settings that do not apply to this kind of data (one clear GenlabError)."""
 
     def load(self, data: Any, run_dir: Path | None = None) -> Dataset: ...
 
     def infer(self, path: Path) -> dict | None:
         """data.* settings when this modality reads `path`, else None."""
 
-    def audit(self, data: Any, out: Path, eval_options: Any, quiet: bool) -> str:
-        """Write OUT/audit.json and OUT/audit.html; return one summary line."""
+    def audit(self, data: Any, out: Path, eval_options: Any, quiet: bool) -> dict:
+        """Write OUT/audit.json and OUT/audit.html; return the headline counts."""
 
     def clean(self, data: Any, operations: list[str], out: Path, drop_ids: Path | None = None) -> dict:
         """Write a new dataset version without the findings `operations` name and the items the file `drop_ids`
@@ -58,8 +62,11 @@ class Modality(Protocol):
 
     def write_samples(self, run: Any, samples: Any, out: Path, options: Any) -> None: ...
 
+    def print_samples(self, run: Any, n: int, seed: int, options: Any, family_options: Any, echo: Any) -> None:
+        """`genlab sample` without --out: stream to the terminal, or one clear error asking for --out."""
+
     def evaluate(self, run: Any, options: Any, quiet: bool) -> dict:
-        """Every metric that applies to the run (its eval options set), also written to metrics.json."""
+        """Every metric that applies to the run beyond the family's likelihood, with "timings_seconds"."""
 
     def headline(self, metrics: dict) -> dict:
         """The few figures a person reads first."""
