@@ -295,3 +295,15 @@ def test_docs_config_md_is_the_generated_reference(run_cli):
     assert code == 0 and "eval.iwae_k" in out and "eval.vlb_steps" not in out and "model.latent_dim" in out
     code, _, err = run_cli("config", "keys", "flow")
     assert code == 2 and "unknown model family 'flow'" in err
+
+
+def test_every_registered_modality_has_every_member_of_the_protocol():
+    from genlab.core.protocols import Modality
+
+    members = set(Modality.__annotations__) | {k for k, v in vars(Modality).items()
+                                               if callable(v) and not k.startswith("_")}
+    assert {"load", "evaluate", "add_routes", "endpoint", "sample_options"} <= members
+    for name in registry.names("modality"):
+        found = registry.modality(name)
+        assert not [m for m in members if not hasattr(found, m)], name
+    assert not [m for m in members if not hasattr(PointsModality, m)]  # the toy one too
