@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from genlab.config import RunConfig
+from genlab.core.threads import ThreadGovernor
 from genlab.data.spec import DataSpec
 from genlab.errors import GenlabError, TrainingDiverged
 from genlab.models.base import GenerativeModel
@@ -85,8 +86,7 @@ class Trainer:
         self.cfg, self.tc, self.run, self.dataset, self.model = cfg, tc, run, dataset, model
         self.world = world or World.current(tc.device)
         self.device = self.world.device
-        if tc.threads:
-            torch.set_num_threads(tc.threads)
+        self.threads = ThreadGovernor(tc.threads)  # train.threads, else the CPUs others leave free, kept up to date
         model.to(self.device)  # before optimizers, EMA and wrappers see the parameters
         self.phases = model.phases()
         self._trainable = {id(p) for p in model.parameters() if p.requires_grad}
@@ -246,6 +246,7 @@ class Trainer:
                     self.ema.update(self.model, self.step)
                 self.step += 1
                 self.elapsed += time.perf_counter() - t0
+                self.threads.update()
                 bar.update(1)
                 if self.step % tc.log_every == 0 or self.step == tc.steps:
                     means = self.world.mean({k: float(v) / counts[k] for k, v in sums.items()})
