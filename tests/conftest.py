@@ -12,6 +12,7 @@ from genlab import cli
 from genlab.config import config_from_dict
 
 torch.set_num_threads(1)
+os.environ["OMP_NUM_THREADS"] = "1"  # and a fixed count for genlab's trainer and CLI subprocesses (core.threads)
 
 
 @pytest.fixture(scope="session", autouse=True)

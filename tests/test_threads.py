@@ -1,4 +1,5 @@
-"""The thread rule of genlab.core.threads: requested > OMP_NUM_THREADS > free CPUs; the wait policy's environment."""
+"""The thread rule of genlab.core.threads (requested > OMP_NUM_THREADS > the CPUs others leave free) and the
+governor that re-applies it while a job runs."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ def machine(monkeypatch):
         monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
         monkeypatch.setattr(threads, "cpu_quota", lambda: quota)
         monkeypatch.setattr(threads, "others_busy_cpus", lambda cpus: busy)
+        monkeypatch.setattr(threads, "ticks_per_second", lambda: 100)
 
     return make
 
@@ -101,16 +103,6 @@ def test_cpu_quota_reads_cgroup_v2_and_v1(tmp_path):
     assert threads.cpu_quota(tmp_path) == 3.0
 
 
-def test_prepare_environment_sets_the_wait_policy_unless_the_user_chose_one():
-    env: dict[str, str] = {"PATH": "/bin"}
-    assert threads.prepare_environment(env) == threads.WAIT_POLICY
-    assert env["OMP_WAIT_POLICY"] == threads.WAIT_POLICY["OMP_WAIT_POLICY"]
-    for users in ({"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "1000"}, {"KMP_BLOCKTIME": "5"}):
-        env = dict(users)
-        assert threads.prepare_environment(env) == {}
-        assert env == users
-
-
 def test_importing_the_module_does_not_import_torch():
     code = "import sys; import genlab.core.threads; print('torch' in sys.modules)"
     src = str(Path(threads.__file__).resolve().parents[2])
@@ -126,3 +118,53 @@ def test_apply_threads_sets_torch_intra_op_threads():
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+class FakeMachine:
+    """Two CPUs whose /proc/stat ticks advance by hand; 100 ticks per CPU per second."""
+
+    def __init__(self):
+        self.now, self.ticks, self.own = 0.0, {0: (0, 0), 1: (0, 0)}, 0.0
+
+    def run(self, seconds: float, others_busy: float, own_busy: float = 0.0) -> None:
+        """`seconds` pass with others keeping `others_busy` CPUs busy and this process `own_busy`."""
+        self.now += seconds
+        self.own += own_busy * seconds
+        per_cpu = (others_busy + own_busy) * 100 * seconds / 2
+        self.ticks = {c: (b + round(per_cpu), t + round(100 * seconds)) for c, (b, t) in self.ticks.items()}
+
+    def governor(self, requested=None, choose=lambda requested: 2):
+        applied = []
+        gov = threads.ThreadGovernor(requested, every=2.0, clock=lambda: self.now, read=lambda: dict(self.ticks),
+                                     own_cpu_seconds=lambda: self.own, choose=choose,
+                                     apply=lambda n: applied.append(n) or n)
+        return gov, applied
+
+
+def test_governor_follows_the_load_as_it_changes(machine):
+    machine(2, 0.0)
+    fake = FakeMachine()
+    gov, applied = fake.governor()
+    assert gov.threads == 2 and applied == [2]
+    fake.run(1.0, others_busy=1.0, own_busy=1.0)
+    assert gov.update() == 2  # less than `every` seconds since the last look: no new look yet
+    fake.run(1.5, others_busy=1.0, own_busy=1.0)
+    assert gov.update() == 1  # another process took a core: 1.0 busy, 1 left
+    assert applied == [2, 1]
+    fake.run(2.5, others_busy=1.0, own_busy=1.0)
+    assert gov.update() == 1 and applied == [2, 1]  # no change, nothing re-applied
+    fake.run(2.5, others_busy=0.0, own_busy=1.0)  # its own busy time never counts against it
+    assert gov.update() == 2
+    assert [n for _, n, _ in gov.changes] == [1, 2]
+
+
+def test_governor_keeps_a_requested_or_environment_count(machine, monkeypatch):
+    machine(2, 0.0)
+    fake = FakeMachine()
+    gov, applied = fake.governor(requested=2, choose=threads.choose_threads)
+    fake.run(5.0, others_busy=2.0)
+    assert gov.update() == 2 and applied == [2]
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    gov, applied = fake.governor(choose=threads.choose_threads)
+    fake.run(5.0, others_busy=0.0)
+    assert gov.update() == 1 and applied == [1]

@@ -42,6 +42,7 @@ def train(config: Path, overrides: tuple[str, ...], runs_dir: str, resume: bool,
     """Train from a YAML recipe CONFIG with optional key=value OVERRIDES (e.g. train.steps=200)."""
     from genlab.pipeline import train as train_run
 
+    overrides = (*overrides, f"train.threads={threads}") if threads else overrides  # a fixed count for the run
     run, summary = train_run(config, overrides, runs_dir, resume=resume, overwrite=overwrite)
     click.echo(f"trained {run.root} ({summary['steps']} steps, {summary['train_seconds']:.1f} s, "
                f"stopped by {summary['stop_reason']}; weights: {summary['weights']})")
@@ -62,6 +63,7 @@ def finetune(base: Path, config: Path, overrides: tuple[str, ...], runs_dir: str
     LoRA adapters (lora.rank, lora.alpha, lora.dropout, lora.targets) unless --full; saves only the adapters."""
     from genlab.pipeline import finetune as finetune_run
 
+    overrides = (*overrides, f"train.threads={threads}") if threads else overrides  # a fixed count for the run
     run, summary = finetune_run(base, config, overrides, runs_dir, resume=resume, overwrite=overwrite, full=full)
     share = summary["trainable_parameters"] / max(1, summary["parameters"])
     before = (summary.get("validation_at_start") or {}).get("loss")
@@ -597,9 +599,6 @@ def keys_revoke(key_id: str, keys_path: Path | None) -> None:
 
 
 def main() -> None:
-    from genlab.core.threads import prepare_environment
-
-    prepare_environment()  # idle OpenMP threads sleep instead of spinning: before anything imports torch
     try:
         cli.main(standalone_mode=False)
     except GenlabError as exc:

@@ -35,7 +35,6 @@ from genlab.core.runs import (
     make_folder,
     read_json,
 )
-from genlab.core.threads import apply_threads
 from genlab.modalities import infer_data, load_dataset
 from genlab.modalities.image.samples import image_grid, png_bytes, save_samples, to_uint8  # noqa: F401 (Python API)
 from genlab.models.base import GenerativeModel
@@ -59,8 +58,6 @@ def train_config(cfg: RunConfig, runs_dir: str | Path = "runs", resume: bool = F
     """Train (or resume) the run `cfg` describes. Under torchrun every process calls this; rank 0 alone
     touches the run directory, the others wait for it."""
     world = World.current(cfg.train.device)
-    if cfg.train.threads:  # the recipe asks for a thread count: this process uses it from now on
-        apply_threads(cfg.train.threads)
     run = RunPaths(check_folder(Path(runs_dir) / cfg.name, "run directory"))  # before minutes of loading
     existed = run.root.exists() and any(run.root.iterdir())
     world.barrier()  # every process has looked before rank 0 deletes or creates anything

@@ -1,60 +1,45 @@
-"""How many CPU threads torch uses and how its idle threads wait, so genlab shares a busy machine instead of
-fighting over it.
+"""How many CPU threads torch uses, chosen from the CPUs other processes leave free and kept there while a job
+runs, so genlab shares a busy machine instead of fighting over it.
 
-Two settings, made at two different moments (measured in bench/busy_machine.py, figures in
-docs/benchmarks.md, "Sharing a busy machine"):
+What was measured (bench/busy_machine.py; figures in docs/benchmarks.md, "Sharing a busy machine"):
 
-1. How idle OpenMP threads wait: `prepare_environment()`, first thing in a process, BEFORE `import torch`.
-   torch runs its CPU kernels (and MKL's, oneDNN's) on an OpenMP thread pool: GNU libgomp in the PyPI wheels,
-   LLVM/Intel libomp in some other builds. By default a libgomp worker busy-waits ~300,000 spins (about 7 ms
-   on the project machine) after every parallel region before it sleeps. Alone on a machine that saves a
-   wake-up; on a shared machine the spinning threads take the cores other processes (and this process's own
-   main thread) need, and everyone slows down many times over. `OMP_WAIT_POLICY=PASSIVE` makes idle
-   workers sleep at once (libgomp: spin count 0; libomp: KMP_BLOCKTIME 0). The OpenMP runtime reads these
-   variables once, when `import torch` loads it: setting them in `os.environ` before that import works,
-   setting them after it has no effect, and `torch.set_num_threads` cannot change how threads wait.
-2. How many intra-op threads: `apply_threads(choose_threads(requested))`, any time before the work starts.
-   `torch.set_num_threads` takes effect at once, so this can wait until a command knows its configuration.
+- The damage comes from more runnable threads than cores. torch runs its CPU kernels (and MKL's and oneDNN's)
+  on an OpenMP pool (GNU libgomp in the PyPI wheels) with, by default, one thread per CPU; every parallel
+  region ends in a barrier, so a region waits for whichever of its threads the scheduler has parked. Two
+  trainings with 2 threads each on 2 cores ran at 4-10% of their speed alone; with 1 thread each, at 50-65%.
+- The OpenMP wait policy does not fix it. libgomp's workers busy-wait ~300,000 spins (~7 ms here) for the
+  next region before they sleep. OMP_WAIT_POLICY=PASSIVE (sleep at once) makes 2+2 threads on 2 cores 4-6x
+  less bad, but halves the speed of a run alone (every region then pays a thread wake-up, expensive in a
+  VM) and stays slower than the right thread count; a short spin (GOMP_SPINCOUNT=10000) is as fast as the
+  default alone and as bad when oversubscribed. So genlab sets no wait policy and leaves the user's.
+- The policy variables must be in the environment before `import torch` (libgomp reads them once when torch
+  loads it): `os.environ[...] = ...` before the import works, after it changes nothing. The thread count
+  needs nothing early: `torch.set_num_threads` takes effect at once, any time, as often as needed. So no
+  environment has to be prepared before torch is imported.
+- Load changes while a job runs (another training starts later, or several start at once and each saw an
+  idle machine), so the count is not only chosen once: `ThreadGovernor` re-applies the rule every two
+  seconds from how busy other processes kept this process's CPUs since the last look.
 
-The user's own settings win: an explicit thread count (`train.threads`), then `OMP_NUM_THREADS` in the
-environment, then the rule in `choose_threads`; and `prepare_environment` leaves the wait policy alone when
-the environment already sets one.
+The user's own choice wins everywhere: an explicit count (`train.threads`), then `OMP_NUM_THREADS` in the
+environment, then the rule. With either of the first two the count never changes during a run. A count
+that follows the load means results are bit-for-bit reproducible only with a fixed count (torch's CPU
+reductions depend on it), as `tests/test_trainer.py` already does with `train.threads=1`.
 
-This module imports nothing else of genlab, and torch only inside `apply_threads`, so a command-line entry
-point can call `prepare_environment()` before anything has imported torch.
+This module imports nothing else of genlab, and torch only where it sets threads.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
-import sys
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable
 from pathlib import Path
 
-# Set by prepare_environment when the environment names no wait policy of its own.
-WAIT_POLICY = {"OMP_WAIT_POLICY": "PASSIVE"}
-# Any of these in the environment means the user chose how threads wait: leave them all alone.
-WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "KMP_LIBRARY")
+log = logging.getLogger(__name__)
+
 LOAD_WINDOW_SECONDS = 0.2  # how long choose_threads watches the CPUs to see how busy others keep them
-
-
-def prepare_environment(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
-    """Set the OpenMP wait policy (idle threads sleep instead of spinning) unless the environment already sets
-    one; returns the variables it set. Call it first thing in a process, before anything imports torch: the
-    OpenMP runtime reads the environment once, when torch loads it. Called after `import torch` it changes
-    nothing for this process (child processes still inherit the variables)."""
-    env = os.environ if environ is None else environ
-    if any(name in env for name in WAIT_VARIABLES):
-        return {}
-    env.update(WAIT_POLICY)
-    return dict(WAIT_POLICY)
-
-
-def torch_imported() -> bool:
-    """Whether torch is already loaded in this process (then the wait policy is fixed for its lifetime)."""
-    return "torch" in sys.modules
 
 
 def usable_cpus() -> set[int]:
@@ -106,13 +91,26 @@ def ticks_per_second() -> int:
         return 100
 
 
+def others_busy_between(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]], cpus: set[int],
+                        own_seconds: float) -> float:
+    """How many of `cpus` other processes kept busy between two /proc/stat readings: the busy ticks of those
+    CPUs less this process's own CPU time (`own_seconds`, all its threads), over the ticks of one CPU."""
+    busy = total = 0
+    for cpu in cpus:
+        if cpu in before and cpu in after:
+            busy += after[cpu][0] - before[cpu][0]
+            total += after[cpu][1] - before[cpu][1]
+    if total <= 0:
+        return 0.0
+    return max(0.0, (busy - own_seconds * ticks_per_second()) / (total / len(cpus)))
+
+
 def others_busy_cpus(cpus: set[int], window: float = LOAD_WINDOW_SECONDS,
                      read: Callable[[], dict[int, tuple[int, int]]] = read_cpu_times,
                      sleep: Callable[[float], None] = time.sleep,
                      own_cpu_seconds: Callable[[], float] = time.process_time) -> float:
-    """How many of `cpus` other processes keep busy now: their busy share over a `window`-second look at
-    /proc/stat, times the number of CPUs, less this process's own CPU time in that window. Where there is no
-    /proc/stat, the 1-minute load average, scaled to this process's share of the machine's CPUs."""
+    """How many of `cpus` other processes keep busy now, from a `window`-second look at /proc/stat. Where there
+    is no /proc/stat, the 1-minute load average scaled to this process's share of the machine's CPUs."""
     before, own_before = read(), own_cpu_seconds()
     if not before:
         try:
@@ -121,16 +119,7 @@ def others_busy_cpus(cpus: set[int], window: float = LOAD_WINDOW_SECONDS,
             return 0.0
         return load * len(cpus) / max(len(cpus), os.cpu_count() or 1)
     sleep(window)
-    after, own = read(), own_cpu_seconds() - own_before
-    busy = total = 0
-    for cpu in cpus:
-        if cpu in before and cpu in after:
-            busy += after[cpu][0] - before[cpu][0]
-            total += after[cpu][1] - before[cpu][1]
-    if total <= 0:
-        return 0.0
-    own_ticks = own * ticks_per_second()
-    return max(0.0, (busy - own_ticks) / (total / len(cpus)))  # busy ticks / ticks of one CPU in the window
+    return others_busy_between(before, read(), cpus, own_cpu_seconds() - own_before)
 
 
 def default_threads(cpus: float, busy: float) -> int:
@@ -140,39 +129,91 @@ def default_threads(cpus: float, busy: float) -> int:
     return max(1, min(limit, math.floor(cpus - busy + 0.5)))
 
 
+def threads_from_env() -> int | None:
+    """The thread count the user set with OMP_NUM_THREADS (its first entry), or None."""
+    value = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    return int(value) if value.isdigit() and int(value) >= 1 else None
+
+
+def cpu_budget(cpus: set[int]) -> float:
+    """How many CPUs' worth of time this process may use: its affinity mask, capped by a cgroup quota."""
+    quota = cpu_quota()
+    return min(len(cpus), quota) if quota else float(len(cpus))
+
+
 def choose_threads(requested: int | None = None) -> int:
     """torch intra-op threads for this process: `requested` when given (>= 1), else OMP_NUM_THREADS when the
     environment sets it, else `default_threads` of the CPUs this process may use (affinity mask, capped by a
-    cgroup CPU quota) and how many of them other processes keep busy right now (`others_busy_cpus`: a 0.2-s
-    look at /proc/stat).
+    cgroup CPU quota) and how many of them other processes keep busy right now (a 0.2-s look at /proc/stat).
 
-    Why this rule: on a CPU, a torch thread only helps while it has a core to itself. A thread beyond the
-    free cores waits for the scheduler while the OpenMP barriers of its parallel regions hold the others;
-    a thread too few costs at most the parallel speed-up of that core, which is small for genlab's CPU-sized
-    models (see docs/benchmarks.md). So count the cores others leave free now, and use at least one."""
+    Why this rule: a torch thread only helps while it has a core to itself. A thread beyond the free cores
+    waits for the scheduler, and the barrier that ends every parallel region holds its siblings until it
+    runs: two 2-thread trainings on 2 cores ran at 4-10% of their speed alone. A thread too few costs at most
+    the parallel speed-up of that core, 1.0-1.5x for genlab's CPU-sized recipes. So: one thread per core
+    that others leave free now (rounded to the nearest whole core), and at least one. The load is read over
+    a short window rather than from the load average, which lags a minute behind: it still counts a job
+    that just ended and misses one that just started."""
     if requested is not None:
         if int(requested) < 1:
             raise ValueError(f"threads must be at least 1, got {requested}")
         return int(requested)
-    from_env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-    if from_env.isdigit() and int(from_env) >= 1:
-        return int(from_env)
+    if (from_env := threads_from_env()) is not None:
+        return from_env
     cpus = usable_cpus()
-    quota = cpu_quota()
-    count = min(len(cpus), quota) if quota else len(cpus)
-    busy = others_busy_cpus(cpus) * count / len(cpus)
-    return default_threads(count, busy)
+    budget = cpu_budget(cpus)
+    return default_threads(budget, others_busy_cpus(cpus) * budget / len(cpus))
 
 
 def apply_threads(n: int) -> int:
-    """Use `n` intra-op threads in torch (takes effect at once) and as many inter-op threads where torch still
-    allows it (only before its first inter-op work, once per process); returns `n`."""
+    """Use `n` intra-op threads in torch from now on; returns `n`. The inter-op pool is left alone: genlab's
+    work never starts it (a training has the same threads with 1 or 2 inter-op threads), and torch lets its
+    size be set only once, before it starts."""
     import torch
 
-    torch.set_num_threads(n)
-    if torch.get_num_interop_threads() != n:
-        try:
-            torch.set_num_interop_threads(n)
-        except RuntimeError:  # inter-op pool already started or already set: it stays as it is
-            pass
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
     return n
+
+
+class ThreadGovernor:
+    """Keeps torch's intra-op threads at the rule's count while a job runs, as the load changes.
+
+    `update()` is cheap enough to call every step: at most every `every` seconds it reads /proc/stat and this
+    process's CPU time (no waiting), works out how many of its CPUs other processes kept busy since the last
+    look, and sets torch's threads to `default_threads` of that. With a requested count or OMP_NUM_THREADS
+    the count is the user's: it is applied once and never changed."""
+
+    def __init__(self, requested: int | None = None, every: float = 2.0, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 read: Callable[[], dict[int, tuple[int, int]]] = read_cpu_times,
+                 own_cpu_seconds: Callable[[], float] = time.process_time,
+                 choose: Callable[[int | None], int] = choose_threads,
+                 apply: Callable[[int], int] = apply_threads):
+        self.fixed = requested is not None or threads_from_env() is not None
+        self.every, self.clock, self.read, self.own_cpu_seconds, self.apply = every, clock, read, own_cpu_seconds, apply
+        self.threads = apply(choose(requested))
+        log.debug("torch threads %d (%s)", self.threads, "fixed" if self.fixed else f"re-checked every {every:g} s")
+        self.cpus = usable_cpus()
+        self.budget = cpu_budget(self.cpus)
+        self._last = (clock(), read(), own_cpu_seconds())
+        self.changes: list[tuple[float, int, float]] = []  # (clock, new count, others' busy CPUs) per change
+
+    def update(self) -> int:
+        """Re-apply the rule when `every` seconds have passed since the last look; returns the thread count."""
+        if self.fixed:
+            return self.threads
+        now = self.clock()
+        if now - self._last[0] < self.every:
+            return self.threads
+        ticks, own = self.read(), self.own_cpu_seconds()
+        if not ticks:  # no /proc/stat: keep the count chosen at the start
+            return self.threads
+        _, last_ticks, last_own = self._last
+        self._last = (now, ticks, own)
+        busy = others_busy_between(last_ticks, ticks, self.cpus, own - last_own) * self.budget / len(self.cpus)
+        n = default_threads(self.budget, busy)
+        if n != self.threads:
+            self.threads = self.apply(n)
+            self.changes.append((now, n, round(busy, 2)))
+            log.debug("torch threads %d (other processes keep %.2f of %.3g CPUs busy)", n, busy, self.budget)
+        return self.threads

@@ -22,6 +22,7 @@ from genlab.core.progress import bars_off
 from genlab.core.progress import quiet as progress_quiet
 from genlab.core.runs import RunPaths, atomic_save_tensors, atomic_write_json, disk_full
 from genlab.core.spec import DataSpec
+from genlab.core.threads import ThreadGovernor
 from genlab.models.base import GenerativeModel
 from genlab.registry import family_class
 from genlab.train.checkpoint import CheckpointStore, optimizer_from_flat, optimizer_to_flat
@@ -101,6 +102,7 @@ class Trainer:
         self.cfg, self.tc, self.run, self.dataset, self.model = cfg, tc, run, dataset, model
         self.world = world or World.current(tc.device)
         self.device = self.world.device
+        self.threads = ThreadGovernor(tc.threads)  # train.threads, else the CPUs others leave free, kept up to date
         model.to(self.device)  # before optimizers, EMA and wrappers see the parameters
         self.phases = model.phases()
         names = [p.name for p in self.phases]
@@ -279,6 +281,7 @@ class Trainer:
                     self.ema.update(self.model, self.step)
                 self.step += 1
                 self.elapsed += time.perf_counter() - t0
+                self.threads.update()
                 bar.update(1)
                 if self.step % tc.log_every == 0 or self.step == tc.steps:
                     means = self.world.mean({k: float(v) / counts[k] for k, v in sums.items()})
