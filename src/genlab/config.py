@@ -111,7 +111,7 @@ class TrainConfig:
     keep_last: int = 2  # checkpoints kept on disk
     log_every: int = 50  # average and log the losses every N steps
     seed: int = 0  # initialisation, batch order and noise: the same seed trains the same weights
-    threads: int | None = None  # torch intra-op threads; None leaves torch's default
+    threads: int | None = None  # torch intra-op threads, fixed for the run; None: the free CPUs, re-checked every 2 s
     accumulate: int = 1  # micro-batches per process per step (gradient accumulation; same global batch)
     precision: str = "fp32"  # fp32 | bf16 (autocast of the forward pass)
     device: str = "auto"  # auto (a GPU when PyTorch sees one, else the CPU) | cpu | cuda

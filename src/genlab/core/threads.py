@@ -6,11 +6,12 @@ What was measured (bench/busy_machine.py; figures in docs/benchmarks.md, "Sharin
 - The damage comes from more runnable threads than cores. torch runs its CPU kernels (and MKL's and oneDNN's)
   on an OpenMP pool (GNU libgomp in the PyPI wheels) with, by default, one thread per CPU; every parallel
   region ends in a barrier, so a region waits for whichever of its threads the scheduler has parked. Two
-  trainings with 2 threads each on 2 cores ran at 4-10% of their speed alone; with 1 thread each, at 50-65%.
+  trainings with 2 threads each on 2 cores ran at 2-21% of their speed alone; with 1 thread each, each ran as
+  fast as with 1 thread alone.
 - The OpenMP wait policy does not fix it. libgomp's workers busy-wait ~300,000 spins (~7 ms here) for the
-  next region before they sleep. OMP_WAIT_POLICY=PASSIVE (sleep at once) makes 2+2 threads on 2 cores 4-6x
-  less bad, but halves the speed of a run alone (every region then pays a thread wake-up, expensive in a
-  VM) and stays slower than the right thread count; a short spin (GOMP_SPINCOUNT=10000) is as fast as the
+  next region before they sleep. OMP_WAIT_POLICY=PASSIVE (sleep at once) makes 2+2 threads on 2 cores 2-26x
+  faster, but a run alone 0.50-0.63x as fast (every region then pays a thread wake-up, expensive in a VM),
+  and it stays slower than the right thread count; a short spin (GOMP_SPINCOUNT=10000) is as fast as the
   default alone and as bad when oversubscribed. So genlab sets no wait policy and leaves the user's.
 - The policy variables must be in the environment before `import torch` (libgomp reads them once when torch
   loads it): `os.environ[...] = ...` before the import works, after it changes nothing. The thread count
@@ -148,8 +149,8 @@ def choose_threads(requested: int | None = None) -> int:
 
     Why this rule: a torch thread only helps while it has a core to itself. A thread beyond the free cores
     waits for the scheduler, and the barrier that ends every parallel region holds its siblings until it
-    runs: two 2-thread trainings on 2 cores ran at 4-10% of their speed alone. A thread too few costs at most
-    the parallel speed-up of that core, 1.0-1.5x for genlab's CPU-sized recipes. So: one thread per core
+    runs: two 2-thread trainings on 2 cores ran at 2-21% of their speed alone. A thread too few costs at most
+    the parallel speed-up of that core, 0.95-1.46x for genlab's CPU-sized recipes. So: one thread per core
     that others leave free now (rounded to the nearest whole core), and at least one. The load is read over
     a short window rather than from the load average, which lags a minute behind: it still counts a job
     that just ended and misses one that just started."""
