@@ -42,7 +42,7 @@ class AugmentConfig:
 
 @dataclass
 class DataConfig:
-    source: str = "digits"  # a modality's source: images digits | idx | npz | folder; text txt | jsonl | fortune; table
+    source: str = "digits"  # images digits | idx | npz | folder; text txt | jsonl | fortune; chat; table
     path: str | list[str] | None = None  # file or folder (every source but digits); text: also a list of files
     val_fraction: float = 0.1  # share of the non-test items held out for validation
     test_fraction: float = 0.1  # ignored when the source ships its own test split (IDX t10k files)
@@ -58,6 +58,9 @@ class DataConfig:
     # them finds every character in this run's vocabulary
     vocab_from: list[str] = field(default_factory=list)
     token_noise: float = 0.0  # text: chance each training input token is swapped for a unigram draw (Xie et al.)
+    train_on: str = "assistant"  # chat: assistant (answers and their end-of-turn tokens train) | all (every token)
+    packing: bool = True  # chat: several conversations per window, attention and positions restarting at each
+    chat_template: str | None = None  # chat: a Jinja template file; None: the base model's, else genlab's
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # images: augmentation of training batches
     schema: str | None = None  # tables: an edited schema YAML (genlab data schema); None: inferred from the data
     balance: bool = False  # tables: training-by-sampling (CTGAN): rows drawn per category, rare ones as often
@@ -68,6 +71,7 @@ class DataConfig:
 
     def validate(self) -> None:
         choice("data.tokenizer", self.tokenizer, ("char", "bpe", "pretrained"))
+        choice("data.train_on", self.train_on, ("assistant", "all"))
         if self.vocab_from and self.tokenizer != "char":
             raise GenlabError("data.vocab_from applies to the char tokenizer (byte-level BPE already covers any text)")
         fraction("data", {"val_fraction": self.val_fraction, "test_fraction": self.test_fraction,

@@ -25,6 +25,7 @@ _ENTRIES: dict[str, dict[str, Any]] = {
     },
     "modality": {
         "image": "genlab.modalities.image:ImageModality",
+        "chat": "genlab.modalities.chat:ChatModality",
         "text": "genlab.modalities.text:TextModality",
         "table": "genlab.modalities.table:TableModality",
     },

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import torch
 
@@ -16,12 +16,18 @@ class Batch:
     y: torch.Tensor | None  # int64 class labels, or None for unlabelled data
     context: torch.Tensor | None = None  # text with data.token_noise: the corrupted B x T inputs
     cond: torch.Tensor | None = None  # tables with data.balance: the condition vector each row was drawn for
+    mask: torch.Tensor | None = None  # text: B x T weight of each target token (chat: 1 on answers only)
+    segments: torch.Tensor | None = None  # text, packed: B x T conversation index of each input token
 
     def to(self, device: torch.device) -> Batch:
         if self.x.device == device:
             return self
-        return Batch(*(None if t is None else t.to(device, non_blocking=True)
-                       for t in (self.x, self.y, self.context, self.cond)))
+        return replace(self, **{f.name: t.to(device, non_blocking=True) for f in fields(self)
+                                if (t := getattr(self, f.name)) is not None})
+
+    def rows(self, a: int, b: int) -> Batch:
+        """Rows a:b of every tensor (a micro-batch, one process's share)."""
+        return replace(self, **{f.name: t[a:b] for f in fields(self) if (t := getattr(self, f.name)) is not None})
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:

@@ -13,5 +13,6 @@ class DataSpec:
     num_classes: int = 0  # 0 when the data has no labels
     vocab_size: int = 0  # text: tokenizer vocabulary, including the end-of-document token
     block_size: int = 0  # text: training context length in tokens
+    packed: bool = False  # chat: several conversations share a window (the family must restart attention)
     spans: tuple[tuple[str, int], ...] = ()  # tables: (part, width) blocks of an encoded row (tables.transform)
     category_frequencies: tuple[float, ...] = ()  # tables: training frequency of each category slot, in order

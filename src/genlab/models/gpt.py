@@ -30,6 +30,7 @@ class GPTConfig:
 class GPTLanguageModel(LanguageModel):
     config_class = GPTConfig
     lora_targets = ("attn.qkv", "attn.proj")  # the attention projections, as in the LoRA paper
+    supports_packing = True
 
     def shard_units(self) -> list:
         return [*self.net.blocks, self.net]

@@ -30,10 +30,26 @@ class KVCache:
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
 
 
+def segment_positions(segments: torch.Tensor) -> torch.Tensor:
+    """Position of each token within its segment (B x T): counting restarts where the segment id changes."""
+    t = segments.shape[1]
+    index = torch.arange(t, device=segments.device).expand_as(segments)
+    change = torch.ones_like(segments, dtype=torch.bool)
+    change[:, 1:] = segments[:, 1:] != segments[:, :-1]
+    return index - torch.cummax(torch.where(change, index, 0), dim=1).values
+
+
+def segment_mask(segments: torch.Tensor) -> torch.Tensor:
+    """B x 1 x T x T attention mask: causal and within the same segment (no token sees another conversation)."""
+    t = segments.shape[1]
+    causal = torch.ones(t, t, dtype=torch.bool, device=segments.device).tril()
+    return ((segments[:, :, None] == segments[:, None, :]) & causal)[:, None]
+
+
 def rotary_tables(positions: torch.Tensor, head_dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin of RoPE (Su et al. 2021) for the given positions, T x head_dim/2."""
+    """cos/sin of RoPE (Su et al. 2021) for the given positions (T, or B x T), shape (..., head_dim/2)."""
     freqs = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device) / head_dim)
-    angles = positions.float()[:, None] * freqs[None]
+    angles = positions.float()[..., None] * freqs
     return angles.cos(), angles.sin()
 
 
@@ -52,7 +68,7 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None,
-                cache: KVCache | None, layer: int) -> torch.Tensor:
+                cache: KVCache | None, layer: int, mask: torch.Tensor | None = None) -> torch.Tensor:
         b, t, c = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
         if rope is not None:
@@ -61,7 +77,7 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             past = cache.length
             k, v = cache.append(layer, k, v)
-        mask, causal = None, past == 0 and t > 1
+        causal = mask is None and past == 0 and t > 1
         if past and t > 1:  # a chunk after a cached prefix: query i sees keys up to past + i
             mask = torch.ones(t, past + t, dtype=torch.bool, device=x.device).tril(diagonal=past)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
@@ -76,8 +92,8 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(dim, heads, dropout, rotary)
         self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim), nn.Dropout(dropout))
 
-    def forward(self, x, rope, cache, layer):
-        x = x + self.attn(self.ln1(x), rope, cache, layer)
+    def forward(self, x, rope, cache, layer, mask=None):
+        x = x + self.attn(self.ln1(x), rope, cache, layer, mask)
         return x + self.mlp(self.ln2(x))
 
 
@@ -114,22 +130,29 @@ class GPT(nn.Module):
         return KVCache(len(self.blocks), batch, self.heads, max_len or self.block_size, self.head_dim,
                        self.tok_emb.weight.dtype, self.tok_emb.weight.device)
 
-    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """Logits B x T x vocab for tokens `idx` (B x T), continuing `cache` when given."""
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None,
+                segments: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits B x T x vocab for tokens `idx` (B x T), continuing `cache` when given. `segments` (B x T, packed
+        conversations): a token attends only within its segment, and positions restart at each segment."""
         b, t = idx.shape
         start = cache.length if cache is not None else 0
         if start + t > (cache.max_len if cache is not None else self.block_size):
             raise ValueError(f"{start + t} positions exceed the context of {self.block_size}")
         positions = torch.arange(start, start + t, device=idx.device)
+        mask = None
+        if segments is not None:
+            positions, mask = segment_positions(segments), segment_mask(segments)
         x = self.tok_emb(idx)
         rope = None
         if self.rotary:
             rope = rotary_tables(positions, self.head_dim)
+            if segments is not None:  # B x T x d/2 tables broadcast over heads
+                rope = (rope[0][:, None], rope[1][:, None])
         else:
             x = x + self.pos_emb(positions)
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
-            x = block(x, rope, cache, i)
+            x = block(x, rope, cache, i, mask)
         if cache is not None:
             cache.length += t
         return self.lm_head(self.ln_f(x))

@@ -11,7 +11,7 @@ splits a rank's slice into micro-batches when it no longer fits).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -72,7 +72,7 @@ class World:
                               f"({self.size} x {parts})")
         step = n // (self.size * parts)
         start = self.rank * parts * step
-        return [_rows(batch, start + i * step, start + (i + 1) * step) for i in range(parts)]
+        return [batch.rows(start + i * step, start + (i + 1) * step) for i in range(parts)]
 
     def mean(self, values: dict[str, float]) -> dict[str, float]:
         """Average named figures over ranks (each rank's figure weighted equally)."""
@@ -95,12 +95,6 @@ class World:
         t = torch.tensor([int(flag)], device=self.device)  # nccl moves GPU tensors only
         dist.broadcast(t, 0)
         return bool(t.item())
-
-
-def _rows(batch: Batch, a: int, b: int) -> Batch:
-    return replace(batch, x=batch.x[a:b], y=None if batch.y is None else batch.y[a:b],
-                   context=None if batch.context is None else batch.context[a:b],
-                   cond=None if batch.cond is None else batch.cond[a:b])
 
 
 def data_parallel(model: torch.nn.Module, params: list[torch.nn.Parameter],

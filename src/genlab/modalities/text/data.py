@@ -261,6 +261,10 @@ class TextDataset:
         windows = token_windows(self.tokens[split], self.block_size, batch_size)
         return windows if limit is None else itertools.islice(windows, math.ceil(limit / batch_size))
 
+    def likelihood_split(self) -> str:
+        """The split test likelihood scores: test, or val when there is no test split."""
+        return "test" if self.tokens["test"].numel() > 1 else "val"
+
     def characters(self, split: str) -> int:
         return sum(len(d) for d in self.corpus.split_documents(split))
 

@@ -1,10 +1,12 @@
 """Tokenizers trained on the corpus and saved with the run: characters, or byte-level BPE (Hugging Face
 `tokenizers`). Both round-trip any UTF-8 text they cover exactly, CJK and emoji included, and reserve one
-id for the end-of-document token placed between documents."""
+id for the end-of-document token placed between documents and one per chat role token (genlab's chat template),
+so that any text run can later be fine-tuned on conversations without growing its vocabulary."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,25 +14,40 @@ import numpy as np
 from genlab.core.errors import GenlabError
 
 EOT = "<|endoftext|>"
+ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")  # genlab's chat template (modalities.chat)
 TOKENIZERS = ("char", "bpe")
 
 
 class CharTokenizer:
-    """One id per distinct character of the corpus (sorted by code point), plus EOT as the last id."""
+    """One id per distinct character of the corpus (sorted by code point), then EOT, then the special tokens
+    (the chat role tokens; tokenizers saved before they existed have none)."""
 
     kind = "char"
 
-    def __init__(self, chars: list[str]):
-        self.chars = chars
+    def __init__(self, chars: list[str], specials: tuple[str, ...] | list[str] = ()):
+        self.chars, self.specials = chars, list(specials)
         self._codes = np.array([ord(c) for c in chars], dtype=np.int64)
-        self.vocab_size = len(chars) + 1
+        self.vocab_size = len(chars) + 1 + len(self.specials)
         self.eot_id = len(chars)
+        self._special_ids = {s: self.eot_id + 1 + i for i, s in enumerate(self.specials)}
+        self._split = re.compile("(" + "|".join(map(re.escape, self.specials)) + ")") if self.specials else None
 
     @classmethod
     def train(cls, documents: list[str]) -> CharTokenizer:
-        return cls(sorted(set("".join(documents))))
+        return cls(sorted(set("".join(documents))), ROLE_TOKENS)
+
+    def token_id(self, token: str) -> int | None:
+        """The id of a special token (EOT, a role token), None when the vocabulary lacks it."""
+        return self.eot_id if token == EOT else self._special_ids.get(token)
 
     def encode(self, text: str) -> np.ndarray:
+        if self._split is not None and any(s in text for s in self.specials):
+            parts = self._split.split(text)
+            return np.concatenate([np.array([self._special_ids[p]], np.int32) if i % 2 else self._encode_chars(p)
+                                   for i, p in enumerate(parts)]).astype(np.int32)
+        return self._encode_chars(text)
+
+    def _encode_chars(self, text: str) -> np.ndarray:
         codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
         ids = np.searchsorted(self._codes, codes)
         bad = (ids >= len(self._codes)) | (self._codes[np.minimum(ids, len(self._codes) - 1)] != codes)
@@ -45,8 +62,8 @@ class CharTokenizer:
         return "".join(self.chars[i] if i < len(self.chars) else "" for i in np.asarray(ids).tolist())
 
     def save(self, folder: Path) -> None:
-        (folder / "tokenizer.json").write_text(json.dumps({"genlab_tokenizer": "char", "chars": self.chars},
-                                                          ensure_ascii=False))
+        (folder / "tokenizer.json").write_text(json.dumps({"genlab_tokenizer": "char", "chars": self.chars,
+                                                           "specials": self.specials}, ensure_ascii=False))
 
 
 class BPETokenizer:
@@ -69,10 +86,14 @@ class BPETokenizer:
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOT], show_progress=False,
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOT, *ROLE_TOKENS], show_progress=False,
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
         tok.train_from_iterator(documents, trainer)
         return cls(tok)
+
+    def token_id(self, token: str) -> int | None:
+        """The id of a special token (EOT, a role token, a model's end-of-turn token), None when absent."""
+        return self.eot_id if token == EOT else self.tok.token_to_id(token)
 
     def encode(self, text: str) -> np.ndarray:
         return np.array(self.tok.encode(text, add_special_tokens=False).ids, dtype=np.int32)
@@ -105,7 +126,7 @@ def load_tokenizer(folder: str | Path):
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise GenlabError(f"{path} is not a valid tokenizer file") from None
     if raw.get("genlab_tokenizer") == "char":
-        return CharTokenizer(list(raw["chars"]))
+        return CharTokenizer(list(raw["chars"]), raw.get("specials", ()))
     from tokenizers import Tokenizer
 
     try:
