@@ -19,8 +19,9 @@ import numpy as np
 
 from genlab.core.errors import GenlabError
 
+# Role tokens and contents only: no literal character a char tokenizer pretrained on plain text could lack.
 GENLAB_TEMPLATE = (
-    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>\n{% endfor %}"
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
 )
 TEMPLATE_FILE = "chat_template.jinja"  # saved in every chat run (the name transformers uses too)

@@ -46,6 +46,10 @@ class TextModality:
             raise GenlabError("data.path lists no files")
         if data.augment.active:
             raise GenlabError("data.augment applies to images; for text see data.token_noise")
+        for key, value, default in (("train_on", data.train_on, "assistant"), ("packing", data.packing, True),
+                                    ("chat_template", data.chat_template, None)):
+            if value != default:
+                raise GenlabError(f"data.{key} applies to conversations (data.source=chat)")
 
     def load(self, data, run_dir: Path | None = None):
         from genlab.modalities.text.data import load_text_dataset
