@@ -35,6 +35,8 @@ conversations:
   - a number is not a turn
 - - []
 - just a string, not a list
+- - Hello
+  - 'Hi there! '
 """
 
 # The rendering's layout: headings at column 0 (wrapped at column 0), bodies indented, ~72 columns, URLs broken at
@@ -104,8 +106,11 @@ def test_chatterbot_alternates_turns_and_skips_odd_records(tmp_path):
         ("english/greetings.yml #4", "non-string entry"),
         ("english/greetings.yml #5", "non-string entry"),
         ("english/greetings.yml #6", "not a list"),
+        ("english/greetings.yml #7", "exact duplicate of an earlier conversation"),
     ]
     assert chatterbot_conversations(folder) == records  # `skipped` is optional
+    kept = chatterbot_conversations(folder, dedupe=False)
+    assert kept == [*records, dict(records[0], source="chatterbot-corpus english/greetings.yml #7")]
 
 
 def test_chatterbot_folder_without_yaml_is_an_error(tmp_path):
@@ -165,7 +170,7 @@ def test_write_and_command_line(tmp_path, capsys):
     (folder / "greetings.yml").write_text(CHATTERBOT_YML, encoding="utf-8")
     assert main(["chatterbot", str(folder), str(tmp_path / "cb.jsonl")]) == 0
     printed = capsys.readouterr().out
-    assert "2 conversations, 6 turns, 5 skipped" in printed
+    assert "2 conversations, 6 turns, 6 skipped" in printed
     assert "2 non-string entry: english/greetings.yml #4, english/greetings.yml #5" in printed
     assert len((tmp_path / "cb.jsonl").read_text().splitlines()) == 2
     faq = tmp_path / "faq.txt"
@@ -175,7 +180,7 @@ def test_write_and_command_line(tmp_path, capsys):
 
 
 # name -> (conversations, user + assistant turns), as data/chat/README.md states them
-SHIPPED = {"chatterbot-en.jsonl": (1982, 4110), "debian-faq.jsonl": (123, 246)}
+SHIPPED = {"chatterbot-en.jsonl": (855, 1856), "debian-faq.jsonl": (123, 246)}
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
@@ -195,3 +200,4 @@ def test_shipped_chat_data(name):
         turns += len(messages)
     assert (len(records), turns) == SHIPPED[name]
     assert len({r["source"] for r in records}) == len(records)
+    assert len({json.dumps(r["messages"]) for r in records}) == len(records)  # no exact repeats

@@ -41,18 +41,21 @@ def _chatterbot_problem(conversation) -> str | None:
     return None
 
 
-def chatterbot_conversations(folder, skipped: list[tuple[str, str]] | None = None) -> list[dict]:
+def chatterbot_conversations(folder, skipped: list[tuple[str, str]] | None = None, dedupe: bool = True) -> list[
+        dict]:
     """Chat records from every *.yml of a chatterbot-corpus language folder (e.g. chatterbot_corpus/data/english).
 
     Each conversation is a list of strings read as alternating user / assistant turns, the user first. Records that
     do not fit (not a list, a non-string or blank entry, an odd number of turns) are left out, not repaired: a
-    trailing user turn has no answer to learn from. Pass a list as `skipped` to receive (where, reason) for each.
+    trailing user turn has no answer to learn from. Exact repeats of an earlier conversation are left out too unless
+    `dedupe` is False (in 1.3.3, tech_support.yml is 10 conversations repeated 105 times: kept, they would be half
+    the corpus). Pass a list as `skipped` to receive (where, reason) for each record left out.
     """
     folder = Path(folder)
     files = sorted([*folder.glob("*.yml"), *folder.glob("*.yaml")])
     if not files:
         raise FileNotFoundError(f"{folder}: no chatterbot *.yml files")
-    records = []
+    records, seen = [], set()
     for file in files:
         where = f"{folder.name}/{file.name}"
         doc = yaml.safe_load(file.read_text(encoding="utf-8"))
@@ -63,6 +66,10 @@ def chatterbot_conversations(folder, skipped: list[tuple[str, str]] | None = Non
             continue
         for i, conversation in enumerate(conversations):
             problem = _chatterbot_problem(conversation)
+            key = tuple(turn.strip() for turn in conversation) if not problem else None
+            if key is not None and dedupe and key in seen:
+                problem = "exact duplicate of an earlier conversation"
+            seen.add(key)
             if problem:
                 if skipped is not None:
                     skipped.append((f"{where} #{i}", problem))
@@ -258,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     cb = sub.add_parser("chatterbot", help="a chatterbot-corpus language folder of *.yml files")
     cb.add_argument("src", help="e.g. chatterbot_corpus/data/english")
     cb.add_argument("out")
+    cb.add_argument("--keep-duplicates", action="store_true", help="keep exact repeats of earlier conversations")
     faq = sub.add_parser("debian-faq", help="the Debian FAQ plain-text rendering, gzipped or not")
     faq.add_argument("src", help="e.g. /usr/share/doc/debian/FAQ/debian-faq.en.txt.gz")
     faq.add_argument("out")
@@ -265,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     skipped: list[tuple[str, str]] = []
     if args.source == "chatterbot":
-        records = chatterbot_conversations(args.src, skipped)
+        records = chatterbot_conversations(args.src, skipped, dedupe=not args.keep_duplicates)
     else:
         records = debian_faq_conversations(args.src, system=args.system, skipped=skipped)
     write_chat_jsonl(records, args.out)
