@@ -262,9 +262,9 @@ class ChatDataset:
         return "test" if len(self.encoded["test"].ids) else "val"
 
     def characters(self, split: str) -> int:
-        """Characters of the trained text: the answers (train_on=assistant) or whole conversations."""
+        """Characters of the scored text: the answers (held-out splits always score answers only)."""
         return sum(len(m["content"]) for c in self.split_conversations(split) for m in c
-                   if self.train_on == "all" or m["role"] == "assistant")
+                   if m["role"] == "assistant" or (split == "train" and self.train_on == "all"))
 
     def describe(self) -> dict:
         info = {k: v for k, v in self.corpus.describe().items() if k in ("source", "fingerprint", "exact_duplicates")}
@@ -312,7 +312,9 @@ def load_chat_dataset(cfg, base_dir: Path | None = None) -> ChatDataset:
         rendered = [template.render(c) for c in conversations]
         train = [rendered[i] for i in corpus.splits["train"]]
         tokenizer = train_tokenizer(cfg.tokenizer, rendered if cfg.tokenizer == "char" else train, cfg.vocab_size)
-    encoded = {k: encode_split([conversations[i] for i in v], template, tokenizer, cfg.train_on, cfg.block_size + 1)
+    # held-out splits always score the answers, so runs trained with train_on=all compare on the same tokens
+    encoded = {k: encode_split([conversations[i] for i in v], template, tokenizer,
+                               cfg.train_on if k == "train" else "assistant", cfg.block_size + 1)
                for k, v in corpus.splits.items()}
     if not any(w.any() for w in encoded["train"].weights):
         raise GenlabError("no training token carries weight: every answer was cut off; raise data.block_size")
