@@ -137,3 +137,21 @@ def test_an_empty_file_is_one_clear_error(tmp_path):
     path.write_text("\n\n", encoding="utf-8")
     with pytest.raises(GenlabError, match="holds no records"):
         read_chat_records(path)
+
+
+def test_near_matches_finds_what_brute_force_jaccard_finds():
+    from genlab.modalities.text.audit import near_matches
+
+    rng = np.random.default_rng(1)
+    corpus = {i: sentence(rng) for i in range(60)}
+    queries = {}
+    for q in range(40):  # half edited copies of a corpus text (one to three words changed), half new
+        words = corpus[q].split() if q % 2 == 0 else sentence(rng).split()
+        for k in rng.choice(len(words), 1 + q % 3, replace=False):
+            words[k] = "xylophone"
+        queries[q] = " ".join(words)
+    found = {(q, c) for q, c, _ in near_matches(queries, corpus, threshold=0.6)}
+    sets = {("q", q): shingles(t) for q, t in queries.items()} | {("c", c): shingles(t) for c, t in corpus.items()}
+    brute = {(q, c) for q in queries for c in corpus
+             if len(sets["q", q] & sets["c", c]) / len(sets["q", q] | sets["c", c]) >= 0.6}
+    assert brute and found == brute

@@ -110,7 +110,7 @@ def contamination(conversations: list[list[dict] | None], wheres: list[str], cfg
     return {"checked": True, "split": settings, **counts, "items": items[:listed],
             "method": f"held-out user turns against the training split's, normalised (lower case, no punctuation "
                       f"or articles, whitespace collapsed): exact equality, else MinHash LSH over character "
-                      f"5-grams confirmed by exact Jaccard >= {threshold}"}
+                      f"5-grams (2-grams for Chinese/Japanese) confirmed by exact Jaccard >= {threshold}"}
 
 
 def audit_conversations(records: ChatRecords, cfg, near_threshold: float = 0.7, listed: int | None = 50) -> dict:
@@ -133,8 +133,8 @@ def audit_conversations(records: ChatRecords, cfg, near_threshold: float = 0.7, 
                              "method": "identical messages (roles and contents)"},
         "near_duplicates": {"pairs": len(near), "first_pairs": [list(p) for p in near[:listed]],
                             "method": f"user and assistant turns joined; MinHash LSH (128 permutations) over "
-                                      f"character 5-grams confirmed by exact Jaccard >= {near_threshold}; exact "
-                                      f"copies excluded"},
+                                      f"character 5-grams (2-grams for Chinese/Japanese) confirmed by exact "
+                                      f"Jaccard >= {near_threshold}; exact copies excluded"},
         "contamination": contamination(conversations, records.wheres, cfg, near_threshold, listed),
     }
     ids = [b["id"] for b in bad[:listed]] + [i for g in exact[:listed] for i in g]
