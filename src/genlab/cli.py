@@ -298,10 +298,12 @@ def data_audit(target: str, overrides: tuple[str, ...], out: Path) -> None:
     """Audit TARGET: a recipe, a dataset name (digits) or a path whose loader is inferred. Images: exact and
     near duplicates, outliers, likely label errors, class balance, brightness, unreadable files. Text:
     unreadable and empty records, exact and near duplicates (MinHash LSH), boilerplate, length outliers,
-    scripts. Tables: missing values per column, exact and near-duplicate rows, constant and id-like columns,
-    outliers, rare categories, and target leakage when eval.target is set. Every finding lists item ids
-    (tables: 1-based data rows, and columns); audit.json's names maps them to files (images) or file:line (text),
-    the names genlab data clean --drop-ids accepts."""
+    scripts. Chat: records training would stop at (with the reason), exact and near-duplicate conversations,
+    held-out questions the training split already asks. Tables: missing values per column, exact and
+    near-duplicate rows, constant and id-like columns, outliers, rare categories, and target leakage when
+    eval.target is set. Every finding lists item ids (tables: 1-based data rows, and columns); audit.json's
+    names maps them to files (images) or file:line (text, chat), the names genlab data clean --drop-ids
+    accepts."""
 
     from genlab.pipeline import load_target, run_modality
     from genlab.train.trainer import quiet

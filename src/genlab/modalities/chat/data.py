@@ -48,6 +48,18 @@ def conversation_problem(messages) -> str | None:
     return None
 
 
+PROBLEM_KINDS = (("is not valid JSON", "invalid JSON"), ("unknown role", "unknown role"), ("is empty", "empty turn"),
+                 ("wrong order", "wrong order"), ("has no assistant turn", "no assistant turn"),
+                 ("ends with a user turn", "unanswered last turn"), ("has no turns", "no turns"),
+                 ("needs a string 'role'", "malformed turn"))
+
+
+def problem_kind(problem: str) -> str:
+    """The kind of a reason conversation_problem / chat_records give, for counting bad records by kind (the
+    phrases are those above, kept beside them); anything else is not a conversation record at all."""
+    return next((kind for phrase, kind in PROBLEM_KINDS if phrase in problem), "not a conversation record")
+
+
 def as_messages(record) -> tuple[list | None, str | None]:
     """(messages, None) for a `messages` record or a `prompt` / `completion` pair, else (None, why)."""
     if not isinstance(record, dict):

@@ -41,13 +41,13 @@ def read_records(path: str | Path, fmt: str, separator: str | None = None, where
     if path.is_dir():
         records = []
         for file in sorted(p for p in path.rglob("*.txt") if p.is_file()):
-            text = _decode(file, problems, len(records))
+            text = decode_file(file, problems, len(records))
             if text is not None:
                 records.append(text)
                 wheres.append("/".join(filter(None, [label, file.relative_to(path).as_posix()])))
         return records, problems
     label = label or path.name
-    text = _decode(path, problems, None)
+    text = decode_file(path, problems, None)
     if text is None:
         return [], problems
     if fmt == "jsonl":
@@ -101,7 +101,9 @@ def read_corpus(data_cfg, wheres: list[str] | None = None) -> tuple[list[str], l
     return records, problems
 
 
-def _decode(file: Path, problems: list[dict], record_id: int | None) -> str | None:
+def decode_file(file: Path, problems: list[dict], record_id: int | None) -> str | None:
+    """The text of `file`; an unreadable file or invalid UTF-8 (then read with replacement characters) is
+    added to `problems` instead of stopping."""
     try:
         raw = file.read_bytes()
     except OSError as exc:
@@ -126,27 +128,58 @@ def shingles(text: str, k: int | None = None) -> set[str]:
     return {s[i:i + k] for i in range(max(1, len(s) - k + 1))}
 
 
+def _sketches(texts: dict[int, str], num_perm: int, seed: int) -> tuple[dict[int, set[str]], dict]:
+    """Shingle sets and their MinHashes, by id."""
+    from datasketch import MinHash
+
+    sets = {i: shingles(t) for i, t in texts.items()}
+    hashes = MinHash.bulk(([s.encode("utf-8") for s in sets[i]] for i in sets), num_perm=num_perm, seed=seed)
+    return sets, dict(zip(sets, hashes, strict=True))
+
+
+def _lsh(threshold: float, num_perm: int):
+    """An LSH index tuned for a lower similarity than asked (threshold - 0.2), so that pairs just above the
+    threshold are rarely missed; callers confirm each candidate with the exact Jaccard."""
+    from datasketch import MinHashLSH
+
+    return MinHashLSH(threshold=max(0.1, threshold - 0.2), num_perm=num_perm)
+
+
+def jaccard(a: set, b: set) -> float:
+    return len(a & b) / len(a | b)
+
+
 def near_duplicate_pairs(records: list[str], threshold: float = 0.7, num_perm: int = 128, seed: int = 1,
                          skip: set[int] = frozenset()) -> list[tuple[int, int, float]]:
     """Pairs (i, j, Jaccard) of records whose character-5-gram sets have Jaccard similarity >= threshold.
-    MinHash LSH (datasketch) proposes candidates in near-linear time, tuned for a lower similarity than
-    asked (threshold - 0.2) so that pairs just above the threshold are rarely missed; each candidate is then
-    confirmed with the exact Jaccard of the two shingle sets, so no pair is reported on the sketch's word."""
-    from datasketch import MinHash, MinHashLSH
-
-    ids = [i for i, r in enumerate(records) if r.strip() and i not in skip]
-    sets = {i: shingles(records[i]) for i in ids}
-    hashes = MinHash.bulk(([s.encode("utf-8") for s in sets[i]] for i in ids), num_perm=num_perm, seed=seed)
-    lsh = MinHashLSH(threshold=max(0.1, threshold - 0.2), num_perm=num_perm)
+    MinHash LSH (datasketch) proposes candidates in near-linear time; each candidate is then confirmed with the
+    exact Jaccard of the two shingle sets, so no pair is reported on the sketch's word."""
+    sets, hashes = _sketches({i: r for i, r in enumerate(records) if r.strip() and i not in skip}, num_perm, seed)
+    lsh = _lsh(threshold, num_perm)
     pairs = {}
-    for i, h in zip(ids, hashes, strict=True):
+    for i, h in hashes.items():
         for j in lsh.query(h):
-            a, b = sets[i], sets[j]
-            jaccard = len(a & b) / len(a | b)
-            if jaccard >= threshold:
-                pairs[(j, i)] = round(jaccard, 4)
+            if (similarity := jaccard(sets[i], sets[j])) >= threshold:
+                pairs[(j, i)] = round(similarity, 4)
         lsh.insert(i, h)
     return [(i, j, s) for (i, j), s in sorted(pairs.items())]
+
+
+def near_matches(queries: dict[int, str], corpus: dict[int, str], threshold: float = 0.7, num_perm: int = 128,
+                 seed: int = 1) -> list[tuple[int, int, float]]:
+    """(query id, corpus id, Jaccard) for every query and corpus text (given by id) whose shingle sets have
+    Jaccard >= threshold: near_duplicate_pairs across two collections (held-out against training text)."""
+    corpus_sets, corpus_hashes = _sketches({i: t for i, t in corpus.items() if t.strip()}, num_perm, seed)
+    query_sets, query_hashes = _sketches({i: t for i, t in queries.items() if t.strip()}, num_perm, seed)
+    lsh = _lsh(threshold, num_perm)
+    for j, h in corpus_hashes.items():
+        lsh.insert(j, h)
+    found = []
+    for i, h in query_hashes.items():
+        for j in lsh.query(h):
+            if (similarity := jaccard(query_sets[i], corpus_sets[j])) >= threshold:
+                found.append((i, j, round(similarity, 4)))
+    return sorted(found)
 
 
 def script_of(text: str) -> Counter:
