@@ -46,7 +46,7 @@ def evaluate_chat_run(run, ec, quiet: bool = True) -> dict:
     with timed(timings, "answer scores", quiet):
         metrics["answers"] = {**answer_scores(answers, list(references)), "split": split, "decoding": "greedy",
                               "max_new_tokens": ec.answer_tokens,
-                              "likelihood_tokens": "answers" if ds.train_on == "assistant" else "all",
+                              "likelihood_tokens": "answers",  # held-out splits score answers whatever train_on
                               "reference": "each conversation's last assistant turn, the turns before it as context"}
     with timed(timings, "memorisation", quiet):
         train_answers = [m["content"] for c in ds.split_conversations("train") for m in c if m["role"] == "assistant"]
@@ -61,7 +61,7 @@ def chat_headline(metrics: dict) -> dict:
     out = {}
     if "answers" in metrics:
         a = metrics["answers"]
-        if "likelihood" in metrics and a.get("likelihood_tokens") == "answers":
+        if "likelihood" in metrics:
             lk = metrics["likelihood"]
             out[f"answer perplexity ({lk['split']} answer tokens)"] = round(lk["perplexity"], 3)
         out[f"answers token-F1 / exact match / ROUGE-L ({a['n']} {a['split']} conversations, greedy)"] = [
