@@ -109,7 +109,7 @@ class StreamOptions(BaseModel):
 StopList = Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=4)]
 
 
-def request_body(server, name: str, fields: dict[str, tuple], peers: list) -> type[BaseModel]:
+def request_body(name: str, fields: dict[str, tuple], peers: list) -> type[BaseModel]:
     """A strict request body: `fields`, OpenAI's common ones, the neutral and ignored ones, and the sampling
     options of the families of `peers` (max_tokens, temperature, top_p ... under their HTTP names)."""
     common = {
@@ -282,7 +282,7 @@ def add_openai_routes(app, server) -> None:
 
     router = openai_router()
     peers = language_models(server)
-    CompletionRequest = request_body(server, "CompletionRequest", {  # noqa: N806
+    CompletionRequest = request_body("CompletionRequest", {  # noqa: N806
         "prompt": (str | Annotated[list[str], Field(min_length=1, max_length=1)],
                    Field("", description="the text to continue (a string, or a list of one string)")),
     }, peers)

@@ -33,7 +33,7 @@ def add_chat_routes(app, server, modality) -> None:
 
     router = openai_router()
     peers = server.served(modality)
-    ChatCompletionRequest = request_body(server, "ChatCompletionRequest", {  # noqa: N806
+    ChatCompletionRequest = request_body("ChatCompletionRequest", {  # noqa: N806
         "messages": (list[Message], Field(..., min_length=1, description="the conversation, ending with a user turn")),
     }, peers)
 
