@@ -195,3 +195,22 @@ def test_filter_limits_and_metrics_apply(runs, tmp_path):
         assert 'genlab_requests_total{endpoint="/v1/chat/completions",status="200"} 2.0' in text
         assert 'genlab_rejections_total{reason="rate_limit"} 1.0' in text
         assert float(text.split('genlab_generated_tokens_total{model="talk"} ')[1].split()[0]) >= 8
+
+
+def test_a_stop_string_split_across_tokens_never_leaks(runs):
+    """Text that may be the start of a stop string is held back until the sample goes on, ends, or hits
+    max_new_tokens (then it is released)."""
+    from genlab.modalities.text.generate import generate_text, held_back, stream_text
+
+    assert held_back("2 p", ["pl", "x"]) == 1 and held_back("2 p", ["x"]) == 0 and held_back("ab", ["abc"]) == 2
+    run = open_run(runs[0])
+    full = generate_text(run, "Add 1", max_new_tokens=12, temperature=0)
+    assert len(full) >= 5, full
+    stop = full[3:5]
+    streamed = "".join(p[0] for p in stream_text(run, "Add 1", stop=[stop], max_new_tokens=12, temperature=0))
+    assert streamed == full[:full.find(stop)]
+    never = full[-1] + "\x07"  # starts like the last character, never completes: released at max_new_tokens
+    report = {}
+    streamed = "".join(p[0] for p in stream_text(run, "Add 1", stop=[never], report=report, max_new_tokens=12,
+                                                 temperature=0))
+    assert streamed == full and report["finish_reason"] == ["length"]

@@ -83,7 +83,8 @@ def stream_tokens(run, prompt_ids, seed: int = 0, n: int = 1, stop: list[str] | 
         yield pieces
         if all(done):
             return
-    rest = [text[e:] for text, e in zip(shown, emitted, strict=True)]  # what max_new_tokens left held back
+    # max_new_tokens reached: what was held back for a stop string (never an incomplete UTF-8 sequence)
+    rest = [text.rstrip("\ufffd")[e:] for text, e in zip(shown, emitted, strict=True)]
     if any(rest):
         yield rest
 
