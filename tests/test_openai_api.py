@@ -204,7 +204,7 @@ def test_a_stop_string_split_across_tokens_never_leaks(runs):
 
     assert held_back("2 p", ["pl", "x"]) == 1 and held_back("2 p", ["x"]) == 0 and held_back("ab", ["abc"]) == 2
     run = open_run(runs[0])
-    full = generate_text(run, "Add 1", max_new_tokens=12, temperature=0)
+    full = generate_text(run, "Add 1", max_new_tokens=12, temperature=0)[0]
     assert len(full) >= 5, full
     stop = full[3:5]
     streamed = "".join(p[0] for p in stream_text(run, "Add 1", stop=[stop], max_new_tokens=12, temperature=0))
