@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -74,3 +75,47 @@ def tiny_config(family: str = "vae", **sections):
         else:
             raw[key] = value
     return config_from_dict(raw)
+
+
+def tiny_chat_config(folder, name: str = "talk", conversations: int = 60, steps: int = 30):
+    """A character GPT on `conversations` one-turn sums ("Add 3 and 4." -> "3 plus 4 is 7."), written to
+    FOLDER/chat.jsonl: a chat run small enough for unit tests."""
+    import json
+    from pathlib import Path
+
+    path = Path(folder) / "chat.jsonl"
+    with path.open("w", encoding="utf-8") as f:
+        for i in range(conversations):
+            a, b = i % 7, i % 5
+            turns = [{"role": "user", "content": f"Add {a} and {b}."},
+                     {"role": "assistant", "content": f"{a} plus {b} is {a + b}."}]
+            f.write(json.dumps({"messages": turns}) + "\n")
+    return config_from_dict({"name": name, "family": "gpt", "model": {"layers": 1, "heads": 2, "width": 16},
+                             "data": {"source": "chat", "path": str(path), "block_size": 64},
+                             "train": {"steps": steps, "batch_size": 8, "lr": 1e-2, "val_every": 0,
+                                       "checkpoint_every": 0}})
+
+
+@contextlib.contextmanager
+def serve_in_thread(app):
+    """Serve `app` with uvicorn on a free local port in a daemon thread; yields its base URL."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

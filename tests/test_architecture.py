@@ -263,7 +263,7 @@ def test_a_new_modality_is_one_package_and_registry_entries(points_modality, tmp
     token = store.add("t")[1]
     client = TestClient(create_app([runs / "pts"], store))
     auth = {"Authorization": f"Bearer {token}"}
-    listed = client.get("/v1/models").json()["models"][0]
+    listed = client.get("/v1/models").json()["data"][0]
     assert listed["modality"] == "points" and listed["endpoint"] == "/v1/models/pts/points"
     r = client.post("/v1/models/pts/points", json={"n": 5, "scale": 2.0}, headers=auth)
     assert r.status_code == 200 and len(r.json()["points"]) == 5

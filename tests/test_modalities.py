@@ -43,7 +43,7 @@ def test_a_table_run_is_served_on_its_rows_endpoint(table_run, tmp_path):
     store = KeyStore(tmp_path / "keys.json")
     auth = {"Authorization": f"Bearer {store.add('t')[1]}"}
     client = TestClient(create_app([table, image], store))
-    listed = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+    listed = {m["id"]: m for m in client.get("/v1/models").json()["data"]}
     assert listed["people"]["modality"] == "table" and listed["digits"]["modality"] == "image"
     r = client.post("/v1/models/people/rows", json={"n": 7, "seed": 3}, headers=auth)
     assert r.status_code == 200, r.text

@@ -1,14 +1,12 @@
-"""The playground page driven in headless Chromium (Playwright with Debian's chromium): generate images and
-stream text, and check what appears on the page."""
+"""The playground page driven in headless Chromium (Playwright with Debian's chromium): generate images, stream
+text, hold a multi-turn chat, and check what appears on the page."""
 
+import json
 import os
 import shutil
-import socket
-import threading
-import time
 
 import pytest
-from conftest import tiny_config
+from conftest import serve_in_thread, tiny_chat_config, tiny_config
 
 from genlab.config import config_from_dict
 from genlab.pipeline import train_config
@@ -23,29 +21,17 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"),
 
 @pytest.fixture
 def live_server(tmp_path):
-    import uvicorn
-
     train_config(tiny_config("vae", name="digits"), tmp_path)
     corpus = tmp_path / "corpus"
     corpus.write_text("\n%\n".join(f"The quick brown fox {i} jumps." for i in range(40)) + "\n")
     train_config(config_from_dict({"name": "fox", "family": "gpt", "model": {"layers": 1, "heads": 2, "width": 16},
                                    "data": {"source": "fortune", "path": str(corpus), "block_size": 16},
                                    "train": {"steps": 100, "batch_size": 8, "lr": 1e-2, "val_every": 0}}), tmp_path)
+    train_config(tiny_chat_config(tmp_path, "talk", steps=60), tmp_path)
     store = KeyStore(tmp_path / "keys.json")
     token = store.add("browser")[1]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app([tmp_path / "digits", tmp_path / "fox"], store),
-                                           host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", token
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_in_thread(create_app([tmp_path / "digits", tmp_path / "fox", tmp_path / "talk"], store)) as url:
+        yield url, token
 
 
 def test_playground_generates_images_and_streams_text(live_server):
@@ -74,4 +60,45 @@ def test_playground_generates_images_and_streams_text(live_server):
         page.fill("#key", "gl_wrong")  # a wrong key shows the API's 401 on the page
         page.click("#gen-text")
         page.wait_for_function("document.getElementById('error').textContent.startsWith('401')", timeout=10_000)
+        browser.close()
+
+
+def test_playground_holds_a_chat(live_server):
+    """Two turns with a chat run: each answer streams into the log and the history goes with the next message."""
+    from playwright.sync_api import sync_playwright
+
+    url, token = live_server
+    sent = []
+    idle = "!document.getElementById('send').disabled"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.on("request", lambda r: sent.append(json.loads(r.post_data)) if r.url.endswith("/chat/completions")
+                else None)
+        page.goto(url + "/")
+        page.fill("#key", token)
+        page.select_option("#model", "talk")
+        assert page.is_visible("#chat-form") and not page.is_visible("#text-form")
+        page.fill("#chat_temperature", "0")
+        page.fill("#chat_max_tokens", "40")
+        page.fill("#chat-input", "Add 1 and 2.")
+        page.press("#chat-input", "Enter")
+        page.wait_for_function(f"{idle} && document.querySelectorAll('.turn.assistant').length == 1", timeout=20_000)
+        first = page.inner_text(".turn.assistant")
+        assert first and page.inner_text(".turn.user") == "Add 1 and 2." and page.inner_text("#error") == ""
+        page.fill("#chat-input", "Add 3 and 4.")
+        page.click("#send")
+        page.wait_for_function(f"{idle} && document.querySelectorAll('.turn.assistant').length == 2", timeout=20_000)
+        assert page.inner_text("#error") == ""
+        assert sent[-1]["messages"] == [{"role": "user", "content": "Add 1 and 2."},
+                                        {"role": "assistant", "content": first},
+                                        {"role": "user", "content": "Add 3 and 4."}]
+        assert sent[-1]["stream"] is True and sent[-1]["model"] == "talk"
+        page.click("#new-chat")
+        assert page.query_selector_all(".turn") == []
+        page.fill("#key", "gl_wrong")  # OpenAI's error body is shown too, and the message kept to send again
+        page.fill("#chat-input", "Add 5 and 1.")
+        page.click("#send")
+        page.wait_for_function("document.getElementById('error').textContent.startsWith('401')", timeout=10_000)
+        assert page.input_value("#chat-input") == "Add 5 and 1." and page.query_selector_all(".turn") == []
         browser.close()

@@ -150,8 +150,14 @@ def test_limiter_refills_and_caps_concurrency():
 
 def test_models_are_listed_with_family_and_fingerprint(server, runs):
     client, _, _, _ = server
-    models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+    listed = client.get("/v1/models").json()
+    assert listed["object"] == "list"  # OpenAI's format, genlab's details as extra fields
+    models = {m["id"]: m for m in listed["data"]}
     assert models["digits"]["family"] == "vae" and models["fox"]["modality"] == "text"
+    assert models["fox"]["object"] == "model" and models["fox"]["owned_by"] == "genlab"
+    assert models["fox"]["endpoint"] == "/v1/models/fox/text" and models["fox"]["created"] > 0
+    assert client.get("/v1/models/fox").json()["id"] == "fox"
+    assert client.get("/v1/models/nope").json()["error"]["code"] == "model_not_found"
     fingerprint = json.loads((runs[0] / "dataset.json").read_text())["fingerprint"]
     assert models["digits"]["dataset_fingerprint"] == fingerprint
     assert client.get("/openapi.json").json()["paths"]["/v1/models/{name}/text"]

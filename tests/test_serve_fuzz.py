@@ -4,7 +4,7 @@ import os
 
 import pytest
 import schemathesis
-from conftest import tiny_config
+from conftest import tiny_chat_config, tiny_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,11 +26,12 @@ def api(tmp_path_factory):
     train_config(config_from_dict({"name": "fox", "family": "gpt", "model": {"layers": 1, "heads": 2, "width": 16},
                                    "data": {"source": "fortune", "path": str(corpus), "block_size": 16},
                                    "train": {"steps": 5, "batch_size": 8, "val_every": 0}}), root)
+    train_config(tiny_chat_config(root, steps=5), root)
     store = KeyStore(root / "keys.json")
     TOKEN["value"] = store.add("fuzz")[1]
     limits = Limits(requests_per_minute=1e9, burst=10**9, concurrent=64, max_images=8, max_new_tokens=16,
                     max_text_samples=2)
-    return create_app([root / "digits", root / "fox"], store, limits)
+    return create_app([root / "digits", root / "fox", root / "talk"], store, limits)
 
 
 FUZZ_EXAMPLES = int(os.environ.get("GENLAB_FUZZ_EXAMPLES", "40"))
@@ -42,15 +43,18 @@ def test_no_request_gets_a_server_error(api):
     `GENLAB_FUZZ_EXAMPLES=2000 GENLAB_FUZZ_RANDOM=1 pytest tests/test_serve_fuzz.py`."""
     schema = schemathesis.openapi.from_asgi("/openapi.json", api)
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert {op.path for op in operations} >= {"/v1/models", "/v1/models/{name}/images", "/v1/models/{name}/text"}
+    assert {op.path for op in operations} >= {"/v1/models", "/v1/models/{name}/images", "/v1/models/{name}/text",
+                                              "/v1/completions", "/v1/chat/completions"}
     for op in operations:
 
-        @given(case=op.as_strategy(), name=st.sampled_from(["digits", "fox", "digits", "fox", "missing"]))
+        @given(case=op.as_strategy(), name=st.sampled_from(["digits", "fox", "talk", "fox", "missing"]))
         @settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck),
                   database=None, derandomize=not os.environ.get("GENLAB_FUZZ_RANDOM"))
         def check(case, name):
             if case.path_parameters and "name" in case.path_parameters:
                 case.path_parameters["name"] = name  # mostly real models, so requests reach them
+            if isinstance(case.body, dict) and "model" in case.body:
+                case.body["model"] = name  # OpenAI's routes name the model in the body
             for headers in ({"Authorization": f"Bearer {TOKEN['value']}"}, {}):
                 response = case.call(headers=headers)
                 assert response.status_code < 500, (case.method, case.formatted_path, case.body,
@@ -78,9 +82,13 @@ def test_non_finite_and_huge_numbers_in_every_numeric_field_are_4xx(api):
             kinds = {spec.get("type")} | {a.get("type") for a in spec.get("anyOf", [])}
             if not kinds & {"integer", "number"}:
                 continue
-            for name in ("digits", "fox"):
+            for name in ("digits", "fox", "talk"):
+                model = f', "model": "{name}"' if "model" in fields else ""  # OpenAI's routes: in the body
                 for raw in ("NaN", "Infinity", "-Infinity", "1" + "0" * 30, "-" + "9" * 25):
-                    r = client.post(path.replace("{name}", name), content=f'{{"{field}": {raw}}}', headers=auth)
-                    assert 400 <= r.status_code < 500 and r.json()["detail"], (path, name, field, raw, r.text[:200])
+                    r = client.post(path.replace("{name}", name), content=f'{{"{field}": {raw}{model}}}',
+                                    headers=auth)
+                    body = r.json()  # genlab's {"detail"}, or OpenAI's {"error": {"message"}} on its routes
+                    message = body.get("detail") or body.get("error", {}).get("message")
+                    assert 400 <= r.status_code < 500 and message, (path, name, field, raw, r.text[:200])
                     checked += 1
     assert checked >= 5 * 2 * 10  # images: n, seed, label, steps, guidance, eta; text: n, seed, max_tokens, ...

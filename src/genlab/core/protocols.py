@@ -39,7 +39,7 @@ class Modality(Protocol):
     sample_options: type  # dataclass: options of one sampling call every family of the modality takes
     output_suffixes: tuple[str, ...]  # what `genlab sample --out` may write
     model_noun: str  # what a run of it is, in messages: "a language model"
-    endpoint: str  # its HTTP endpoint: POST /v1/models/NAME/<endpoint>
+    endpoint: str  # its HTTP endpoint: POST /v1/models/NAME/<endpoint>, or this path when it starts with /
     folder_contents: str | None  # what a folder of its data holds ("IDX files, images"), for error messages
 
     def check_data(self, data: Any) -> None:

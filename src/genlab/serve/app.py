@@ -30,7 +30,16 @@ class Served:
         self.name = run.paths.root.name
         self.batcher = None  # a modality may attach a micro-batcher
 
+    @property
+    def endpoint(self) -> str:
+        """Where to generate from it: the modality's path when absolute (chat: /v1/chat/completions), else
+        /v1/models/NAME/<endpoint>."""
+        path = self.modality.endpoint
+        return path if path.startswith("/") else f"/v1/models/{self.name}/{path}"
+
     def describe(self) -> dict:
+        """An entry of GET /v1/models: OpenAI's model object (id, object, created, owned_by) and genlab's
+        details as extra fields, which OpenAI clients keep."""
         run = self.run
         metrics = {}
         if run.paths.metrics.is_file():
@@ -40,10 +49,11 @@ class Served:
                 metrics = {}
         options = [s.http for cls in (self.modality.sample_options, run.model.sample_options)
                    for s in option_specs(cls)]
-        return {"name": self.name, "family": run.config.family, "modality": self.modality.name,
-                "endpoint": f"/v1/models/{self.name}/{self.modality.endpoint}",
-                "dataset_fingerprint": run.dataset.fingerprint, "metrics": metrics, "sampling_options": options,
-                "num_classes": run.dataset.spec().num_classes or None}
+        made = run.paths.final_weights if run.paths.final_weights.is_file() else run.paths.config
+        return {"id": self.name, "object": "model", "created": int(made.stat().st_mtime), "owned_by": "genlab",
+                "name": self.name, "family": run.config.family, "modality": self.modality.name,
+                "endpoint": self.endpoint, "dataset_fingerprint": run.dataset.fingerprint, "metrics": metrics,
+                "sampling_options": options, "num_classes": run.dataset.spec().num_classes or None}
 
 
 class Server:
@@ -85,8 +95,7 @@ class Server:
         if served is None:
             raise HTTPException(404, f"no model named {name!r}; GET /v1/models lists them")
         if served.modality.name != modality.name:
-            raise HTTPException(400, f"model {name!r} is a {served.modality.name} model: POST "
-                                     f"/v1/models/{name}/{served.modality.endpoint}")
+            raise HTTPException(400, f"model {name!r} is a {served.modality.name} model: POST {served.endpoint}")
         return served
 
     def request_model(self, modality, name: str, common: dict[str, tuple]):
@@ -95,15 +104,37 @@ class Server:
         families = {m.run.model.sample_options for m in self.served(modality)}
         return request_model(name, common, [modality.sample_options], sorted(families, key=lambda c: c.__name__))
 
-    def options(self, served: Served, req):
-        """(modality options, family options) of a request to `served`, checked by the family."""
-        families = {s.http for m in self.served(served.modality) for s in option_specs(m.run.model.sample_options)}
-        mine, family, foreign = split_request(req, served.modality.sample_options, served.run.model.sample_options,
-                                              families)
+    def options(self, served: Served, req, peers: list[Served] | None = None):
+        """(modality options, family options) of a request to `served`, checked by the family; a family option
+        that only another family of `peers` (default: the served models of its modality) takes is a 400. Without
+        `peers` the body holds the modality's options; with them, only family options are read (None first)."""
+        own = served.modality.sample_options if peers is None else None
+        peers = self.served(served.modality) if peers is None else peers
+        families = {s.http for m in peers for s in option_specs(m.run.model.sample_options)}
+        mine, family, foreign = split_request(req, own, served.run.model.sample_options, families)
         if foreign:
             raise HTTPException(400, f"{foreign[0]} does not apply to model {served.name!r} (family "
                                      f"{served.run.config.family})")
         return mine, family
+
+    def count_text(self, served: Served, texts: list[str]) -> None:
+        """Characters and tokens of generated text (before the filter) for the metrics."""
+        self.metrics.characters.labels(served.name).inc(sum(map(len, texts)))
+        tokenizer = served.run.dataset.tokenizer
+        self.metrics.tokens.labels(served.name).inc(sum(len(tokenizer.encode(t)) for t in texts if t))
+
+    def filter_texts(self, texts: list[str]) -> list:
+        """The output filter's FilterResult for each whole text (counted in the metrics); nothing filtered
+        without a filter."""
+        from genlab.modalities.text.safety import FilterResult
+
+        if self.text_filter is None:
+            return [FilterResult(t, False, False) for t in texts]
+        results = [self.text_filter.apply(t) for t in texts]
+        for r in results:
+            if r.filtered:
+                self.metrics.filtered.labels("refused" if r.refused else "redacted").inc()
+        return results
 
 
 class BodyLimit:
@@ -203,11 +234,10 @@ def create_app(run_dirs: list[str | Path], keys: KeyStore, limits: Limits | None
 
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/v1/models")
-    def list_models() -> dict:
-        return {"models": [m.describe() for m in models.values()]}
-
     from genlab.registry import modality, names
+    from genlab.serve.openai import add_openai_routes
+
+    add_openai_routes(app, server)  # GET /v1/models and POST /v1/completions, for every language model
 
     for name in names("modality"):  # every modality's endpoints, also without a model of it (then 404 / 400)
         modality(name).add_routes(app, server)

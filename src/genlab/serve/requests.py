@@ -41,13 +41,14 @@ def request_model(name: str, common: dict[str, tuple], option_classes, family_cl
                         **request_fields(family_classes, unset_by_default=True))
 
 
-def split_request(req: BaseModel, modality_options: type, family_options: type,
+def split_request(req: BaseModel, modality_options: type | None, family_options: type,
                   family_fields: set[str]) -> tuple[Any, Any, list[str]]:
     """(modality options, family options, the family-option fields set in the request that this family does not
-    take) from a request body; `family_fields`: every served family's option fields."""
+    take) from a request body; `family_fields`: every served family's option fields. Without `modality_options`
+    (a body of another format, e.g. OpenAI's) the first is None."""
     body = req.model_dump()
     mine = {s.name: body[s.http] for s in option_specs(modality_options)}
     specs = option_specs(family_options)
     family = {s.name: body[s.http] for s in specs if body.get(s.http) is not None}
     foreign = sorted(k for k in family_fields - {s.http for s in specs} if body.get(k) is not None)
-    return modality_options(**mine), family_options(**family), foreign
+    return modality_options(**mine) if modality_options else None, family_options(**family), foreign

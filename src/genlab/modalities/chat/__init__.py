@@ -40,7 +40,7 @@ class ChatModality:
     sample_options = ChatSampling
     output_suffixes = (".jsonl", ".txt")
     model_noun = "a chat model"
-    endpoint = "chat"
+    endpoint = "/v1/chat/completions"  # absolute: OpenAI's route, the model named in the body
 
     def check_data(self, data) -> None:
         if isinstance(data.path, list):

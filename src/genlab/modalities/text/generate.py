@@ -42,11 +42,27 @@ def stream_tokens(run, prompt_ids, seed: int = 0, n: int = 1, stop: list[str] | 
     generator = torch.Generator().manual_seed(seed)
     done = [False] * n
     emitted = [0] * n
+    shown = [""] * n  # each sample's text so far, cut at a stop string
     produced: list[list[int]] = [[] for _ in range(n)]
     ends = {tokenizer.eot_id, *stop_ids}
     finish = ["length"] * n
     if report is not None:
         report.update(finish_reason=finish, completion_tokens=[0] * n, prompt_tokens=int(start.numel()))
+
+    def release(i: int) -> str:
+        """The new text of sample i that is safe to show: not an incomplete UTF-8 sequence, and not the start of a
+        stop string still being written (held back until the sample goes on or ends)."""
+        text = shown[i]
+        if done[i]:
+            safe = len(text)
+        elif text.endswith("\ufffd"):
+            safe = emitted[i]
+        else:
+            safe = len(text) - held_back(text, stop or [])
+        out = text[emitted[i]:safe]
+        emitted[i] = max(emitted[i], safe)
+        return out
+
     for new in generate_tokens(run.model.net, prompt_ids, cfg, generator):
         pieces = []
         for i, tok in enumerate(new.tolist()):
@@ -57,22 +73,26 @@ def stream_tokens(run, prompt_ids, seed: int = 0, n: int = 1, stop: list[str] | 
                 report["completion_tokens"][i] += 1
             if tok in ends:
                 done[i], finish[i] = True, "stop"
-                pieces.append("")
-                continue
-            produced[i].append(tok)
-            text = tokenizer.decode(produced[i])
-            if stop:
-                cut = min((text.find(s) for s in stop if s in text), default=-1)
+            else:
+                produced[i].append(tok)
+                shown[i] = tokenizer.decode(produced[i])
+                cut = min((shown[i].find(s) for s in stop or [] if s in shown[i]), default=-1)
                 if cut >= 0:
-                    text, done[i], finish[i] = text[:cut], True, "stop"
-            if text.endswith("\ufffd") and not done[i]:  # an incomplete UTF-8 sequence: wait for its bytes
-                pieces.append("")
-                continue
-            pieces.append(text[emitted[i]:])
-            emitted[i] = len(text)
+                    shown[i], done[i], finish[i] = shown[i][:cut], True, "stop"
+            pieces.append(release(i))
         yield pieces
         if all(done):
             return
+    # max_new_tokens reached: what was held back for a stop string (never an incomplete UTF-8 sequence)
+    rest = [text.rstrip("\ufffd")[e:] for text, e in zip(shown, emitted, strict=True)]
+    if any(rest):
+        yield rest
+
+
+def held_back(text: str, stop: list[str]) -> int:
+    """How many characters at the end of `text` could be the start of a stop string."""
+    return max((k for s in stop for k in range(min(len(s) - 1, len(text)), 0, -1) if text.endswith(s[:k])),
+               default=0)
 
 
 def generate_text(run, prompt: str = "", n: int = 1, seed: int = 0, **sampling) -> list[str]:

@@ -27,11 +27,6 @@ def add_text_routes(app, server, modality) -> None:
         mine, family = server.options(served, req)
         sampling = vars(family)
 
-        def count_text(texts: list[str]) -> None:
-            metrics.characters.labels(name).inc(sum(map(len, texts)))
-            tokenizer = served.run.dataset.tokenizer
-            metrics.tokens.labels(name).inc(sum(len(tokenizer.encode(t)) for t in texts if t))
-
         for value, cap, what in ((req.n, limits.max_text_samples, "n"),
                                  (family.max_new_tokens, limits.max_new_tokens, "max_tokens"),
                                  (len(mine.prompt), limits.max_prompt_chars, "the prompt's length")):
@@ -45,15 +40,10 @@ def add_text_routes(app, server, modality) -> None:
                     texts = generate_text(served.run, mine.prompt, req.n, req.seed, stop=mine.stop, **sampling)
             finally:
                 server.release(key_id)
-            count_text(texts)
-            filtered = [False] * len(texts)
-            if text_filter is not None:
-                results = [text_filter.apply(t) for t in texts]
-                texts, filtered = [r.text for r in results], [r.filtered for r in results]
-                for r in results:
-                    if r.filtered:
-                        metrics.filtered.labels("refused" if r.refused else "redacted").inc()
-            return {"model": name, "prompt": mine.prompt, "texts": texts, "filtered": filtered}
+            server.count_text(served, texts)
+            results = server.filter_texts(texts)
+            return {"model": name, "prompt": mine.prompt, "texts": [r.text for r in results],
+                    "filtered": [r.filtered for r in results]}
 
         def event(i: int, **fields) -> str:
             return f"data: {json.dumps({'index': i, **fields}, ensure_ascii=False)}\n\n"
@@ -83,7 +73,7 @@ def add_text_routes(app, server, modality) -> None:
             except GenlabError as exc:
                 yield f"event: error\ndata: {json.dumps({'detail': str(exc)})}\n\n"
             finally:
-                count_text(produced)
+                server.count_text(served, produced)
                 server.release(key_id)
 
         return StreamingResponse(events(), media_type="text/event-stream")
