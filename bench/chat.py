@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from genlab.config import load_config  # noqa: E402
 from genlab.modalities import load_dataset  # noqa: E402
-from genlab.pipeline import evaluate_run, finetune, load_target, train  # noqa: E402
+from genlab.pipeline import evaluate_run, finetune, load_target, open_run, train  # noqa: E402
 from genlab.registry import modality  # noqa: E402
 from genlab.train.trainer import build_model, data_spec  # noqa: E402
 
@@ -45,7 +45,7 @@ CORPORA = {"debian-faq": ROOT / "data/chat/debian-faq.jsonl", "chatterbot-en": R
 
 def scores(run_dir: Path) -> dict:
     """The figures compared: held-out answer perplexity and the greedy answers' scores."""
-    metrics = evaluate_run(run_dir, quiet=True)
+    metrics = evaluate_run(open_run(run_dir), quiet=True)
     answers = metrics["answers"]
     return {"answer_perplexity": metrics["likelihood"]["perplexity"], "token_f1": answers["token_f1"],
             "rouge_l": answers["rouge_l_f1"], "exact_match": answers["exact_match"],
@@ -156,21 +156,20 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", default=["d", "c", "a", "b"])
     args = parser.parse_args()
     torch.set_num_threads(1)
-    result: dict = {"seeds": args.seeds, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
-    with tempfile.TemporaryDirectory() as tmp:
-        runs = Path(tmp) / "runs"
-        if "d" in args.only:
-            result["audit"] = audits(Path(tmp) / "audit")
-        if "c" in args.only:
-            result["packing"] = packing_throughput(args.seeds)
-        if "a" in args.only:
-            result["train_on"] = answers_only_vs_all(args.seeds, runs)
-        if "b" in args.only:
-            result["pretrained"] = pretrained_vs_alone(args.seeds, runs, args.fortunes, args.base_steps)
     out = ROOT / "bench" / "out" / "chat.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    previous = json.loads(out.read_text()) if out.is_file() else {}
-    out.write_text(json.dumps({**previous, **result}, indent=1))
+    result = json.loads(out.read_text()) if out.is_file() else {}
+    result.update(seeds=args.seeds, torch=torch.__version__, date=time.strftime("%Y-%m-%d"))
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = Path(tmp) / "runs"
+        parts = {"d": ("audit", lambda: audits(Path(tmp) / "audit")),
+                 "c": ("packing", lambda: packing_throughput(args.seeds)),
+                 "a": ("train_on", lambda: answers_only_vs_all(args.seeds, runs)),
+                 "b": ("pretrained", lambda: pretrained_vs_alone(args.seeds, runs, args.fortunes, args.base_steps))}
+        for part in args.only:
+            key, measure = parts[part]
+            result[key] = measure()
+            out.write_text(json.dumps(result, indent=1))  # each part as soon as it is measured
     print(json.dumps(result, indent=1))
 
 
