@@ -203,14 +203,14 @@ def test_a_stop_string_split_across_tokens_never_leaks(runs):
     from genlab.modalities.text.generate import generate_text, held_back, stream_text
 
     assert held_back("2 p", ["pl", "x"]) == 1 and held_back("2 p", ["x"]) == 0 and held_back("ab", ["abc"]) == 2
-    run = open_run(runs[0])
-    full = generate_text(run, "Add 1", max_new_tokens=12, temperature=0)[0]
+    run = open_run(runs[1])  # the text run: a long continuation, not a short answer
+    full = generate_text(run, "The quick", max_new_tokens=12, temperature=0)[0]
     assert len(full) >= 5, full
     stop = full[3:5]
-    streamed = "".join(p[0] for p in stream_text(run, "Add 1", stop=[stop], max_new_tokens=12, temperature=0))
+    streamed = "".join(p[0] for p in stream_text(run, "The quick", stop=[stop], max_new_tokens=12, temperature=0))
     assert streamed == full[:full.find(stop)]
     never = full[-1] + "\x07"  # starts like the last character, never completes: released at max_new_tokens
     report = {}
-    streamed = "".join(p[0] for p in stream_text(run, "Add 1", stop=[never], report=report, max_new_tokens=12,
+    streamed = "".join(p[0] for p in stream_text(run, "The quick", stop=[never], report=report, max_new_tokens=12,
                                                  temperature=0))
     assert streamed == full and report["finish_reason"] == ["length"]
