@@ -83,7 +83,7 @@ def pretrained_vs_alone(seeds, runs: Path, fortunes: Path, base_steps: int) -> d
     base_overrides = ["name=fortunes-base", "family=gpt", "data.source=fortune", f"data.path={json.dumps(paths)}",
                       "data.tokenizer=bpe", f"data.vocab_size={faq.data.vocab_size}",
                       f"data.block_size={faq.data.block_size}", f"train.steps={base_steps}", "train.val_every=200",
-                      "train.val_batches=8", "train.threads=1", "eval.n_answers=1"]
+                      "train.val_batches=8", "train.threads=1"]
     start = time.perf_counter()
     train(None, [*base_overrides, *[f"model.{k}={v}" for k, v in vars(faq.model).items()],
                  *[f"train.{k}={json.dumps(getattr(faq.train, k))}" for k in
