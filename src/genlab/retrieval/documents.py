@@ -124,8 +124,9 @@ def _file(path: Path, fmt: str, name: str) -> list[Document]:
     if kind == "html":
         title, text = html_text(text)
         return [Document(name, text, name, title)] if text.strip() else []
-    title = next((line.lstrip("#").strip() for line in text.splitlines() if line.strip()), "")
-    return [Document(name, text, name, title if suffix in (".md", ".markdown") else "")] if text.strip() else []
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    title = first.lstrip("#").strip() if suffix in (".md", ".markdown") and first.startswith("#") else ""
+    return [Document(name, text, name, title)] if text.strip() else []
 
 
 def read_documents(paths, fmt: str = "auto") -> list[Document]:
