@@ -96,7 +96,7 @@ class HashedBagEncoder(torch.nn.Module):
     def state(self) -> tuple[dict[str, torch.Tensor], dict]:
         words_sorted = sorted(self.idf)
         return ({"table": self.table.weight.detach().clone(),
-                 "idf": torch.tensor([self.idf[w] for w in words_sorted], dtype=torch.float32)},
+                 "idf": torch.tensor([self.idf[w] for w in words_sorted], dtype=torch.float64)},
                 {"config": asdict(self.config), "default_idf": self.default_idf, "words": words_sorted})
 
     @classmethod
