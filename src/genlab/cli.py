@@ -600,6 +600,91 @@ def keys_revoke(key_id: str, keys_path: Path | None) -> None:
     click.echo(f"revoked {key_id}")
 
 
+@cli.group(name="index")
+def index_group() -> None:
+    """Retrieval index over your documents: build, add, search (BM25, dense, hybrid)."""
+
+
+INDEX_FORMAT = click.option("--format", "fmt", type=click.Choice(["auto", "text", "html", "jsonl", "fortune"]),
+                            default="auto", show_default=True,
+                            help="How to read DOCS (auto: by suffix; a file without one and with '%' lines: fortunes).")
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+@index_group.command(name="build")
+@click.argument("docs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Index folder to write.")
+@INDEX_FORMAT
+@click.option("--chunk-tokens", default=200, show_default=True, type=click.IntRange(min=1),
+              help="Whitespace tokens per chunk.")
+@click.option("--overlap", default=40, show_default=True, type=click.IntRange(min=0),
+              help="Tokens shared by consecutive windows of a long paragraph.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the dense encoder's training.")
+@click.option("--max-seconds", default=300.0, show_default=True, help="Time cap of the dense encoder's training.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing index at --out.")
+def index_build(docs: tuple[Path, ...], out: Path, fmt: str, chunk_tokens: int, overlap: int, seed: int,
+                max_seconds: float, overwrite: bool) -> None:
+    """Index the documents in DOCS (files or folders of .txt/.md/.html, JSONL with a `text` field, fortune files)."""
+    from genlab.retrieval import Index, IndexSettings, read_documents
+    from genlab.retrieval.dense import EncoderConfig
+
+    if (out / "manifest.json").exists() and not overwrite:
+        raise GenlabError(f"{out} already holds an index; add documents with `genlab index add {out} DOCS` "
+                          "or rebuild with --overwrite")
+    settings = IndexSettings(budget=chunk_tokens, overlap=overlap,
+                             encoder=EncoderConfig(seed=seed, max_seconds=max_seconds))
+    index = Index.build(read_documents(docs, fmt), settings)
+    manifest = index.save(out)
+    build = manifest["build"]
+    click.echo(f"indexed {manifest['documents']} documents as {manifest['chunks']} chunks into {out} in "
+               f"{build['seconds']:.1f} s (peak memory {build['peak_memory_mib']:.0f} MiB, "
+               f"{_mib(manifest['bytes'])} on disk)")
+
+
+@index_group.command(name="add")
+@click.argument("index_path", metavar="INDEX", type=click.Path(path_type=Path))
+@click.argument("docs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@INDEX_FORMAT
+def index_add(index_path: Path, docs: tuple[Path, ...], fmt: str) -> None:
+    """Add the documents in DOCS to INDEX, keeping its dense encoder (no rebuild)."""
+    from genlab.retrieval import Index, read_documents
+
+    index = Index.load(index_path)
+    added = index.add(read_documents(docs, fmt))
+    manifest = index.save(index_path)
+    click.echo(f"added {added['documents']} documents ({added['chunks']} chunks) in {added['seconds']:.1f} s; "
+               f"{index_path} now holds {manifest['documents']} documents, {manifest['chunks']} chunks, "
+               f"{_mib(manifest['bytes'])} on disk")
+
+
+@index_group.command(name="search")
+@click.argument("index_path", metavar="INDEX", type=click.Path(path_type=Path))
+@click.argument("query")
+@click.option("-k", "k", default=5, show_default=True, type=click.IntRange(min=0), help="Passages to show.")
+@click.option("--method", type=click.Choice(["bm25", "dense", "hybrid"]), default="hybrid", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per hit instead of text.")
+def index_search(index_path: Path, query: str, k: int, method: str, as_json: bool) -> None:
+    """Print the K passages of INDEX that best match QUERY, with scores and sources."""
+    import dataclasses
+
+    from genlab.retrieval import Index
+
+    hits = Index.load(index_path).search(query, k, method)
+    if not hits and not as_json:
+        click.echo("no passages found" + (" (empty query)" if not query.strip() else ""), err=True)
+    for rank, hit in enumerate(hits, 1):
+        if as_json:
+            click.echo(json.dumps(dataclasses.asdict(hit), ensure_ascii=False))
+            continue
+        where = hit.source if hit.source == hit.doc_id else f"{hit.source} ({hit.doc_id})"
+        text = " ".join(hit.text.split())
+        click.echo(f"{rank}. [{hit.score:.4f}] {where} chars {hit.span[0]}-{hit.span[1]}")
+        click.echo(f"   {text[:400]}{' ...' if len(text) > 400 else ''}")
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=False)
