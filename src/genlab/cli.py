@@ -131,6 +131,11 @@ class SampleCommand(click.Command):
             formatter.write_dl(rows)
 
 
+INDEX_OPTION = click.option("--index", type=click.Path(file_okay=False, path_type=Path), default=None,
+                            help="A retrieval index (genlab index build): chat answers grounded in its passages, "
+                                 "with citations.")
+
+
 @cli.command(cls=SampleCommand)
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--n", "n", default=64, show_default=True, help="Number of samples.")
@@ -138,13 +143,15 @@ class SampleCommand(click.Command):
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Images: FILE.png or FILE.npz. Text: FILE.txt or FILE.jsonl (default: print as generated). "
                    "Tables: FILE.csv, FILE.parquet or FILE.json.")
+@INDEX_OPTION
 @THREADS_OPTION
-def sample(run: Path, n: int, seed: int, out: Path | None, threads: int | None, **options) -> None:
+def sample(run: Path, n: int, seed: int, out: Path | None, index: Path | None, threads: int | None,
+           **options) -> None:
     """Generate N samples from a trained RUN and write them to OUT (text without --out streams to the terminal)."""
     from genlab.core.options import split_options
     from genlab.pipeline import open_run
 
-    loaded = open_run(run)
+    loaded = open_run(run, index)
     modality = loaded.modality
     specs = sampling_specs()
     flags = {name: spec.flag for name, spec in specs.items()}
@@ -538,10 +545,11 @@ KEYS_OPTION = click.option("--keys", "keys_path", type=click.Path(dir_okay=False
 @click.option("--burst", default=10, show_default=True, type=click.IntRange(min=1), help="Bucket size per key.")
 @click.option("--concurrent", default=4, show_default=True, type=click.IntRange(min=1),
               help="Requests in flight per key.")
+@INDEX_OPTION
 @THREADS_OPTION
 def serve(runs: tuple[Path, ...], host: str, port: int, keys_path: Path | None, blocklist: Path | None,
           filter_mode: str, filter_hook: str | None, quantize: str, max_batch: int, max_wait_ms: float,
-          rate: float, burst: int, concurrent: int, threads: int | None) -> None:
+          rate: float, burst: int, concurrent: int, index: Path | None, threads: int | None) -> None:
     """Serve trained RUNS over HTTP (FastAPI): /v1/models and each model's endpoint (images, text, rows), with
     API keys, per-key limits and metrics."""
     import logging
@@ -565,7 +573,7 @@ def serve(runs: tuple[Path, ...], host: str, port: int, keys_path: Path | None, 
     batching = (max_batch, max_wait_ms / 1000) if max_wait_ms > 0 else None
     limits = Limits(requests_per_minute=rate, burst=burst, concurrent=concurrent)
     app = create_app(list(runs), store, limits, text_filter=text_filter, quantize=quantize == "int8",
-                     batching=batching)
+                     batching=batching, index=index)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 

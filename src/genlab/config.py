@@ -41,6 +41,24 @@ class AugmentConfig:
 
 
 @dataclass
+class RetrievalConfig:
+    """Answers grounded in a document index (genlab index build): the passages retrieved for the last user turn
+    are placed in the conversation as a system turn, in training and at serving time alike."""
+
+    index: str | None = None  # an index folder; None: no retrieval
+    k: int = 2  # passages placed in the prompt
+    method: str = "hybrid"  # bm25 | dense | hybrid (reciprocal-rank fusion)
+    passage_chars: int = 600  # each passage cut to this many characters (the window holds passages and answer)
+    min_score: float = 0.0  # abstain ("I don't know") when the best passage's BM25 score is below this; 0: never
+
+    def validate(self) -> None:
+        choice("data.retrieval.method", self.method, ("bm25", "dense", "hybrid"))
+        positive("data.retrieval", {"k": self.k, "passage_chars": self.passage_chars})
+        if self.min_score < 0:
+            raise GenlabError("data.retrieval.min_score must be >= 0 (0: never abstain)")
+
+
+@dataclass
 class DataConfig:
     source: str = "digits"  # images digits | idx | npz | folder; text txt | jsonl | fortune; chat; table
     path: str | list[str] | None = None  # file or folder (every source but digits); text: also a list of files
@@ -61,6 +79,7 @@ class DataConfig:
     train_on: str = "assistant"  # chat: assistant (answers and their end-of-turn tokens train) | all (every token)
     packing: bool = True  # chat: several conversations per window, attention and positions restarting at each
     chat_template: str | None = None  # chat: a Jinja template file; None: the base model's, else genlab's
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)  # chat: answers grounded in an index
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # images: augmentation of training batches
     schema: str | None = None  # tables: an edited schema YAML (genlab data schema); None: inferred from the data
     balance: bool = False  # tables: training-by-sampling (CTGAN): rows drawn per category, rare ones as often

@@ -215,8 +215,9 @@ class LoadedRun:
         return run_modality(self.config)
 
 
-def open_run(path: str | Path) -> LoadedRun:
-    """A trained run with its final weights loaded, in eval mode."""
+def open_run(path: str | Path, index: str | Path | None = None) -> LoadedRun:
+    """A trained run with its final weights loaded, in eval mode. `index`: a retrieval index (genlab index build)
+    its answers are grounded in (chat runs; data.retrieval sets k, method and the abstention score)."""
     paths = existing_run(path)
     raw = yaml.safe_load(paths.config.read_text())
     cfg = config_from_dict(raw)
@@ -233,7 +234,22 @@ def open_run(path: str | Path) -> LoadedRun:
     except RuntimeError as exc:
         raise GenlabError(f"{paths.final_weights} does not match the run's config: {str(exc)[:300]}") from None
     model.eval()
-    return LoadedRun(paths, cfg, dataset, model)
+    run = LoadedRun(paths, cfg, dataset, model)
+    if index is not None:
+        attach_index(run, index)
+    return run
+
+
+def attach_index(run: LoadedRun, index: str | Path, strict: bool = True) -> bool:
+    """Ground `run`'s answers in the retrieval index `index`; a run that cannot use one is an error (`strict`)
+    or left as it is (returns False)."""
+    attach = getattr(run.dataset, "attach_index", None)
+    if attach is None:
+        if strict:
+            raise GenlabError(f"--index grounds chat answers; {run.paths.root} is {run.modality.model_noun}")
+        return False
+    attach(index, run.config.data.retrieval)
+    return True
 
 
 def generate(run: LoadedRun, n: int, label: int | None = None, seed: int = 0, **options):

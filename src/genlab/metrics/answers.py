@@ -59,3 +59,32 @@ def answer_scores(predictions: list[str], references: list[str]) -> dict:
     em = [exact_match(p, r) for p, r in zip(predictions, references, strict=True)]
     return {"token_f1": float(np.mean(f1)) if f1 else 0.0, "exact_match": float(np.mean(em)) if em else 0.0,
             **reference_scores(predictions, references)}
+
+
+def support_share(answer: str, passages: list[str], n: int = 3) -> float | None:
+    """Share of the answer's word n-grams (normalised as for F1) that occur in the passages: how much of it the
+    retrieved text supports; None for an answer shorter than n words."""
+    words = answer_tokens(answer)
+    grams = {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+    if not grams:
+        return None
+    seen = set()
+    for passage in passages:
+        p = answer_tokens(passage)
+        seen.update(tuple(p[i:i + n]) for i in range(len(p) - n + 1))
+    return len(grams & seen) / len(grams)
+
+
+def grounding_scores(answers: list[str], citations: list[list[dict]], abstained: list[bool],
+                     sources: list[str | None]) -> dict:
+    """Support share of the answers given (abstentions left out), citation precision (cited passages from the
+    document the reference answer comes from, where the data names it), and the abstention rate."""
+    support = [s for a, c, off in zip(answers, citations, abstained, strict=True) if not off
+               and (s := support_share(a, [x["text"] for x in c])) is not None]
+    precision = [sum(x["document"] == src for x in c) / len(c)
+                 for c, off, src in zip(citations, abstained, sources, strict=True) if src and c and not off]
+    return {"support_share": sum(support) / len(support) if support else None, "support_answers": len(support),
+            "support_ngram": 3,
+            "citation_precision": sum(precision) / len(precision) if precision else None,
+            "citation_answers": len(precision),
+            "abstention_rate": sum(abstained) / len(abstained) if abstained else 0.0}

@@ -181,21 +181,26 @@ def quantize_int8(model: torch.nn.Module) -> int:
 
 def create_app(run_dirs: list[str | Path], keys: KeyStore, limits: Limits | None = None,
                text_filter: TextFilter | None = None, quantize: bool = False,
-               batching: tuple[int, float] | None = (64, 0.01)) -> FastAPI:
+               batching: tuple[int, float] | None = (64, 0.01), index: str | Path | None = None) -> FastAPI:
     """The app serving `run_dirs`; `text_filter` (optional) redacts or refuses generated text; `quantize`
     applies dynamic int8 quantisation to every model's Linear layers; `batching` = (max images, max wait in
-    seconds) micro-batches image requests per model (None: each request alone)."""
-    from genlab.pipeline import open_run
+    seconds) micro-batches image requests per model (None: each request alone); `index`: a retrieval index that
+    grounds the answers of every served run that can use one (chat runs), with citations in the responses."""
+    from genlab.pipeline import attach_index, open_run
 
     limits = limits or Limits()
     models: dict[str, Served] = {}
     for path in run_dirs:
         served = Served(open_run(path))
+        if index is not None:
+            attach_index(served.run, index, strict=False)
         if quantize:
             quantize_int8(served.run.model)
         if served.name in models:
             raise GenlabError(f"two runs are named {served.name!r}; serve runs with distinct folder names")
         models[served.name] = served
+    if index is not None and not any(getattr(m.run.dataset, "grounding", None) for m in models.values()):
+        raise GenlabError("--index grounds chat answers, and none of the served runs is a chat run")
     metrics = Metrics()
     server = Server(models, keys, limits, metrics, text_filter, batching)
     app = FastAPI(title="genlab", version="1", description="Generate from trained genlab runs.")

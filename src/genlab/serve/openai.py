@@ -186,6 +186,10 @@ def complete(server, served, key_id: str, req, peers: list, prompt_chars: int, s
         prompt, completion = report.get("prompt_tokens", 0), sum(report.get("completion_tokens", []))
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
+    def grounded() -> dict:
+        """genlab's extra fields: the passages an answer was grounded in (chat runs served with an index)."""
+        return {k: report[k] for k in ("citations", "abstained") if k in report}
+
     def pieces():
         with served.lock, torch.inference_mode():
             yield from produce(seed=seed, n=req.n, stop=stop, report=report, **sampling)
@@ -202,7 +206,7 @@ def complete(server, served, key_id: str, req, peers: list, prompt_chars: int, s
         choices = [{"index": i, **shape.choice(r.text),
                     "finish_reason": "content_filter" if r.refused else report["finish_reason"][i]}
                    for i, r in enumerate(server.filter_texts(texts))]
-        return {**head, "object": shape.object, "choices": choices, "usage": usage()}
+        return {**head, "object": shape.object, "choices": choices, "usage": usage(), **grounded()}
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
 
     def chunk(choices: list[dict], **extra) -> str:
@@ -222,7 +226,7 @@ def complete(server, served, key_id: str, req, peers: list, prompt_chars: int, s
                 if text:
                     yield chunk([{"index": i, **shape.piece(text), "finish_reason": None}])
             yield chunk([{"index": i, **shape.closing, "finish_reason": "content_filter" if filters.refused(i)
-                          else report["finish_reason"][i]} for i in range(req.n)])
+                          else report["finish_reason"][i]} for i in range(req.n)], **grounded())
             if include_usage:
                 yield chunk([], usage=usage())
             yield "data: [DONE]\n\n"

@@ -6,6 +6,7 @@ one to a row.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,15 +105,24 @@ def read_text_file(path: Path) -> str:
 
 def read_conversations(path: str | Path) -> list[list[dict]]:
     """Every conversation of a chat JSONL file; the first bad record is one error naming its line."""
+    return [messages for messages, _ in read_conversation_records(path)]
+
+
+def read_conversation_records(path: str | Path) -> list[tuple[list[dict], str | None]]:
+    """(messages, the record's `source` field if any) for every conversation of a chat JSONL file: the source
+    names the document a reference answer comes from (citation precision of grounded answers)."""
     path = Path(path)
     if not path.is_file():
         raise GenlabError(f"data path not found: {path}" if not path.exists() else f"{path} is a folder; chat "
                           "data is one JSONL file")
     out = []
-    for number, messages, problem in chat_records(read_text_file(path)):
+    text = read_text_file(path)
+    lines = text.splitlines()
+    for number, messages, problem in chat_records(text):
         if messages is None:
             raise GenlabError(f"{path} line {number} {problem} (genlab data audit {path} lists every bad record)")
-        out.append(messages)
+        source = json.loads(lines[number - 1]).get("source")
+        out.append((messages, source if isinstance(source, str) else None))
     if not out:
         raise GenlabError(f"{path} holds no conversations")
     return out
@@ -238,11 +248,24 @@ class ChatDataset:
     block_size: int
     train_on: str = "assistant"
     packing: bool = True
+    grounding: object = None  # chat.grounding.Grounding: passages from an index placed in each conversation
+    sources: dict = None  # conversation key -> the `source` its record named (the document its answer is from)
     modality = "chat"
 
     @property
     def fingerprint(self) -> str:
-        return self.corpus.fingerprint
+        if self.grounding is None:
+            return self.corpus.fingerprint
+        return hashlib.sha256(f"{self.corpus.fingerprint}|{self.grounding.fingerprint}".encode()).hexdigest()[:16]
+
+    def attach_index(self, path: str | Path, settings) -> None:
+        """Ground answers in the index at `path` from now on (sampling and serving; the weights stay the same)."""
+        from genlab.modalities.chat.grounding import Grounding
+
+        self.grounding = Grounding.open(settings, str(path))
+
+    def source_of(self, messages: list[dict]) -> str | None:
+        return (self.sources or {}).get(conversation_key(messages))
 
     @property
     def splits(self) -> dict:
@@ -279,7 +302,8 @@ class ChatDataset:
                    if m["role"] == "assistant" or (split == "train" and self.train_on == "all"))
 
     def describe(self) -> dict:
-        info = {k: v for k, v in self.corpus.describe().items() if k in ("source", "fingerprint", "exact_duplicates")}
+        info = {k: v for k, v in self.corpus.describe().items() if k in ("source", "exact_duplicates")}
+        info["fingerprint"] = self.fingerprint  # conversations, and the index grounding them
         info["split_conversations"] = {k: int(len(v)) for k, v in self.corpus.splits.items()}
         turns = [len(c) for c in self.conversations]
         train = self.encoded["train"]
@@ -290,6 +314,9 @@ class ChatDataset:
                 "tokenizer": self.tokenizer.kind, "vocab_size": self.tokenizer.vocab_size,
                 "block_size": self.block_size, "train_on": self.train_on, "packing": self.packing,
                 "chat_template": self.template.source[:200],
+                **({"retrieval": {"index": self.grounding.path, "k": self.grounding.k, "method": self.grounding.method,
+                                  "passage_chars": self.grounding.passage_chars, "min_score": self.grounding.min_score}}
+                   if self.grounding is not None else {}),
                 "split_tokens": {k: int(e.lengths.sum()) for k, e in self.encoded.items()},
                 "trained_tokens": {k: int(sum(w.sum() for w in e.weights)) for k, e in self.encoded.items()},
                 "truncated_conversations": {k: e.truncated for k, e in self.encoded.items()},
@@ -308,11 +335,18 @@ def load_chat_dataset(cfg, base_dir: Path | None = None) -> ChatDataset:
 
     if cfg.path is None or isinstance(cfg.path, list):
         raise GenlabError("data.source=chat needs data.path: one JSONL file of conversations")
-    conversations = read_conversations(cfg.path)
+    records = read_conversation_records(cfg.path)
     if cfg.limit is not None:
-        conversations = conversations[: cfg.limit]
-    corpus = split_conversations(conversations, cfg, str(cfg.path))
+        records = records[: cfg.limit]
+    corpus = split_conversations([m for m, _ in records], cfg, str(cfg.path))
     conversations = [json.loads(d) for d in corpus.documents]
+    sources = {conversation_key(m): s for m, s in records if s is not None}
+    grounding = None
+    if cfg.retrieval.index is not None:
+        from genlab.modalities.chat.grounding import Grounding
+
+        grounding = Grounding.open(cfg.retrieval)
+    shown = conversations if grounding is None else [grounding.ground_training(c) for c in conversations]
     if base_dir is not None and (Path(base_dir) / "tokenizer.json").is_file():
         tokenizer = load_tokenizer(base_dir)
         template = load_template(base_dir, tokenizer, cfg.chat_template)
@@ -321,14 +355,14 @@ def load_chat_dataset(cfg, base_dir: Path | None = None) -> ChatDataset:
                           f"BASE ...), but {base_dir or 'no base'} holds no tokenizer.json")
     else:
         template = load_template(None, None, cfg.chat_template) if cfg.chat_template else ChatTemplate(GENLAB_TEMPLATE)
-        rendered = [template.render(c) for c in conversations]
+        rendered = [template.render(c) for c in shown]
         train = [rendered[i] for i in corpus.splits["train"]]
         tokenizer = train_tokenizer(cfg.tokenizer, rendered if cfg.tokenizer == "char" else train, cfg.vocab_size)
     # held-out splits always score the answers, so runs trained with train_on=all compare on the same tokens
-    encoded = {k: encode_split([conversations[i] for i in v], template, tokenizer,
+    encoded = {k: encode_split([shown[i] for i in v], template, tokenizer,
                                cfg.train_on if k == "train" else "assistant", cfg.block_size + 1)
                for k, v in corpus.splits.items()}
     if not any(w.any() for w in encoded["train"].weights):
         raise GenlabError("no training token carries weight: every answer was cut off; raise data.block_size")
     return ChatDataset(corpus, conversations, tokenizer, template, encoded, cfg.block_size, cfg.train_on,
-                       cfg.packing)
+                       cfg.packing, grounding, sources)

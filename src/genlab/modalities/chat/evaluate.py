@@ -11,7 +11,7 @@ from tqdm import tqdm
 from genlab.core.errors import GenlabError
 from genlab.core.progress import bars_off, timed
 from genlab.core.runs import atomic_write_text
-from genlab.metrics.answers import answer_scores
+from genlab.metrics.answers import answer_scores, grounding_scores
 from genlab.metrics.text import memorisation_report
 from genlab.modalities.chat.generate import chat_answers
 
@@ -35,9 +35,12 @@ def evaluate_chat_run(run, ec, quiet: bool = True) -> dict:
         raise GenlabError("no held-out conversation to answer: the test and validation splits are empty (raise "
                           "data.test_fraction)")
     contexts, references = zip(*(last_answer(c) for c in conversations), strict=True)
+    reports = [{} for _ in contexts]
     with timed(timings, "answers", quiet):
-        answers = [chat_answers(run, context, 1, seed=ec.seed, temperature=0.0, max_new_tokens=ec.answer_tokens)[0]
-                   for context in tqdm(contexts, disable=no_bars, desc="greedy answers", unit="answer")]
+        answers = [chat_answers(run, context, 1, seed=ec.seed, report=report, temperature=0.0,
+                                max_new_tokens=ec.answer_tokens)[0]
+                   for context, report in zip(tqdm(contexts, disable=no_bars, desc="greedy answers", unit="answer"),
+                                              reports, strict=False)]
         run.paths.samples.mkdir(exist_ok=True)
         atomic_write_text(run.paths.samples / "answers.jsonl", "".join(
             json.dumps({"messages": c, "reference": r, "answer": a}, ensure_ascii=False) + "\n"
@@ -48,6 +51,11 @@ def evaluate_chat_run(run, ec, quiet: bool = True) -> dict:
                               "max_new_tokens": ec.answer_tokens,
                               "likelihood_tokens": "answers",  # held-out splits score answers whatever train_on
                               "reference": "each conversation's last assistant turn, the turns before it as context"}
+    if ds.grounding is not None:  # answers grounded in an index: were they supported, and cited right?
+        metrics["grounding"] = {**grounding_scores(answers, [r.get("citations", []) for r in reports],
+                                                   [bool(r.get("abstained")) for r in reports],
+                                                   [ds.source_of(c) for c in conversations]),
+                                "index": ds.grounding.path, "k": ds.grounding.k, "method": ds.grounding.method}
     with timed(timings, "memorisation", quiet):
         train_answers = [m["content"] for c in ds.split_conversations("train") for m in c if m["role"] == "assistant"]
         metrics["memorisation"] = {**memorisation_report(answers, "\n".join(train_answers), list(references),
@@ -66,6 +74,11 @@ def chat_headline(metrics: dict) -> dict:
             out[f"answer perplexity ({lk['split']} answer tokens)"] = round(lk["perplexity"], 3)
         out[f"answers token-F1 / exact match / ROUGE-L ({a['n']} {a['split']} conversations, greedy)"] = [
             round(a["token_f1"], 3), round(a["exact_match"], 3), round(a["rouge_l_f1"], 3)]
+    if "grounding" in metrics:
+        g = metrics["grounding"]
+        keys = ("support_share", "citation_precision", "abstention_rate")
+        out["grounding: support share / citation precision / abstention rate"] = [
+            None if g[k] is None else round(g[k], 3) for k in keys]
     if "memorisation" in metrics:
         memo = metrics["memorisation"]
         out["memorisation of training answers"] = memo["verdict"]

@@ -43,9 +43,26 @@ def stream_chat(run, messages: list[dict], seed: int = 0, n: int = 1, stop: list
     """Yield the answers to `messages` piece by piece (one string per answer per step); see stream_tokens."""
     if getattr(run.dataset, "template", None) is None:
         raise GenlabError(f"{run.paths.root} is not a chat run (train it on data.source=chat)")
+    grounding = run.dataset.grounding
+    if grounding is not None:  # passages for the last user turn; citations reported beside the answers
+        messages, citations, abstain = grounding.ground(messages)
+        if report is not None:
+            report["citations"] = citations
+        if abstain:
+            yield from abstention(n, report)
+            return
     stop_ids, stop_strings = end_of_turn(run.dataset)
     yield from stream_tokens(run, prompt_ids(run.dataset, messages), seed, n, [*(stop or []), *stop_strings],
                              stop_ids, report, **sampling)
+
+
+def abstention(n: int, report: dict | None):
+    """The answer when no passage matches: said, not generated."""
+    from genlab.modalities.chat.grounding import ABSTAIN
+
+    if report is not None:
+        report.update(finish_reason=["stop"] * n, completion_tokens=[0] * n, prompt_tokens=0, abstained=True)
+    yield [ABSTAIN] * n
 
 
 def chat_answers(run, messages: list[dict], n: int = 1, seed: int = 0, report: dict | None = None,

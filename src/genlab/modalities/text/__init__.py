@@ -47,7 +47,8 @@ class TextModality:
         if data.augment.active:
             raise GenlabError("data.augment applies to images; for text see data.token_noise")
         for key, value, default in (("train_on", data.train_on, "assistant"), ("packing", data.packing, True),
-                                    ("chat_template", data.chat_template, None)):
+                                    ("chat_template", data.chat_template, None),
+                                    ("retrieval.index", data.retrieval.index, None)):
             if value != default:
                 raise GenlabError(f"data.{key} applies to conversations (data.source=chat)")
 
