@@ -11,6 +11,11 @@
 (c) packing vs padding: trained (answer) tokens per second of the FAQ and chatterbot recipes' models, forward +
     backward + AdamW step on batches of the training stream, median of 30 steps after 5 warm-up steps, per seed.
 (d) the audit of both shipped corpora (duplicates, near-duplicates, contamination of held-out questions).
+(e) grounded vs ungrounded: an index of the 123 FAQ answers (genlab.retrieval, default settings, id = the FAQ
+    section), the FAQ recipe at block 384 trained with data.retrieval.index (k=1: the passage retrieved for the
+    question sits in the prompt) and without, one run per seed; token-F1, support share (answer word trigrams
+    found in the passage retrieved for the question: the same retrieval scores the ungrounded answers) and
+    citation precision (the cited passage is from the question's own FAQ section).
 
 Writes bench/out/chat.json and prints a markdown summary (means and spread over seeds).
 """
@@ -139,6 +144,34 @@ def packing_on(recipe: Path, data: Path, seeds, steps: int, warmup: int) -> dict
     return out
 
 
+def grounded_vs_not(seeds, runs: Path, folder: Path) -> dict:
+    from genlab.metrics.answers import support_share
+    from genlab.retrieval import Document, Index
+
+    records = [json.loads(line) for line in CORPORA["debian-faq"].read_text().splitlines()]
+    index = Index.build([Document(r["source"], r["messages"][1]["content"], r["source"]) for r in records])
+    index.save(folder / "faq-index")
+    out = {"index": index.info}
+    for arm in ("ungrounded", "grounded"):
+        rows = []
+        for seed in seeds:
+            name = f"faq-{arm}-s{seed}"
+            extra = [f"data.retrieval.index={folder / 'faq-index'}", "data.retrieval.k=1"] if arm == "grounded" else []
+            train(FAQ, [f"name={name}", f"train.seed={seed}", f"data.path={CORPORA['debian-faq']}", "train.threads=1",
+                        "data.block_size=384", *extra], runs, overwrite=True)
+            row = scores(runs / name)
+            metrics = json.loads((runs / name / "metrics.json").read_text())
+            saved = (runs / name / "samples" / "answers.jsonl").read_text().splitlines()
+            support = [s for a in map(json.loads, saved) if (s := support_share(a["answer"], [
+                h.text[:600] for h in index.search(a["messages"][-1]["content"], 1)])) is not None]
+            row["support_share"] = sum(support) / len(support) if support else float("nan")
+            row["citation_precision"] = (metrics.get("grounding") or {}).get("citation_precision") or float("nan")
+            rows.append(row)
+            print(name, row, flush=True)
+        out[arm] = spread(rows)
+    return out
+
+
 def audits(folder: Path) -> dict:
     out = {}
     for name, path in CORPORA.items():
@@ -153,7 +186,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--fortunes", type=Path, default=Path("/usr/share/games/fortunes"))
     parser.add_argument("--base-steps", type=int, default=600)
-    parser.add_argument("--only", nargs="+", default=["d", "c", "a", "b"])
+    parser.add_argument("--only", nargs="+", default=["d", "c", "a", "b", "e"])
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = ROOT / "bench" / "out" / "chat.json"
@@ -165,7 +198,8 @@ def main() -> None:
         parts = {"d": ("audit", lambda: audits(Path(tmp) / "audit")),
                  "c": ("packing", lambda: packing_throughput(args.seeds)),
                  "a": ("train_on", lambda: answers_only_vs_all(args.seeds, runs)),
-                 "b": ("pretrained", lambda: pretrained_vs_alone(args.seeds, runs, args.fortunes, args.base_steps))}
+                 "b": ("pretrained", lambda: pretrained_vs_alone(args.seeds, runs, args.fortunes, args.base_steps)),
+                 "e": ("grounding", lambda: grounded_vs_not(args.seeds, runs, Path(tmp)))}
         for part in args.only:
             key, measure = parts[part]
             result[key] = measure()
