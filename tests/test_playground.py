@@ -3,6 +3,7 @@ text, hold a multi-turn chat, and check what appears on the page."""
 
 import json
 import os
+import re
 import shutil
 
 import pytest
@@ -10,6 +11,8 @@ from conftest import serve_in_thread, tiny_chat_config, tiny_config
 
 from genlab.config import config_from_dict
 from genlab.pipeline import train_config
+from genlab.retrieval import Document, Index, IndexSettings
+from genlab.retrieval.dense import EncoderConfig
 from genlab.serve.app import create_app
 from genlab.serve.keys import KeyStore
 
@@ -28,9 +31,16 @@ def live_server(tmp_path):
                                    "data": {"source": "fortune", "path": str(corpus), "block_size": 16},
                                    "train": {"steps": 100, "batch_size": 8, "lr": 1e-2, "val_every": 0}}), tmp_path)
     train_config(tiny_chat_config(tmp_path, "talk", steps=60), tmp_path)
+    Index.build([Document(f"sum-{a}", f"{a} plus 1 is {a + 1}.", f"sums/{a}.txt") for a in range(7)],
+                IndexSettings(budget=20, overlap=4, encoder=EncoderConfig(buckets=1024, dim=8, epochs=1, max_steps=5,
+                                                                          batch_size=4))).save(tmp_path / "index")
+    cite = tiny_chat_config(tmp_path, "cite", steps=20)
+    cite.data.retrieval.index, cite.data.retrieval.k = str(tmp_path / "index"), 1  # answers grounded in sums
+    train_config(cite, tmp_path)
     store = KeyStore(tmp_path / "keys.json")
     token = store.add("browser")[1]
-    with serve_in_thread(create_app([tmp_path / "digits", tmp_path / "fox", tmp_path / "talk"], store)) as url:
+    runs = [tmp_path / "digits", tmp_path / "fox", tmp_path / "talk", tmp_path / "cite"]
+    with serve_in_thread(create_app(runs, store)) as url:
         yield url, token
 
 
@@ -101,4 +111,23 @@ def test_playground_holds_a_chat(live_server):
         page.click("#send")
         page.wait_for_function("document.getElementById('error').textContent.startsWith('401')", timeout=10_000)
         assert page.input_value("#chat-input") == "Add 5 and 1." and page.query_selector_all(".turn") == []
+        browser.close()
+
+
+def test_playground_shows_the_citations_of_a_grounded_answer(live_server):
+    from playwright.sync_api import sync_playwright
+
+    url, token = live_server
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(url + "/")
+        page.fill("#key", token)
+        page.select_option("#model", "cite")
+        page.fill("#chat_max_tokens", "10")
+        page.fill("#chat-input", "Add 3 and 1.")
+        page.press("#chat-input", "Enter")
+        page.wait_for_function("document.querySelectorAll('.citations li').length == 1", timeout=20_000)
+        assert re.fullmatch(r"sums/(\d)\.txt \[0:14\]: \1 plus 1 is \d\.", page.inner_text(".citations li"))
+        assert page.inner_text("#error") == ""
         browser.close()
