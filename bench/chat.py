@@ -58,10 +58,13 @@ def scores(run_dir: Path) -> dict:
 
 
 def spread(rows: list[dict]) -> dict:
-    keys = rows[0].keys()
-    return {k: {"mean": statistics.fmean(r[k] for r in rows),
-                "sd": statistics.stdev(r[k] for r in rows) if len(rows) > 1 else 0.0,
-                "runs": [r[k] for r in rows]} for k in keys}
+    """Mean, standard deviation and the runs of each figure (None where a figure does not apply)."""
+    out = {}
+    for k in rows[0]:
+        values = [r[k] for r in rows if r[k] is not None and r[k] == r[k]]  # NaN: does not apply
+        out[k] = {"mean": statistics.fmean(values) if values else None,
+                  "sd": statistics.stdev(values) if len(values) > 1 else None, "runs": [r[k] for r in rows]}
+    return out
 
 
 def answers_only_vs_all(seeds, runs: Path) -> dict:
