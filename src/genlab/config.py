@@ -121,6 +121,10 @@ class TrainConfig:
     device: str = "auto"  # auto (a GPU when PyTorch sees one, else the CPU) | cpu | cuda
     compile: bool = False  # torch.compile each phase's modules
     fsdp: bool = False  # shard parameters, gradients and optimizer state across processes (families with shard_units)
+    # default (the family's own loss) | dpo (language models on data.source=prefs: direct preference optimisation
+    # against the starting weights, which LoRA keeps as the adapters switched off, a full fine-tune as a frozen copy)
+    objective: str = "default"
+    beta: float = 0.1  # dpo: strength of the pull towards the reference (higher: stays closer)
 
     def validate(self) -> None:
         choice("train.optimizer", self.optimizer, ("adam", "adamw"))
@@ -129,10 +133,11 @@ class TrainConfig:
         choice("train.early_stopping_mode", self.early_stopping_mode, ("min", "max"))
         choice("train.precision", self.precision, ("fp32", "bf16"))
         choice("train.device", self.device, ("auto", "cpu", "cuda"))
+        choice("train.objective", self.objective, ("default", "dpo"))
         positive("train", {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr,
                            "max_seconds": self.max_seconds, "keep_last": self.keep_last, "log_every": self.log_every,
                            "threads": self.threads, "patience": self.patience, "grad_clip": self.grad_clip,
-                           "accumulate": self.accumulate})
+                           "accumulate": self.accumulate, "beta": self.beta})
         fraction("train", {"ema_decay": self.ema_decay}, "; 0 disables EMA")
 
 

@@ -27,6 +27,7 @@ _ENTRIES: dict[str, dict[str, Any]] = {
         "image": "genlab.modalities.image:ImageModality",
         "chat": "genlab.modalities.chat:ChatModality",
         "text": "genlab.modalities.text:TextModality",
+        "prefs": "genlab.modalities.prefs:PrefsModality",
         "table": "genlab.modalities.table:TableModality",
     },
     "reward": {  # factories of (prompt, completion) -> float (genlab.rewards)
