@@ -152,6 +152,10 @@ def test_dpo_moves_the_reward_its_way_and_a_flipped_reward_lowers_it(base, run_c
     done = sample_completions(run.model.net, encoder_of(run.dataset), "say:", 2, SamplingConfig(max_new_tokens=8),
                               torch.Generator().manual_seed(0))
     assert len(done.texts) == 2
+    code, _, err = run_cli("merge", folder / "runs" / "up", folder / "merged")
+    assert code == 0, err
+    code, _, err = run_cli("eval", folder / "merged")  # the base was folded in: no reference to measure KL against
+    assert_one_line_error(code, err, "not trained with train.objective=dpo")
 
 
 def test_a_dpo_run_resumes_bit_identically(base, run_cli, tmp_path):

@@ -1,8 +1,8 @@
 """Preferences: JSONL pairs (`prompt`, `chosen`, `rejected`) that tune a language-model run with
 train.objective=dpo; `genlab data prefs` writes them by ranking sampled completions with a reward
 (genlab.rewards), and evaluation reports the tuned run's mean reward and KL(policy || reference) on held-out
-prompts. Samples and serving are those of the tuned run's kind: chat answers when its base has a chat template,
-else text continuations."""
+prompts. Samples are those of the tuned run's kind: chat answers when its base has a chat template, else text
+continuations."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ class PrefsModality:
     sample_options = PrefsSampling
     output_suffixes = (".txt", ".jsonl")
     model_noun = "a preference-tuned language model"
-    endpoint = "text"
+    endpoint = "prefs"  # not served yet (see add_routes)
 
     def check_data(self, data) -> None:
         if isinstance(data.path, list):
@@ -137,4 +137,5 @@ class PrefsModality:
         return out
 
     def add_routes(self, app, server) -> None:
-        """Served on the text endpoint: a tuned run continues prompts as its base did."""
+        """None yet: the text and chat routes accept their own modality's runs only, so a tuned run is sampled with
+        genlab sample (or served after training it again on its base's data source)."""
