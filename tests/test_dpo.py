@@ -155,7 +155,7 @@ def test_dpo_moves_the_reward_its_way_and_a_flipped_reward_lowers_it(base, run_c
     code, _, err = run_cli("merge", folder / "runs" / "up", folder / "merged")
     assert code == 0, err
     code, _, err = run_cli("eval", folder / "merged")  # the base was folded in: no reference to measure KL against
-    assert_one_line_error(code, err, "not trained with train.objective=dpo")
+    assert_one_line_error(code, err, "not trained with train.objective=dpo or grpo")
 
 
 def test_a_dpo_run_resumes_bit_identically(base, run_cli, tmp_path):
@@ -172,3 +172,49 @@ def test_objective_errors_are_clear(base, run_cli):
                     load_dataset(config_from_dict({}).data).spec())
     with pytest.raises(GenlabError, match="choose one of"):
         config_from_dict({"train": {"objective": "ppo"}})
+
+
+def grpo_config(base, name: str, reward: str, **train):
+    folder, root, prompts = base
+    return config_from_dict({
+        "name": name, "family": "gpt", "init_from": str(root), "model": {"layers": 1, "heads": 2, "width": 32},
+        "lora": {"rank": 4, "alpha": 8, "dropout": 0.0},
+        "data": {"source": "prompts", "path": str(prompts), "reward": reward, "block_size": 48,
+                 "tokenizer": "pretrained", "val_fraction": 0.25, "test_fraction": 0.0},
+        "train": {"objective": "grpo", "beta": 0.05, "group_size": 6, "completion_tokens": 24, "steps": 30,
+                  "batch_size": 2, "lr": 1e-2, "val_every": 30, "checkpoint_every": 0, "log_every": 10, **train},
+        "eval": {"n_prompts": 6, "samples_per_prompt": 8, "completion_tokens": 24}})
+
+
+def test_grpo_raises_the_reward_and_a_flipped_reward_lowers_it(base, run_cli):
+    folder = base[0]
+    found = {}
+    for name, reward in (("grpo-up", "keyword=yes"), ("grpo-down", "-keyword=yes")):
+        run, summary = train_config(grpo_config(base, name, reward), folder / "runs")
+        assert set(summary["validation"]) == {"reward", "kl"}
+        logged = [line.split(",") for line in run.log.read_text().splitlines()[1:]]
+        assert {"reward", "kl"} <= {metric for _, split, metric, _ in logged if split == "train"}  # progress
+        code, out, err = run_cli("eval", run.root, "eval.reward=keyword=yes")
+        assert code == 0, err
+        found[name] = json.loads(run.metrics.read_text())["policy"]
+    up, down = found["grpo-up"]["reward"], found["grpo-down"]["reward"]
+    assert up["policy_mean"] > up["reference_mean"] + 0.3, found
+    assert down["policy_mean"] < down["reference_mean"] - 0.3, found
+    assert found["grpo-up"]["kl"]["mean"] > 0
+
+
+def test_a_grpo_run_resumes_bit_identically(base, tmp_path):
+    cfg = grpo_config(base, "grpo-resume", "keyword=yes", steps=12, checkpoint_every=5, val_every=4, group_size=3,
+                     ema_decay=0.9)
+    check_resume_is_bit_identical(cfg, tmp_path)
+
+
+def test_grpo_needs_prompts_with_a_reward(base):
+    from genlab.core.errors import GenlabError
+
+    raw = grpo_config(base, "x", "keyword=yes").to_dict()
+    raw["data"]["reward"] = None
+    with pytest.raises(GenlabError, match="needs data.reward"):
+        load_dataset(config_from_dict(raw).data, base[1])
+    with pytest.raises(GenlabError, match="group_size' must be >= 2"):
+        config_from_dict({"train": {"group_size": 1}})

@@ -1,5 +1,6 @@
-"""Preferences: JSONL pairs (`prompt`, `chosen`, `rejected`) that tune a language-model run with
-train.objective=dpo; `genlab data prefs` writes them by ranking sampled completions with a reward
+"""Preferences: JSONL pairs (`prompt`, `chosen`, `rejected`, data.source=prefs) that tune a language-model run with
+train.objective=dpo, and prompts with a reward (data.source=prompts, data.reward) that tune one online with
+train.objective=grpo; `genlab data prefs` writes pairs by ranking sampled completions with a reward
 (genlab.rewards), and evaluation reports the tuned run's mean reward and KL(policy || reference) on held-out
 prompts. Samples are those of the tuned run's kind: chat answers when its base has a chat template, else text
 continuations."""
@@ -18,7 +19,7 @@ from genlab.core.validate import positive
 
 @dataclass
 class PrefsEval:
-    reward: str = ""  # the reward to report (a built-in or module:function, see genlab.rewards); empty: none
+    reward: str = ""  # the reward to report (a built-in or module:function, genlab.rewards); empty: data.reward if set
     n_prompts: int = 20  # held-out prompts (test split, else validation) the policy and reference complete
     samples_per_prompt: int = 4  # completions of each prompt, for the mean reward and the KL estimate
     completion_tokens: int = 64  # longest completion, in tokens
@@ -37,8 +38,8 @@ class PrefsSampling:
 
 class PrefsModality:
     name = "prefs"
-    sources = ("prefs",)
-    folder_contents = None  # preference data is one JSONL file
+    sources = ("prefs", "prompts")
+    folder_contents = None  # preference data is one JSONL file, prompts one file
     eval_options = PrefsEval
     sample_options = PrefsSampling
     output_suffixes = (".txt", ".jsonl")
@@ -47,7 +48,10 @@ class PrefsModality:
 
     def check_data(self, data) -> None:
         if isinstance(data.path, list):
-            raise GenlabError("data.source=prefs reads one JSONL file (data.path), not a list")
+            raise GenlabError(f"data.source={data.source} reads one file (data.path), not a list")
+        if data.reward is not None and data.source != "prompts":
+            raise GenlabError("data.reward scores completions of prompts (data.source=prompts); preference pairs "
+                              "are already ranked")
         for key, value, default in (("token_noise", data.token_noise, 0.0), ("separator", data.separator, None),
                                     ("vocab_from", data.vocab_from, []), ("train_on", data.train_on, "assistant"),
                                     ("packing", data.packing, True)):
@@ -57,9 +61,9 @@ class PrefsModality:
             raise GenlabError("data.augment applies to images")
 
     def load(self, data, run_dir: Path | None = None):
-        from genlab.modalities.prefs.data import load_prefs_dataset
+        from genlab.modalities.prefs.data import load_prefs_dataset, load_prompts_dataset
 
-        return load_prefs_dataset(data, run_dir)
+        return (load_prefs_dataset if data.source == "prefs" else load_prompts_dataset)(data, run_dir)
 
     def infer(self, target: str) -> dict | None:
         """A .jsonl file whose first record has `prompt`, `chosen` and `rejected`."""
@@ -114,12 +118,16 @@ class PrefsModality:
         from genlab.rewards import load_reward
 
         if not run.model.has_reference:
-            raise GenlabError(f"{run.paths.root} was not trained with train.objective=dpo: it has no reference")
+            raise GenlabError(f"{run.paths.root} was not trained with train.objective=dpo or grpo: it has no "
+                              "reference")
         ds = run.dataset
         split = "test" if len(ds.splits["test"]) else "val"
-        prompts = list(dict.fromkeys(r["prompt"] for r in ds.split_records(split)))[: options.n_prompts]
+        prompts = ds.split_prompts(split)[: options.n_prompts]
+        if not prompts:
+            raise GenlabError("the test and validation splits hold no prompts to evaluate on")
         t0 = time.perf_counter()
-        reward = load_reward(options.reward) if options.reward else None
+        name = options.reward or run.config.data.reward
+        reward = load_reward(name) if name else None
         found = reward_and_kl(run.model, encoder_of(ds), prompts, reward, options.samples_per_prompt,
                               SamplingConfig(max_new_tokens=options.completion_tokens), options.seed)
         return {"policy": {"split": split, **found},

@@ -86,6 +86,29 @@ def read_pairs(path: str | Path) -> list[dict]:
     return out
 
 
+def read_prompts(path: str | Path) -> list[str]:
+    """Prompts, one per line of a .txt file, or the `prompt` of each JSONL record."""
+    path = Path(path)
+    if not path.is_file():
+        raise GenlabError(f"prompts file not found: {path}")
+    lines = [line for line in read_text_file(path).splitlines() if line.strip()]
+    if path.suffix.lower() != ".jsonl":
+        prompts = lines
+    else:
+        prompts = []
+        for number, line in enumerate(lines, 1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise GenlabError(f"{path} record {number} is not valid JSON: {exc.msg}") from None
+            if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
+                raise GenlabError(f"{path} record {number} needs a string 'prompt'")
+            prompts.append(record["prompt"])
+    if not prompts:
+        raise GenlabError(f"{path} holds no prompts")
+    return prompts
+
+
 @dataclass
 class EncodedPairs:
     ids: list[np.ndarray]  # chosen, rejected, chosen, ... (two per pair)
@@ -160,6 +183,9 @@ class PrefsDataset:
     def split_records(self, split: str) -> list[dict]:
         return [self.records[i] for i in self.corpus.splits[split]]
 
+    def split_prompts(self, split: str) -> list[str]:
+        return list(dict.fromkeys(r["prompt"] for r in self.split_records(split)))
+
     def spec(self) -> DataSpec:
         return DataSpec(vocab_size=self.tokenizer.vocab_size, block_size=self.block_size)
 
@@ -200,22 +226,14 @@ class PrefsDataset:
 def load_prefs_dataset(cfg, base_dir: Path | None = None) -> PrefsDataset:
     """Read, split and tokenise the pairs of `cfg` (a DataConfig) with the tokenizer of `base_dir`, the run
     being tuned (or this run, when reopened); its chat template, when it has one, frames prompt and answer."""
-    from genlab.modalities.text.tokenizers import load_tokenizer
-
-    if cfg.path is None or isinstance(cfg.path, list):
-        raise GenlabError("data.source=prefs needs data.path: one JSONL file of prompt / chosen / rejected records")
-    if base_dir is None or not (Path(base_dir) / "tokenizer.json").is_file():
-        raise GenlabError("preference data tunes a trained language model: genlab finetune BASE RECIPE (with "
-                          "train.objective=dpo) takes the base's tokenizer")
+    encoder = base_encoder(cfg, base_dir, "prefs")
     records = read_pairs(cfg.path)
     if cfg.limit is not None:
         records = records[: cfg.limit]
     corpus = split_corpus([json.dumps(r, ensure_ascii=False, sort_keys=True) for r in records], cfg.val_fraction,
                           cfg.test_fraction, cfg.split_seed, source=str(cfg.path))
     records = [json.loads(d) for d in corpus.documents]
-    tokenizer = load_tokenizer(base_dir)
-    chat = cfg.chat_template is not None or (Path(base_dir) / TEMPLATE_FILE).is_file()
-    encoder = PairEncoder(tokenizer, load_template(base_dir, tokenizer, cfg.chat_template) if chat else None)
+    tokenizer = encoder.tokenizer
     window, truncated = cfg.block_size + 1, 0
     encoded = {}
     for split, indices in corpus.splits.items():
@@ -232,3 +250,165 @@ def load_prefs_dataset(cfg, base_dir: Path | None = None) -> PrefsDataset:
                 weights.append(w)
         encoded[split] = EncodedPairs(ids, weights)
     return PrefsDataset(corpus, records, tokenizer, encoder.template, encoded, cfg.block_size, truncated)
+
+
+class Scorer:
+    """What train.objective=grpo needs of the data: the reward of sampled completions (token ids decoded, cut at
+    the end of turn) and the tokens that end a completion."""
+
+    def __init__(self, encoder: PairEncoder, reward, prompts: dict[tuple[int, ...], str]):
+        self.encoder, self.reward, self.prompts = encoder, reward, prompts
+        stop_ids, self.stop_strings = encoder.stops()
+        self.stop_ids = (encoder.tokenizer.eot_id, *stop_ids)
+
+    def text(self, ids: list[int]) -> str:
+        if ids and ids[-1] in self.stop_ids:
+            ids = ids[:-1]
+        text = self.encoder.tokenizer.decode(ids)
+        cut = min((text.find(s) for s in self.stop_strings if s in text), default=-1)
+        return text[:cut] if cut >= 0 else text
+
+    def __call__(self, prompt_ids: list[int], completions: list[list[int]]) -> list[float]:
+        prompt = self.prompts.get(tuple(prompt_ids), "")
+        return self.reward.many([prompt] * len(completions), [self.text(c) for c in completions])
+
+
+def prompt_batch(rows: list[list[int]]) -> Batch:
+    """Prompts as B x L token ids, -1 after each one's end."""
+    x = np.full((len(rows), max(len(r) for r in rows)), -1, dtype=np.int64)
+    for i, r in enumerate(rows):
+        x[i, :len(r)] = r
+    return Batch(torch.from_numpy(x), None)
+
+
+class PromptStream:
+    """Endless batches of training prompts, reshuffled each epoch, reproducible from (seed, epoch, position)."""
+
+    def __init__(self, ids: list[list[int]], batch_size: int, seed: int):
+        self.ids, self.batch_size, self.seed = ids, batch_size, seed
+        if not ids:
+            raise GenlabError("the training split holds no prompts")
+        self.epoch, self.position = 0, 0
+        self._order = self._permutation(0)
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.ids))
+
+    def next(self, noise: torch.Generator | None = None) -> Batch:
+        rows: list[list[int]] = []
+        while len(rows) < self.batch_size:
+            if self.position >= len(self.ids):
+                self.epoch, self.position = self.epoch + 1, 0
+                self._order = self._permutation(self.epoch)
+            take = self._order[self.position: self.position + self.batch_size - len(rows)].tolist()
+            rows += [self.ids[i] for i in take]
+            self.position += len(take)
+        return prompt_batch(rows)
+
+    def state(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state(self, state: dict[str, int]) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self._order = self._permutation(self.epoch)
+
+
+@dataclass
+class PromptsDataset:
+    """Prompts alone (data.source=prompts) and the reward their completions are scored by (data.reward): what
+    online optimisation (train.objective=grpo) samples from and learns against."""
+
+    corpus: TextCorpus  # documents are the prompts
+    tokenizer: object
+    template: ChatTemplate | None
+    ids: dict[str, list[list[int]]]
+    block_size: int
+    reward: object
+    modality = "prefs"
+
+    @property
+    def fingerprint(self) -> str:
+        return self.corpus.fingerprint
+
+    @property
+    def splits(self) -> dict:
+        return self.corpus.splits
+
+    def split_prompts(self, split: str) -> list[str]:
+        return self.corpus.split_documents(split)
+
+    def scorer(self) -> Scorer:
+        prompts = {tuple(i): p for split in self.ids for i, p in zip(self.ids[split], self.split_prompts(split),
+                                                                    strict=True)}
+        return Scorer(PairEncoder(self.tokenizer, self.template), self.reward, prompts)
+
+    def spec(self) -> DataSpec:
+        return DataSpec(vocab_size=self.tokenizer.vocab_size, block_size=self.block_size, score=self.scorer())
+
+    def train_stream(self, batch_size: int, seed: int, binarize: bool = False) -> PromptStream:
+        return PromptStream(self.ids["train"], batch_size, seed)
+
+    def validation_batches(self, batch_size: int, binarize_seed: int | None = None):
+        return self.batches("val", batch_size)
+
+    def batches(self, split: str, batch_size: int, binarize_seed: int | None = None, limit: int | None = None):
+        rows = self.ids[split][:limit] if limit is not None else self.ids[split]
+        for start in range(0, len(rows), batch_size):
+            yield prompt_batch(rows[start: start + batch_size])
+
+    def likelihood_split(self) -> None:
+        """None: prompts alone hold no text to score a likelihood on."""
+        return None
+
+    def describe(self) -> dict:
+        info = {k: v for k, v in self.corpus.describe().items() if k in ("source", "fingerprint", "exact_duplicates")}
+        return {**info, "prompts": len(self.corpus.documents), "reward": self.reward.name,
+                "split_prompts": {k: int(len(v)) for k, v in self.splits.items()},
+                "format": "chat template" if self.template is not None else "plain text after EOT",
+                "tokenizer": self.tokenizer.kind, "vocab_size": self.tokenizer.vocab_size,
+                "block_size": self.block_size}
+
+    def save_artifacts(self, folder: Path) -> None:
+        self.tokenizer.save(folder)
+        if self.template is not None:
+            self.template.save(folder)
+
+
+def base_encoder(cfg, base_dir: Path | None, source: str) -> PairEncoder:
+    """The tokenizer (and chat template) of the run being tuned."""
+    from genlab.modalities.text.tokenizers import load_tokenizer
+
+    if cfg.path is None or isinstance(cfg.path, list):
+        raise GenlabError(f"data.source={source} needs data.path: one file")
+    if base_dir is None or not (Path(base_dir) / "tokenizer.json").is_file():
+        raise GenlabError(f"data.source={source} tunes a trained language model: genlab finetune BASE RECIPE (with "
+                          f"train.objective={'dpo' if source == 'prefs' else 'grpo'}) takes the base's tokenizer")
+    tokenizer = load_tokenizer(base_dir)
+    chat = cfg.chat_template is not None or (Path(base_dir) / TEMPLATE_FILE).is_file()
+    return PairEncoder(tokenizer, load_template(base_dir, tokenizer, cfg.chat_template) if chat else None)
+
+
+def load_prompts_dataset(cfg, base_dir: Path | None = None) -> PromptsDataset:
+    from genlab.rewards import load_reward
+
+    if not cfg.reward:
+        raise GenlabError("data.source=prompts needs data.reward: what completions are scored by (e.g. "
+                          "data.reward=sentiment, or module:function)")
+    encoder = base_encoder(cfg, base_dir, "prompts")
+    reward = load_reward(cfg.reward)
+    prompts = read_prompts(cfg.path)
+    if cfg.limit is not None:
+        prompts = prompts[: cfg.limit]
+    if len(prompts) < 2:
+        raise GenlabError(f"{cfg.path} holds {len(prompts)} prompt; a split needs at least two")
+    corpus = split_corpus(prompts, cfg.val_fraction, cfg.test_fraction, cfg.split_seed, source=str(cfg.path))
+    ids = {}
+    for split in corpus.splits:
+        ids[split] = []
+        for prompt in corpus.split_documents(split):
+            row = encoder.prompt_ids(prompt)
+            if len(row) >= cfg.block_size:
+                raise GenlabError(f"prompt {prompt[:40]!r} leaves no room for a completion in data.block_size="
+                                  f"{cfg.block_size} tokens")
+            ids[split].append(row)
+    return PromptsDataset(corpus, encoder.tokenizer, encoder.template, ids, cfg.block_size, reward)

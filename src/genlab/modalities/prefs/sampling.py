@@ -13,7 +13,7 @@ import torch
 
 from genlab.core.errors import GenlabError
 from genlab.core.runs import atomic_write_bytes
-from genlab.modalities.prefs.data import PairEncoder, encoder_of
+from genlab.modalities.prefs.data import PairEncoder, encoder_of, read_prompts  # noqa: F401 (API)
 from genlab.nn.decoding import SamplingConfig, generate_tokens
 
 
@@ -70,31 +70,6 @@ def completion_logp(model, net, completions: Completions) -> torch.Tensor:
     """Log-probability under `net` of each sampled completion given its prompt."""
     x, w = completions.batch(next(net.parameters()).device)
     return -(model.net_nll(net, x) * w).sum(1)
-
-
-def read_prompts(path: str | Path) -> list[str]:
-    """Prompts, one per line of a .txt file, or the `prompt` of each JSONL record."""
-    from genlab.modalities.chat.data import read_text_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise GenlabError(f"prompts file not found: {path}")
-    lines = [line for line in read_text_file(path).splitlines() if line.strip()]
-    if path.suffix.lower() != ".jsonl":
-        prompts = lines
-    else:
-        prompts = []
-        for number, line in enumerate(lines, 1):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise GenlabError(f"{path} record {number} is not valid JSON: {exc.msg}") from None
-            if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
-                raise GenlabError(f"{path} record {number} needs a string 'prompt'")
-            prompts.append(record["prompt"])
-    if not prompts:
-        raise GenlabError(f"{path} holds no prompts")
-    return prompts
 
 
 def build_prefs(run, reward, prompts: list[str], k: int, out: Path, seed: int = 0,
