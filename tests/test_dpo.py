@@ -218,3 +218,31 @@ def test_grpo_needs_prompts_with_a_reward(base):
         load_dataset(config_from_dict(raw).data, base[1])
     with pytest.raises(GenlabError, match="group_size' must be >= 2"):
         config_from_dict({"train": {"group_size": 1}})
+
+
+def test_a_chat_base_frames_pairs_with_its_template(tmp_path, run_cli):
+    """Pairs for a chat run: the prompt a user turn, the completion the answer (its end-of-turn marker trained),
+    sampled until the end of turn; the starting loss is log 2 there too."""
+    from conftest import tiny_chat_config
+
+    chat, _ = train_config(tiny_chat_config(tmp_path, steps=20), tmp_path / "runs")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"Add {i} and {i + 1}."}) + "\n" for i in range(6)))
+    out = tmp_path / "pairs.jsonl"
+    code, text, err = run_cli("data", "prefs", chat.root, "--reward", "length=8", "--prompts", prompts, "--k", 4,
+                              "--max-tokens", 16, "--out", out)
+    assert code == 0, err
+    assert "<|end|>" not in out.read_text()
+    cfg = config_from_dict({"name": "chat-dpo", "family": "gpt", "init_from": str(chat.root),
+                            "model": {"layers": 1, "heads": 2, "width": 16}, "lora": {"rank": 2, "dropout": 0.0},
+                            "data": {"source": "prefs", "path": str(out), "block_size": 64,
+                                     "tokenizer": "pretrained", "val_fraction": 0.2, "test_fraction": 0.0},
+                            "train": {"objective": "dpo"}})
+    ds = load_dataset(cfg.data, base_dir(cfg))
+    assert ds.template is not None and ds.describe()["format"] == "chat template"
+    batch = ds.train_stream(2, 0).next()
+    end = ds.tokenizer.token_id("<|end|>")
+    assert all(((row[1:] == end) & (w > 0)).any() for row, w in zip(batch.x, batch.mask, strict=True))
+    model = build_model(cfg, ds.spec())
+    assert float(model.phase_loss("lm", batch, torch.Generator())[0].detach()) == pytest.approx(math.log(2),
+                                                                                                abs=1e-7)
