@@ -101,6 +101,19 @@ def build_prefs(run, reward, prompts: list[str], k: int, out: Path, seed: int = 
             "mean_reward_gap": float(np.mean(gaps))}
 
 
+def best_of_n(model, encoder: PairEncoder, prompts: list[str], reward, ns: list[int], cfg: SamplingConfig,
+              seed: int = 0) -> dict[int, dict]:
+    """Best-of-n sampling from the reference, the baseline a tuned policy is drawn against: for each n, the mean
+    reward of the best of n reference completions, and its KL, log n - (n - 1) / n."""
+    generator = torch.Generator(device=model.device).manual_seed(seed + 1)
+    scores = []  # per prompt: max(ns) rewards of reference completions
+    with model.reference_net() as ref:
+        for prompt in prompts:
+            done = sample_completions(ref, encoder, prompt, max(ns), cfg, generator)
+            scores.append(reward.many([prompt] * len(done.texts), done.texts))
+    return {n: {"reward": float(np.mean([max(s[:n]) for s in scores])), "kl": best_of_n_kl(n)} for n in ns}
+
+
 def best_of_n_kl(n: int) -> float:
     """KL(best-of-n || reference) as usually quoted (Stiennon et al. 2020): log n - (n - 1) / n."""
     return math.log(n) - (n - 1) / n
@@ -112,6 +125,7 @@ def reward_and_kl(model, encoder: PairEncoder, prompts: list[str], reward, sampl
     """Mean reward of the policy's completions and of the reference's, and the Monte Carlo estimate of
     KL(policy || reference) over whole completions: the mean of log pi(y|x) - log pi_ref(y|x), y ~ pi."""
     generator = torch.Generator(device=model.device).manual_seed(seed)
+    baseline = torch.Generator(device=model.device).manual_seed(seed + 1)  # its own: runs of one base compare
     log_ratios, mine, theirs = [], [], []
     for prompt in prompts:
         done = sample_completions(model.net, encoder, prompt, samples, cfg, generator)
@@ -119,7 +133,7 @@ def reward_and_kl(model, encoder: PairEncoder, prompts: list[str], reward, sampl
         with model.reference_net() as ref:
             log_ratios += (policy - completion_logp(model, ref, done)).tolist()
             if reward is not None:
-                base = sample_completions(ref, encoder, prompt, samples, cfg, generator)
+                base = sample_completions(ref, encoder, prompt, samples, cfg, baseline)
         if reward is not None:
             mine += reward.many([prompt] * samples, done.texts)
             theirs += reward.many([prompt] * samples, base.texts)
