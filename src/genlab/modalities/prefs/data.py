@@ -24,7 +24,8 @@ FIELDS = ("prompt", "chosen", "rejected")
 @dataclass
 class PairEncoder:
     """How a (prompt, completion) becomes tokens for one model: through its chat template (the prompt a user
-    message, the completion the answer) or as plain text continued after EOT."""
+    message, the completion the answer, its end-of-turn marker included) or as plain text continued after EOT
+    and closed by EOT. A completion is a whole answer: where it stops is part of what is preferred."""
 
     tokenizer: object
     template: ChatTemplate | None
@@ -35,7 +36,7 @@ class PairEncoder:
             return encode_conversation(self.template, self.tokenizer, [{"role": "user", "content": prompt},
                                                                        {"role": "assistant", "content": completion}])
         head = np.concatenate([[self.tokenizer.eot_id], self.tokenizer.encode(prompt)]).astype(np.int32)
-        tail = np.asarray(self.tokenizer.encode(completion), dtype=np.int32)
+        tail = np.concatenate([self.tokenizer.encode(completion), [self.tokenizer.eot_id]]).astype(np.int32)
         return (np.concatenate([head, tail]),
                 np.concatenate([np.zeros(len(head), np.float32), np.ones(len(tail), np.float32)]))
 
@@ -78,8 +79,6 @@ def read_pairs(path: str | Path) -> list[dict]:
             raise GenlabError(f"{path} line {number} is not valid JSON: {exc.msg}") from None
         if not isinstance(record, dict) or not all(isinstance(record.get(k), str) for k in FIELDS):
             raise GenlabError(f"{path} line {number} needs string 'prompt', 'chosen' and 'rejected'")
-        if not record["chosen"] or not record["rejected"]:
-            raise GenlabError(f"{path} line {number} has an empty completion")
         out.append({k: record[k] for k in FIELDS})
     if len(out) < 2:
         raise GenlabError(f"{path} holds {len(out)} preference pair(s); a split needs at least two")

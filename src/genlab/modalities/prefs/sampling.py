@@ -75,7 +75,8 @@ def completion_logp(model, net, completions: Completions) -> torch.Tensor:
 def build_prefs(run, reward, prompts: list[str], k: int, out: Path, seed: int = 0,
                 sampling: SamplingConfig | None = None) -> dict:
     """Sample k completions of each prompt from `run`, rank them by `reward` and write (prompt, best = chosen,
-    worst = rejected) to `out` as JSONL; prompts whose completions all score the same give no pair."""
+    worst = rejected) to `out` as JSONL; prompts whose completions all score the same give no pair. A completion
+    cut at the token limit is written like one that stopped (pairs hold whole answers)."""
     if k < 2:
         raise GenlabError(f"--k must be at least 2 (a pair needs two completions), got {k}")
     encoder = encoder_of(run.dataset)
