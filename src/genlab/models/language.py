@@ -56,7 +56,7 @@ class LanguageModel(GenerativeModel):
     def reference_net(self):
         """The reference policy's network (the starting weights), in eval mode, for the duration of the block."""
         if not self.adapted and not self._frozen:
-            raise GenlabError("this run has no reference model: it was not trained with train.objective=dpo")
+            raise GenlabError("this run has no reference model: it was not trained with train.objective=dpo or grpo")
         if self.adapted:
             from genlab.nn.lora import adapters_disabled
 
