@@ -81,6 +81,7 @@ class DataConfig:
     chat_template: str | None = None  # chat: a Jinja template file; None: the base model's, else genlab's
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)  # chat: answers grounded in an index
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # images: augmentation of training batches
+    reward: str | None = None  # prompts: what completions are scored by (genlab.rewards: a built-in or module:function)
     schema: str | None = None  # tables: an edited schema YAML (genlab data schema); None: inferred from the data
     balance: bool = False  # tables: training-by-sampling (CTGAN): rows drawn per category, rare ones as often
     constraints: list[dict[str, Any]] = field(default_factory=list)  # tables: rules samples keep (tables.constraints)
@@ -140,6 +141,14 @@ class TrainConfig:
     device: str = "auto"  # auto (a GPU when PyTorch sees one, else the CPU) | cpu | cuda
     compile: bool = False  # torch.compile each phase's modules
     fsdp: bool = False  # shard parameters, gradients and optimizer state across processes (families with shard_units)
+    # default (the family's own loss) | dpo (language models on data.source=prefs: direct preference optimisation)
+    # | grpo (language models on data.source=prompts: group-relative policy optimisation against data.reward); both
+    # compare with the starting weights, which LoRA keeps as the adapters switched off, a full fine-tune as a copy
+    objective: str = "default"
+    beta: float = 0.1  # dpo, grpo: strength of the pull towards the reference (grpo: weight of its KL penalty)
+    group_size: int = 8  # grpo: completions sampled per prompt; rewards are normalised within each group
+    clip: float = 0.2  # grpo: the policy ratio is clipped to [1 - clip, 1 + clip] (PPO's surrogate)
+    completion_tokens: int = 64  # grpo: longest sampled completion, in tokens
 
     def validate(self) -> None:
         choice("train.optimizer", self.optimizer, ("adam", "adamw"))
@@ -148,10 +157,15 @@ class TrainConfig:
         choice("train.early_stopping_mode", self.early_stopping_mode, ("min", "max"))
         choice("train.precision", self.precision, ("fp32", "bf16"))
         choice("train.device", self.device, ("auto", "cpu", "cuda"))
+        choice("train.objective", self.objective, ("default", "dpo", "grpo"))
+        if self.group_size < 2:
+            raise GenlabError(f"config key 'train.group_size' must be >= 2 (rewards are compared within a group), "
+                              f"got {self.group_size}")
         positive("train", {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr,
                            "max_seconds": self.max_seconds, "keep_last": self.keep_last, "log_every": self.log_every,
                            "threads": self.threads, "patience": self.patience, "grad_clip": self.grad_clip,
-                           "accumulate": self.accumulate})
+                           "accumulate": self.accumulate, "beta": self.beta, "clip": self.clip,
+                           "completion_tokens": self.completion_tokens})
         fraction("train", {"ema_decay": self.ema_decay}, "; 0 disables EMA")
 
 

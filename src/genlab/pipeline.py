@@ -152,6 +152,7 @@ def merge(run_path: str | Path, out: str | Path) -> RunPaths:
     loaded.model.merge_lora()
     cfg = loaded.config
     cfg.lora, cfg.init_from = LoraConfig(), None
+    cfg.train.objective = "default"  # the reference (the base) is not kept: a merged DPO run has none to compare
     target.root.mkdir(parents=True, exist_ok=True)
     save_config(cfg, target.config)
     atomic_write_json(target.dataset, read_json(loaded.paths.dataset))

@@ -1,4 +1,4 @@
-"""Name -> class for every pluggable concept: model families, modalities and image feature extractors.
+"""Name -> class for every pluggable concept: model families, modalities, rewards and image feature extractors.
 
 Built-in entries are "module:attribute" strings resolved on first use, so the registry imports none of what it
 names and sits below all of it; user code adds its own with `register` (or the `register_family` decorator).
@@ -27,7 +27,14 @@ _ENTRIES: dict[str, dict[str, Any]] = {
         "image": "genlab.modalities.image:ImageModality",
         "chat": "genlab.modalities.chat:ChatModality",
         "text": "genlab.modalities.text:TextModality",
+        "prefs": "genlab.modalities.prefs:PrefsModality",
         "table": "genlab.modalities.table:TableModality",
+    },
+    "reward": {  # factories of (prompt, completion) -> float (genlab.rewards)
+        "regular_verse": "genlab.rewards.builtin:regular_verse",
+        "sentiment": "genlab.rewards.builtin:sentiment",
+        "length": "genlab.rewards.builtin:length",
+        "keyword": "genlab.rewards.builtin:keyword",
     },
     "extractor": {
         "classifier": "genlab.modalities.image.features:ClassifierFeatures",

@@ -12,7 +12,9 @@ from genlab.core.errors import GenlabError
 
 @dataclass
 class Batch:
-    x: torch.Tensor  # images: float32 in [0, 1], B x C x H x W; text: B x (T + 1) token windows; tables: rows
+    # images: float32 in [0, 1], B x C x H x W; text: B x (T + 1) token windows; tables: rows; prompts: B x L token
+    # ids, -1 after each prompt's end
+    x: torch.Tensor
     y: torch.Tensor | None  # int64 class labels, or None for unlabelled data
     context: torch.Tensor | None = None  # text with data.token_noise: the corrupted B x T inputs
     cond: torch.Tensor | None = None  # tables with data.balance: the condition vector each row was drawn for

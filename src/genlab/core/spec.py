@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -16,3 +17,6 @@ class DataSpec:
     packed: bool = False  # chat: several conversations share a window (the family must restart attention)
     spans: tuple[tuple[str, int], ...] = ()  # tables: (part, width) blocks of an encoded row (tables.transform)
     category_frequencies: tuple[float, ...] = ()  # tables: training frequency of each category slot, in order
+    # prompts: scores sampled completions, `score(prompt_ids, completions_ids) -> rewards`, and ends them
+    # (`score.stop_ids`); what train.objective=grpo optimises
+    score: Any = None

@@ -80,6 +80,14 @@ class GenerativeModel(nn.Module):
         merge_lora(self)
         self._adapter_keys = None
 
+    def set_objective(self, train) -> None:
+        """Choose what phase_loss minimises (train.objective of the TrainConfig `train`); called once the starting
+        weights are in place, so an objective that compares against them (dpo, grpo) can keep them as its
+        reference."""
+        if train.objective != "default":
+            raise GenlabError(f"train.objective={train.objective} tunes language models; the {self.family_name} family "
+                              "trains its own loss (leave train.objective at default)")
+
     @property
     def adapted(self) -> bool:
         return self._adapter_keys is not None

@@ -3,6 +3,8 @@ test split, and text generation through `genlab.nn.decoding`. A family only buil
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import math
 
 import torch
@@ -12,7 +14,7 @@ from genlab.core.batch import Batch
 from genlab.core.errors import GenlabError
 from genlab.core.spec import DataSpec
 from genlab.models.base import GenerativeModel, Phase
-from genlab.nn.decoding import SamplingConfig
+from genlab.nn.decoding import SamplingConfig, generate_tokens
 
 
 class LanguageModel(GenerativeModel):
@@ -30,6 +32,45 @@ class LanguageModel(GenerativeModel):
             raise GenlabError(f"the {self.family_name} family cannot keep packed conversations apart: set "
                               "data.packing=false (one conversation per row)")
         self.net = self.build_net(config, spec)
+        self.objective = "default"
+        self.train_options = None  # the TrainConfig of a dpo / grpo run (beta, group_size, clip, ...)
+        self._frozen: list[torch.nn.Module] = []  # the starting network without LoRA (a list: no submodule)
+
+    def set_objective(self, train) -> None:
+        """`dpo` and `grpo` keep the starting network as the reference: under LoRA it is the same network with
+        the adapters off (no extra memory); a full fine-tune keeps a frozen copy (one more set of weights, with
+        no gradients and no optimizer state)."""
+        self.objective, self.train_options = train.objective, train
+        self._frozen = [] if train.objective == "default" or self.adapted else [
+            copy.deepcopy(self.net).requires_grad_(False).eval()]
+
+    @property
+    def beta(self) -> float:
+        return self.train_options.beta
+
+    @property
+    def has_reference(self) -> bool:
+        return self.objective != "default"
+
+    @contextlib.contextmanager
+    def reference_net(self):
+        """The reference policy's network (the starting weights), in eval mode, for the duration of the block."""
+        if not self.adapted and not self._frozen:
+            raise GenlabError("this run has no reference model: it was not trained with train.objective=dpo or grpo")
+        if self.adapted:
+            from genlab.nn.lora import adapters_disabled
+
+            training = self.net.training
+            self.net.eval()
+            try:
+                with adapters_disabled(self.net) as net:
+                    yield net
+            finally:
+                self.net.train(training)
+        else:
+            frozen = self._frozen[0]
+            first = next(self.net.parameters())
+            yield frozen.to(first.device)
 
     def build_net(self, config, spec: DataSpec) -> torch.nn.Module:
         raise NotImplementedError
@@ -42,8 +83,14 @@ class LanguageModel(GenerativeModel):
         """Per-token negative log-likelihood (nats) of tokens[:, 1:] given the tokens before them (or given
         `context`, a corrupted copy of tokens[:, :-1], when training with token noise); `segments`: packed
         conversations kept apart."""
+        return self.net_nll(self.net, tokens, context, segments)
+
+    @staticmethod
+    def net_nll(net, tokens: torch.Tensor, context: torch.Tensor | None = None,
+                segments: torch.Tensor | None = None) -> torch.Tensor:
+        """token_nll under `net` (the policy's, or the reference's)."""
         inputs = tokens[:, :-1] if context is None else context
-        logits = self.net(inputs) if segments is None else self.net(inputs, segments=segments)
+        logits = net(inputs) if segments is None else net(inputs, segments=segments)
         return F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten(), reduction="none").view(
             tokens.shape[0], -1)
 
@@ -54,12 +101,102 @@ class LanguageModel(GenerativeModel):
             return nll.mean()
         return (nll * batch.mask).sum() / batch.mask.sum().clamp(min=1)
 
+    def sequence_logp(self, batch: Batch, reference: bool = False) -> torch.Tensor:
+        """Log-probability of each row's weighted tokens (a completion given its prompt), under the policy or,
+        without gradients, under the reference."""
+        if batch.mask is None:
+            raise GenlabError("train.objective=dpo needs preference pairs: data.source=prefs")
+        if not reference:
+            return -(self.token_nll(batch.x, segments=batch.segments) * batch.mask).sum(1)
+        with torch.no_grad(), self.reference_net() as net:
+            return -(self.net_nll(net, batch.x, segments=batch.segments) * batch.mask).sum(1)
+
+    def dpo_terms(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Direct preference optimisation (Rafailov et al. 2023) on rows (chosen, rejected, chosen, ...):
+        -log sigmoid(beta * (policy - reference log-ratio of chosen minus that of rejected)). Its value is log 2
+        while the policy is the reference."""
+        if batch.x.shape[0] % 2:
+            raise GenlabError("a preference batch holds (chosen, rejected) row pairs: make train.batch_size / "
+                              "(processes x train.accumulate) a whole number of pairs")
+        ratio = self.sequence_logp(batch) - self.sequence_logp(batch, reference=True)
+        margin = self.beta * (ratio[0::2] - ratio[1::2])
+        loss = -F.logsigmoid(margin).mean()
+        return loss, {"loss": loss, "reward_margin": margin.mean().detach(),
+                      "reward_accuracy": (margin > 0).float().mean()}
+
+    @torch.no_grad()
+    def rollout(self, prompt: list[int], n: int, generator: torch.Generator) -> list[list[int]]:
+        """n completions of the token ids `prompt` sampled from the policy (eval mode), each ending with its
+        stop token when it stopped, at most train.completion_tokens and never past the context window."""
+        score, training = self.spec.score, self.net.training
+        room = self.spec.block_size + 1 - len(prompt)
+        cfg = SamplingConfig(max_new_tokens=max(1, min(self.train_options.completion_tokens, room)))
+        start = torch.as_tensor(prompt, dtype=torch.long, device=self.device).expand(n, -1).contiguous()
+        produced: list[list[int]] = [[] for _ in range(n)]
+        self.net.eval()
+        try:
+            for new in generate_tokens(self.net, start, cfg, generator):
+                for i, tok in enumerate(new.tolist()):
+                    if not produced[i] or produced[i][-1] not in score.stop_ids:
+                        produced[i].append(tok)
+                if all(p[-1] in score.stop_ids for p in produced):
+                    break
+        finally:
+            self.net.train(training)
+        return produced
+
+    def grpo_terms(self, batch: Batch, noise: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Group-relative policy optimisation (Shao et al. 2024): per prompt, train.group_size completions from
+        the policy, rewards normalised within the group as advantages, PPO's clipped surrogate per token, and
+        beta times the k3 estimate of KL(policy || reference) per token; each completion's tokens averaged."""
+        score, opts = self.spec.score, self.train_options
+        if score is None:
+            raise GenlabError("train.objective=grpo samples completions of prompts and scores them: data.source="
+                              "prompts with data.reward")
+        generator = torch.Generator(device=self.device).manual_seed(
+            int(torch.randint(2**62, (1,), generator=noise)))  # the run's noise: a resume samples the same
+        losses, rewards, kls = [], [], []
+        for row in batch.x:
+            prompt = row[row >= 0].tolist()
+            completions = self.rollout(prompt, opts.group_size, generator)
+            reward = torch.tensor(score(prompt, completions), dtype=torch.float32, device=self.device)
+            advantage = (reward - reward.mean()) / (reward.std() + 1e-4)
+            width = len(prompt) + max(len(c) for c in completions)
+            x = torch.full((len(completions), width), self.spec.score.stop_ids[0], dtype=torch.long)
+            w = torch.zeros(len(completions), width)
+            for i, c in enumerate(completions):
+                x[i, :len(prompt) + len(c)] = torch.tensor(prompt + c)
+                w[i, len(prompt):len(prompt) + len(c)] = 1.0
+            x, w = x.to(self.device), w[:, 1:].to(self.device)
+            logp = -self.token_nll(x)
+            with torch.no_grad(), self.reference_net() as net:
+                ref = -self.net_nll(net, x)
+            ratio = torch.exp(logp - logp.detach())  # one update per rollout: 1, with the policy's gradient
+            a = advantage[:, None]
+            surrogate = torch.minimum(ratio * a, ratio.clamp(1 - opts.clip, 1 + opts.clip) * a)
+            kl = torch.exp(ref - logp) - (ref - logp) - 1
+            per_token = -(surrogate - opts.beta * kl)
+            losses.append(((per_token * w).sum(1) / w.sum(1).clamp(min=1)).mean())
+            rewards.append(reward.mean())
+            kls.append(((logp - ref).detach() * w).sum(1).mean())
+        loss = torch.stack(losses).mean()
+        return loss, {"loss": loss, "reward": torch.stack(rewards).mean(), "kl": torch.stack(kls).mean()}
+
     def phase_loss(self, phase: str, batch: Batch, noise: torch.Generator):
+        if self.objective == "dpo":
+            return self.dpo_terms(batch)
+        if self.objective == "grpo":
+            return self.grpo_terms(batch, noise)
         loss = self.batch_nll(batch, noisy=True)
         return loss, {"loss": loss}
 
     @torch.no_grad()
     def validation_metrics(self, batch: Batch, noise: torch.Generator):
+        if self.objective == "dpo":
+            return self.dpo_terms(batch)[1]
+        if self.objective == "grpo":
+            terms = self.grpo_terms(batch, noise)[1]
+            return {"reward": terms["reward"], "kl": terms["kl"]}
         return {"loss": self.batch_nll(batch)}
 
     @torch.no_grad()
@@ -70,6 +207,8 @@ class LanguageModel(GenerativeModel):
         from genlab.metrics.likelihood import summed
 
         split = dataset.likelihood_split()
+        if split is None:  # prompts alone (online optimisation): no text to score
+            return {"split": None, "note": "the data holds prompts only: no completions to score", "headline": {}}
 
         def score(batch):
             nll = self.token_nll(batch.x, segments=batch.segments)

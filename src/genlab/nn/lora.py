@@ -3,6 +3,7 @@ its class, forward and cache protocol; merging folds B A into the frozen weight 
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 from torch import nn
@@ -43,3 +44,19 @@ def merge_lora(module: nn.Module) -> int:
     for p in module.parameters():
         p.requires_grad_(True)
     return len(adapted)
+
+
+@contextlib.contextmanager
+def adapters_disabled(module: nn.Module):
+    """Run `module` as its frozen base: every adapter switched off inside the block (PEFT's disable_adapter for a
+    model injected in place), so the starting model is at hand without a second copy in memory."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    layers = [m for m in module.modules() if isinstance(m, BaseTunerLayer)]
+    for layer in layers:
+        layer.enable_adapters(False)
+    try:
+        yield module
+    finally:
+        for layer in layers:
+            layer.enable_adapters(True)  # back on, their matrices trainable again

@@ -66,6 +66,7 @@ def build_model(cfg: RunConfig, spec: DataSpec) -> GenerativeModel:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.train.seed + 3)  # the adapters' initialisation, as repeatable as the model's
             model.add_lora(cfg.lora)
+    model.set_objective(cfg.train)  # after init_from and LoRA: the starting weights are the reference
     return model
 
 
