@@ -57,6 +57,12 @@ class ImageModality:
     model_noun = "an image model"  # what a run of this modality is, in messages
     endpoint = "images"
 
+    @property
+    def max_samples(self) -> int:
+        from genlab.modalities.image.samples import MAX_SAMPLES
+
+        return MAX_SAMPLES
+
     def check_data(self, data) -> None:
         if isinstance(data.path, list):
             raise GenlabError("data.path may list several files only for text sources (txt, jsonl, fortune)")

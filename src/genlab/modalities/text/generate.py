@@ -6,7 +6,10 @@ import torch
 
 from genlab.core.errors import GenlabError
 from genlab.core.options import check_options
+from genlab.core.validate import sample_count
 from genlab.nn.decoding import generate_tokens
+
+MAX_TEXTS = 1000
 
 
 def stream_text(run, prompt: str = "", seed: int = 0, n: int = 1, stop: list[str] | None = None,
@@ -19,8 +22,7 @@ def stream_text(run, prompt: str = "", seed: int = 0, n: int = 1, stop: list[str
     cfg = check_options(run.model.sample_options, {k: v for k, v in sampling.items() if v is not None},
                         owner=f"the {run.config.family} family")
     cfg.validate()
-    if not 1 <= n <= 1000:
-        raise GenlabError("--n must be between 1 and 1,000 for text")
+    sample_count(n, MAX_TEXTS)
     ids = ds.tokenizer.encode(prompt) if prompt else []
     start = torch.tensor([ds.tokenizer.eot_id, *ids], dtype=torch.long)  # a new document begins
     prompt_ids = start.expand(n, -1).contiguous()
