@@ -22,8 +22,8 @@ class ImageEval:
     seed: int = 0
     extractor: str = "classifier"  # classifier (domain CNN, offline, fast) | inception (FID Inception-v3)
     image_metrics: list[str] = field(default_factory=lambda: list(IMAGE_METRICS))
-    # generated images compared with the test split, the memorisation samples among them; FID and KID are
-    # biased up with fewer, so compare runs at equal counts (each metric records its n_fake)
+    # generated images compared with the test split, the memorisation samples among them; FID is biased up
+    # with fewer (KID is noisier), so compare runs at equal counts (each metric records its n_fake)
     metric_samples: int = 2000
     train_classifier: bool = True  # train the domain classifier when none is cached for the dataset
 
