@@ -140,6 +140,7 @@ class PointsModality:
     output_suffixes = (".json",)
     model_noun = "a point cloud model"
     endpoint = "points"
+    max_samples = 10_000
 
     def check_data(self, data) -> None:
         if not data.path:

@@ -45,6 +45,16 @@ def test_image_findings_name_files_and_show_thumbnails(image_folder, tmp_path, r
         assert f"{report['names'][str(w['id'])]}: {w['given']} -&gt; {w['suggested']}" in page
 
 
+def test_unreadable_images_are_named_like_other_findings(image_folder, tmp_path, run_cli):
+    """Relative to the audited folder, as `names` are, so a listing reads the same wherever the folder lives."""
+    (image_folder / "dog" / "broken.png").write_text("not an image")
+    code, _, err = run_cli("data", "audit", image_folder, "--out", tmp_path / "a")
+    assert code == 0, err
+    [item] = json.loads((tmp_path / "a" / "audit.json").read_text())["unreadable"]["items"]
+    assert item["file"] == "dog/broken.png"
+    assert "dog/broken.png" in (tmp_path / "a" / "audit.html").read_text()
+
+
 def _write_idx(path, array):
     path.write_bytes(bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
                      + array.astype(np.uint8).tobytes())

@@ -58,6 +58,19 @@ def test_image_metrics_rank_real_above_noise(digits):
     assert good["fid"]["seconds"] >= 0
 
 
+def test_knn_metrics_compare_as_many_real_as_generated_features(digits):
+    """With fewer samples than test images, precision/recall and density/coverage use a seeded real subset of
+    the same size (k-NN radii depend on the set size); FID keeps every real feature."""
+    ds, _ = digits
+    few = images_to_unit(ds.split_images("train")[:60])
+    out = compute_image_metrics(ds, few, "classifier", ["fid", "precision_recall", "density_coverage"])
+    assert out["fid"]["n_real"] == ds.splits["test"].numel() and out["fid"]["n_fake"] == 60
+    for name in ("precision_recall", "density_coverage"):
+        assert (out[name]["n_real"], out[name]["n_fake"]) == (60, 60)
+    again = compute_image_metrics(ds, few, "classifier", ["precision_recall"])
+    assert again["precision_recall"]["recall"] == out["precision_recall"]["recall"]  # the subset is seeded
+
+
 def test_nan_samples_give_explicit_errors(digits):
     ds, _ = digits
     samples = torch.rand(20, 1, 8, 8)

@@ -14,6 +14,7 @@ from conftest import tiny_config
 from fastapi.testclient import TestClient
 
 from genlab.config import config_from_dict
+from genlab.core.errors import GenlabError
 from genlab.modalities import load_dataset
 from genlab.pipeline import generate, merge, open_run, train_config
 from genlab.serve.app import create_app
@@ -68,6 +69,14 @@ def test_a_table_run_is_served_on_its_rows_endpoint(table_run, tmp_path):
     assert r.status_code == 400 and "/v1/models/people/rows" in r.json()["detail"]
     r = client.post("/v1/models/digits/rows", json={"n": 2}, headers=auth)
     assert r.status_code == 400 and "/v1/models/digits/images" in r.json()["detail"]
+
+
+def test_python_api_names_n_not_the_cli_flag(table_run):
+    """generate() is called with `n`; `--n` is the command line's name for it (tests/test_cli.py)."""
+    rows, images, _ = table_run
+    for run, most in ((rows, "1,000,000"), (images, "100,000")):
+        with pytest.raises(GenlabError, match=rf"^n must be between 1 and {most} per call, got 0$"):
+            generate(open_run(run), 0)
 
 
 def test_non_finite_and_huge_numbers_are_422(table_run, tmp_path):

@@ -9,7 +9,9 @@ from conftest import assert_one_line_error
 from test_trainer import check_resume_is_bit_identical
 
 from genlab.config import config_from_dict
+from genlab.core.errors import GenlabError
 from genlab.modalities import load_dataset
+from genlab.pipeline import generate, open_run
 from genlab.train.trainer import build_model
 
 POEMS = ["床前明月光，疑是地上霜。\n举头望明月，低头思故乡。", "白日依山尽，黄河入海流。\n欲穷千里目，更上一层楼。",
@@ -94,9 +96,12 @@ def test_text_run_through_the_cli(tmp_path, corpus, run_cli, family, tokenizer):
         (("sample", run, "--out", tmp_path / "x.png"), ["--out must end in .txt or .jsonl"]),
         (("sample", run, "--top-p", "1.5"), ["--top-p"]),
         (("sample", run, "--max-tokens", "0"), ["--max-tokens must be between"]),
+        (("sample", run, "--n", "1001"), ["--n must be between 1 and 1,000"]),
     ]:
         code, _, err = run_cli(*case)
         assert_one_line_error(code, err, *needles)
+    with pytest.raises(GenlabError, match=r"^n must be between 1 and 1,000 per call, got 0$"):
+        generate(open_run(run), 0)  # the Python API names its own argument, not the CLI's flag
 
 
 def test_text_config_errors_are_one_line(tmp_path, corpus, run_cli):

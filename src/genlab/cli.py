@@ -149,10 +149,12 @@ def sample(run: Path, n: int, seed: int, out: Path | None, index: Path | None, t
            **options) -> None:
     """Generate N samples from a trained RUN and write them to OUT (text without --out streams to the terminal)."""
     from genlab.core.options import split_options
+    from genlab.core.validate import sample_count
     from genlab.pipeline import open_run
 
     loaded = open_run(run, index)
     modality = loaded.modality
+    sample_count(n, modality.max_samples, "--n")
     specs = sampling_specs()
     flags = {name: spec.flag for name, spec in specs.items()}
     given = {k: _cli_value(specs[k], v) for k, v in options.items() if v not in (None, ())}

@@ -40,6 +40,7 @@ class Modality(Protocol):
     output_suffixes: tuple[str, ...]  # what `genlab sample --out` may write
     model_noun: str  # what a run of it is, in messages: "a language model"
     endpoint: str  # its HTTP endpoint: POST /v1/models/NAME/<endpoint>, or this path when it starts with /
+    max_samples: int  # the most samples one generate call returns (`genlab sample --n` checks it first)
     folder_contents: str | None  # what a folder of its data holds ("IDX files, images"), for error messages
 
     def check_data(self, data: Any) -> None:

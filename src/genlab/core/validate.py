@@ -18,6 +18,13 @@ def positive(section: str, values: dict[str, float | None]) -> None:
             raise GenlabError(f"config key '{section}.{key}' must be > 0, got {value}")
 
 
+def sample_count(n: int, most: int, name: str = "n") -> None:
+    """One range for a number of samples, worded in the caller's own name for it: `n` in Python, `--n` on the
+    command line."""
+    if not 1 <= n <= most:
+        raise GenlabError(f"{name} must be between 1 and {most:,} per call, got {n}")
+
+
 def fraction(section: str, values: dict[str, float | None], hint: str = "") -> None:
     """Raise a clear config error for the first value that is set but not in [0, 1) (rates, fractions)."""
     for key, value in values.items():

@@ -40,7 +40,13 @@ class ChatModality:
     sample_options = ChatSampling
     output_suffixes = (".jsonl", ".txt")
     model_noun = "a chat model"
-    endpoint = "/v1/chat/completions"  # absolute: OpenAI's route, the model named in the body
+    endpoint = "/v1/chat/completions"
+
+    @property
+    def max_samples(self) -> int:
+        from genlab.modalities.text.generate import MAX_TEXTS
+
+        return MAX_TEXTS  # absolute: OpenAI's route, the model named in the body
 
     def check_data(self, data) -> None:
         if isinstance(data.path, list):

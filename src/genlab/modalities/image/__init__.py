@@ -22,7 +22,9 @@ class ImageEval:
     seed: int = 0
     extractor: str = "classifier"  # classifier (domain CNN, offline, fast) | inception (FID Inception-v3)
     image_metrics: list[str] = field(default_factory=lambda: list(IMAGE_METRICS))
-    metric_samples: int = 10000  # generated images compared with the test split
+    # generated images compared with the test split, the memorisation samples among them; FID is biased up
+    # with fewer (KID is noisier), so compare runs at equal counts (each metric records its n_fake)
+    metric_samples: int = 2000
     train_classifier: bool = True  # train the domain classifier when none is cached for the dataset
 
     def validate(self) -> None:
@@ -56,6 +58,12 @@ class ImageModality:
     output_suffixes = (".png", ".npz")
     model_noun = "an image model"  # what a run of this modality is, in messages
     endpoint = "images"
+
+    @property
+    def max_samples(self) -> int:
+        from genlab.modalities.image.samples import MAX_SAMPLES
+
+        return MAX_SAMPLES
 
     def check_data(self, data) -> None:
         if isinstance(data.path, list):

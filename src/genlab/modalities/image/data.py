@@ -279,7 +279,7 @@ def _load_folder(path: Path, cfg: DataConfig, unreadable: list[dict] | None = No
             if unreadable is None:
                 raise GenlabError(f"cannot read image {f}: {exc} (genlab data audit lists every unreadable "
                                   "file)") from None
-            unreadable.append({"file": str(f), "reason": str(exc)[:200]})
+            unreadable.append({"file": f.relative_to(path).as_posix(), "reason": str(exc)[:200]})
     files = readable
     if not files:
         raise GenlabError(f"{path}: none of the image files could be read")

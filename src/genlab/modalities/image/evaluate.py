@@ -90,15 +90,19 @@ def compute_image_metrics(dataset: ImageDataset, samples: torch.Tensor, extracto
         mean, std = image.inception_score(fake["probs"])
         return {"mean": mean, "std": std, "real_test_mean": image.inception_score(real["probs"])[0]}
 
-    # k-NN manifolds compare like with like: as many generated as real features (Kynkaanniemi et al.).
-    fake_knn = fake["features"][:n_real]
+    # k-NN manifolds compare like with like (Kynkaanniemi et al.): as many real as generated features, the
+    # real ones a seeded subset of the test split when there are fewer samples (k-NN radii shrink as n grows).
+    n_knn = min(n_real, n_fake)
+    pick = torch.randperm(n_real, generator=torch.Generator().manual_seed(0))[:n_knn] if n_knn < n_real else None
+    real_knn = real["features"] if pick is None else real["features"][pick]
+    fake_knn = fake["features"][:n_knn]
 
     def precision_recall():
-        p, r = image.precision_recall(real["features"], fake_knn)
+        p, r = image.precision_recall(real_knn, fake_knn)
         return {"precision": p, "recall": r}
 
     def density_coverage():
-        d, c = image.density_coverage(real["features"], fake_knn)
+        d, c = image.density_coverage(real_knn, fake_knn)
         return {"density": d, "coverage": c}
 
     table = {"fid": fid, "kid": kid, "inception_score": inception_score, "precision_recall": precision_recall,
@@ -109,8 +113,8 @@ def compute_image_metrics(dataset: ImageDataset, samples: torch.Tensor, extracto
             result = table[name]()
         except (ValueError, RuntimeError) as exc:
             result = {"error": str(exc)}
-        used = min(n_fake, n_real) if name in ("precision_recall", "density_coverage") else n_fake
-        out[name] = {**result, "n_real": n_real, "n_fake": used, "seconds": round(time.perf_counter() - t0, 3)}
+        counts = (n_knn, n_knn) if name in ("precision_recall", "density_coverage") else (n_real, n_fake)
+        out[name] = {**result, "n_real": counts[0], "n_fake": counts[1], "seconds": round(time.perf_counter() - t0, 3)}
     return out
 
 
@@ -155,8 +159,8 @@ def evaluate_image_run(run, ec, quiet: bool = True) -> dict:
         if extractor is None:
             metrics["image"] = {"extractor": ec.extractor, **{name: {"error": why} for name in ec.image_metrics}}
         else:
-            more = ec.metric_samples > samples.shape[0]
-            scored = generate_images(model, ec.metric_samples, seed=ec.seed + 1) if more else samples
+            more = ec.metric_samples - samples.shape[0]  # the memorisation samples count too: draws are i.i.d.
+            scored = torch.cat([samples, generate_images(model, more, seed=ec.seed + 1)]) if more > 0 else samples
             metrics["image"] = compute_image_metrics(ds, scored[: ec.metric_samples], extractor, ec.image_metrics,
                                                      ec.train_classifier, inner)
     run.paths.samples.mkdir(exist_ok=True)

@@ -11,16 +11,16 @@ import torch
 
 from genlab.core.errors import GenlabError
 from genlab.core.runs import atomic_write_bytes
+from genlab.core.validate import sample_count
 
-MAX_SAMPLES = 100_000
+MAX_SAMPLES = 100_000  # draw larger sets in several calls
 
 
 def generate_images(model, n: int, label: int | None = None, seed: int = 0, family_options=None,
                     batch_size: int = 500) -> torch.Tensor:
     """n samples as float [0, 1] images; the same seed gives the same images. `family_options`: the family's
     sampling options dataclass (None fields keep the run's defaults)."""
-    if not 1 <= n <= MAX_SAMPLES:
-        raise GenlabError(f"--n must be between 1 and {MAX_SAMPLES:,} (draw larger sets in several calls)")
+    sample_count(n, MAX_SAMPLES)
     options = {k: v for k, v in asdict(family_options).items() if v is not None} if family_options else {}
     noise = torch.Generator().manual_seed(seed)
     labels = None if label is None else torch.tensor([label])

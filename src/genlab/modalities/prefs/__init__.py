@@ -46,6 +46,12 @@ class PrefsModality:
     model_noun = "a preference-tuned language model"
     endpoint = "prefs"  # not served yet (see add_routes)
 
+    @property
+    def max_samples(self) -> int:
+        from genlab.modalities.text.generate import MAX_TEXTS
+
+        return MAX_TEXTS
+
     def check_data(self, data) -> None:
         if isinstance(data.path, list):
             raise GenlabError(f"data.source={data.source} reads one file (data.path), not a list")

@@ -35,6 +35,12 @@ class TableModality:
     model_noun = "a table synthesizer"  # what a run of this modality is, in messages
     endpoint = "rows"
 
+    @property
+    def max_samples(self) -> int:
+        from genlab.modalities.table.sampling import MAX_ROWS
+
+        return MAX_ROWS
+
     def check_data(self, data) -> None:
         if isinstance(data.path, list):
             raise GenlabError("data.path may list several files only for text sources (txt, jsonl, fortune)")

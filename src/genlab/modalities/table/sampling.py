@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from genlab.core.errors import GenlabError
+from genlab.core.validate import sample_count
 
 MAX_ROWS = 1_000_000
 
@@ -23,8 +23,7 @@ def sample_rows(run, n: int, seed: int = 0, conditions: dict | None = None):
     ({column: value}, several columns at once): families that take conditions are steered by the first one,
     then rows are kept only where every condition holds (what was drawn and rejected is in
     rows.attrs["constraints"], with the acceptance rate of the conditions)."""
-    if not 1 <= n <= MAX_ROWS:
-        raise GenlabError(f"n must be between 1 and {MAX_ROWS:,} rows")
+    sample_count(n, MAX_ROWS)
     vector = (run.dataset.condition_vector(conditions) if conditions and run.model.accepts_conditions else None)
     rows, stats = run.dataset.sample_rows(lambda count, s: draw_encoded(run.model, count, s, vector), n, seed,
                                           conditions)

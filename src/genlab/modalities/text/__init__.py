@@ -41,6 +41,12 @@ class TextModality:
     model_noun = "a language model"  # what a run of this modality is, in messages
     endpoint = "text"
 
+    @property
+    def max_samples(self) -> int:
+        from genlab.modalities.text.generate import MAX_TEXTS
+
+        return MAX_TEXTS
+
     def check_data(self, data) -> None:
         if isinstance(data.path, list) and not data.path:
             raise GenlabError("data.path lists no files")

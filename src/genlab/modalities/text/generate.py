@@ -6,7 +6,10 @@ import torch
 
 from genlab.core.errors import GenlabError
 from genlab.core.options import check_options
+from genlab.core.validate import sample_count
 from genlab.nn.decoding import generate_tokens
+
+MAX_TEXTS = 1000
 
 
 def stream_text(run, prompt: str = "", seed: int = 0, n: int = 1, stop: list[str] | None = None,
@@ -35,8 +38,7 @@ def stream_tokens(run, prompt_ids, seed: int = 0, n: int = 1, stop: list[str] | 
     cfg = check_options(run.model.sample_options, {k: v for k, v in sampling.items() if v is not None},
                         owner=f"the {run.config.family} family")
     cfg.validate()
-    if not 1 <= n <= 1000:
-        raise GenlabError(f"n must be between 1 and 1,000 for text, got {n}")
+    sample_count(n, MAX_TEXTS)
     start = torch.as_tensor(list(prompt_ids), dtype=torch.long)
     prompt_ids = start.expand(n, -1).contiguous()
     generator = torch.Generator().manual_seed(seed)
