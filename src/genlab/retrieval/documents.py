@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
 from genlab.core.errors import GenlabError
+from genlab.core.textfiles import jsonl_records, read_text_file
 from genlab.modalities.text.data import read_documents as read_text_documents
 
 TEXT_SUFFIXES = (".txt", ".md", ".markdown")
@@ -73,24 +73,11 @@ def html_text(html: str) -> tuple[str, str]:
     return " ".join(parser.title.split()), parser.text()
 
 
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise GenlabError(f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
-    except OSError as exc:
-        raise GenlabError(f"cannot read {path}: {exc.strerror}") from None
-
-
 def _jsonl(path: Path) -> list[Document]:
     docs = []
-    for number, line in enumerate(_read(path).splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise GenlabError(f"{path} line {number} is not valid JSON: {exc.msg}") from None
+    for number, record, problem in jsonl_records(read_text_file(path)):
+        if problem:
+            raise GenlabError(f"{path} line {number} {problem}")
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
             raise GenlabError(f"{path} line {number} has no string field 'text'")
         if record["text"].strip():
@@ -120,7 +107,7 @@ def _file(path: Path, fmt: str, name: str) -> list[Document]:
         return _jsonl(path)
     if kind == "fortune":
         return [Document(f"{name}#{i}", text, name) for i, text in enumerate(read_text_documents(path, "fortune"))]
-    text = _read(path)
+    text = read_text_file(path)
     if kind == "html":
         title, text = html_text(text)
         return [Document(name, text, name, title)] if text.strip() else []

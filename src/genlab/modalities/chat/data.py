@@ -17,6 +17,7 @@ import torch
 from genlab.core.batch import Batch
 from genlab.core.errors import GenlabError
 from genlab.core.spec import DataSpec
+from genlab.core.textfiles import jsonl_records, read_text_file
 from genlab.modalities.chat.template import GENLAB_TEMPLATE, ChatTemplate, encode_conversation, load_template
 from genlab.modalities.text.data import TextCorpus, split_corpus
 
@@ -82,25 +83,12 @@ def as_messages(record) -> tuple[list | None, str | None]:
 
 def chat_records(text: str):
     """(line number, messages or None, why not) for each non-blank line of a chat JSONL file."""
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield number, None, f"is not valid JSON: {exc.msg}"
+    for number, record, problem in jsonl_records(text):
+        if problem:
+            yield number, None, problem
             continue
         messages, problem = as_messages(record)
         yield number, messages, problem
-
-
-def read_text_file(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise GenlabError(f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
-    except OSError as exc:
-        raise GenlabError(f"cannot read {path}: {exc.strerror}") from None
 
 
 def read_conversations(path: str | Path) -> list[list[dict]]:

@@ -14,7 +14,7 @@ import torch
 from genlab.core.batch import Batch
 from genlab.core.errors import GenlabError
 from genlab.core.spec import DataSpec
-from genlab.modalities.chat.data import read_text_file
+from genlab.core.textfiles import jsonl_records, read_text_file
 from genlab.modalities.chat.template import TEMPLATE_FILE, ChatTemplate, encode_conversation, load_template
 from genlab.modalities.text.data import TextCorpus, split_corpus
 
@@ -70,13 +70,9 @@ def read_pairs(path: str | Path) -> list[dict]:
         raise GenlabError(f"data path not found: {path}" if not path.exists() else f"{path} is a folder; preference "
                           "data is one JSONL file")
     out = []
-    for number, line in enumerate(read_text_file(path).splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise GenlabError(f"{path} line {number} is not valid JSON: {exc.msg}") from None
+    for number, record, problem in jsonl_records(read_text_file(path)):
+        if problem:
+            raise GenlabError(f"{path} line {number} {problem}")
         if not isinstance(record, dict) or not all(isinstance(record.get(k), str) for k in FIELDS):
             raise GenlabError(f"{path} line {number} needs string 'prompt', 'chosen' and 'rejected'")
         out.append({k: record[k] for k in FIELDS})

@@ -20,6 +20,7 @@ import torch
 from genlab.core.batch import Batch
 from genlab.core.errors import GenlabError
 from genlab.core.spec import DataSpec
+from genlab.core.textfiles import jsonl_records, read_text_file
 from genlab.core.versions import version_summary
 from genlab.metrics.text import cjk_fraction
 
@@ -73,9 +74,9 @@ def read_documents(path: str | Path, fmt: str, separator: str | None = None) -> 
         files = sorted(p for p in path.rglob("*.txt") if p.is_file())
         if not files:
             raise GenlabError(f"no .txt files under {path}")
-        docs = [_read_text(p) for p in files]
+        docs = [read_text_file(p) for p in files]
     else:
-        text = _read_text(path)
+        text = read_text_file(path)
         if fmt == "jsonl":
             docs = _jsonl_documents(text, path)
         elif fmt == "fortune":
@@ -88,27 +89,13 @@ def read_documents(path: str | Path, fmt: str, separator: str | None = None) -> 
     return docs
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise GenlabError(f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
-    except OSError as exc:
-        raise GenlabError(f"cannot read {path}: {exc.strerror}") from None
-
-
 def jsonl_texts(text: str):
     """(line number, the record's `text`, or None with why it has none) for each non-blank line of a JSONL
     file: the training loader stops at a bad line, the audit lists it."""
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield number, None, f"is not valid JSON: {exc.msg}"
-            continue
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+    for number, record, problem in jsonl_records(text):
+        if problem:
+            yield number, None, problem
+        elif not isinstance(record, dict) or not isinstance(record.get("text"), str):
             yield number, None, "has no string field 'text'"
         else:
             yield number, record["text"], None
@@ -166,7 +153,7 @@ def stored_splits(path: str | Path) -> tuple[list[str], list[str]] | None:
     if not path.is_file():
         return None
     read_documents(path, "jsonl")  # one clear error for a malformed file
-    records = [json.loads(line) for line in _read_text(path).splitlines() if line.strip()]
+    records = [json.loads(line) for line in read_text_file(path).splitlines() if line.strip()]
     records = [r for r in records if r["text"].strip()]
     marked = sum("split" in r for r in records)
     if marked == 0:
