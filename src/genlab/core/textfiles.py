@@ -31,3 +31,16 @@ def jsonl_records(text: str) -> Iterator[tuple[int, Any, str | None]]:
             yield number, json.loads(line), None
         except json.JSONDecodeError as exc:
             yield number, None, f"is not valid JSON: {exc.msg}"
+
+
+def first_jsonl_record(target: str | Path) -> Any:
+    """The first record of a .jsonl file, or None (not such a file, unreadable, not JSON): what modalities look
+    at to claim a file."""
+    path = Path(target).expanduser()
+    if not path.is_file() or path.suffix.lower() != ".jsonl":
+        return None
+    try:
+        with path.open(encoding="utf-8", errors="replace") as f:
+            return json.loads(next((line for line in f if line.strip()), ""))
+    except (OSError, json.JSONDecodeError):
+        return None

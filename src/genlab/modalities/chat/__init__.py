@@ -12,6 +12,7 @@ from typing import Any
 from genlab.core.errors import GenlabError
 from genlab.core.options import option
 from genlab.core.runs import atomic_write_bytes
+from genlab.core.textfiles import first_jsonl_record
 from genlab.core.validate import positive
 
 
@@ -65,17 +66,9 @@ class ChatModality:
 
     def infer(self, target: str) -> dict | None:
         """A .jsonl file whose first record is a conversation (`messages`, or `prompt` and `completion`)."""
-        path = Path(target).expanduser()
-        if not path.is_file() or path.suffix.lower() != ".jsonl":
-            return None
-        try:
-            with path.open(encoding="utf-8", errors="replace") as f:
-                first = next((line for line in f if line.strip()), "")
-            record = json.loads(first)
-        except (OSError, json.JSONDecodeError):
-            return None
+        record = first_jsonl_record(target)
         if isinstance(record, dict) and ("messages" in record or {"prompt", "completion"} <= set(record)):
-            return {"source": "chat", "path": str(path)}
+            return {"source": "chat", "path": str(Path(target).expanduser())}
         return None
 
     def audit(self, data, out: Path, eval_options: Any, quiet: bool = True) -> dict:

@@ -7,13 +7,13 @@ continuations."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from genlab.core.errors import GenlabError
 from genlab.core.options import option
+from genlab.core.textfiles import first_jsonl_record
 from genlab.core.validate import positive
 
 
@@ -73,16 +73,9 @@ class PrefsModality:
 
     def infer(self, target: str) -> dict | None:
         """A .jsonl file whose first record has `prompt`, `chosen` and `rejected`."""
-        path = Path(target).expanduser()
-        if not path.is_file() or path.suffix.lower() != ".jsonl":
-            return None
-        try:
-            with path.open(encoding="utf-8", errors="replace") as f:
-                record = json.loads(next((line for line in f if line.strip()), ""))
-        except (OSError, json.JSONDecodeError):
-            return None
+        record = first_jsonl_record(target)
         if isinstance(record, dict) and {"prompt", "chosen", "rejected"} <= set(record):
-            return {"source": "prefs", "path": str(path)}
+            return {"source": "prefs", "path": str(Path(target).expanduser())}
         return None
 
     def audit(self, data, out: Path, eval_options: Any, quiet: bool = True) -> dict:
