@@ -79,6 +79,20 @@ class TableTransformer:
                  for c in schema.kept if c.kind in ("continuous", "integer", "datetime")}
         return cls(schema, modes)
 
+    @classmethod
+    def public(cls, schema: Schema) -> TableTransformer:
+        """The transform of a private run (train.privacy): min-max scaling on the schema's public bounds (one mode
+        per numeric column, values in [-1, 1]), nothing fitted on the rows, so it costs no privacy budget."""
+        modes = {}
+        for c in schema.kept:
+            if c.kind in ("continuous", "integer", "datetime"):
+                if c.minimum is None or c.maximum is None:
+                    raise GenlabError(f"train.privacy: column {c.name!r} needs public bounds (minimum, maximum) in "
+                                      "the schema")
+                lo, hi = _range(c)
+                modes[c.name] = {"means": [(lo + hi) / 2], "stds": [max(hi - lo, 1e-12) / 8], "weights": [1.0]}
+        return cls(schema, modes)
+
     def spans(self) -> list[Span]:
         out = []
         for c in self.schema.kept:
