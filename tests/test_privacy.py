@@ -166,3 +166,21 @@ def test_noisy_marginals_noise_scale_matches_epsilon():
     rows = sample_marginals(m, schema, 500, seed=1)
     assert len(rows) == 500 and rows["age"].between(18, 89).all() and set(rows["city"]) <= {"Paris", "Lyon", "Nice"}
     assert abs((rows["member"] == "yes").mean() - (df["member"] == "yes").mean()) < 0.1
+
+
+def test_inferred_schema_sees_training_rows_only(tmp_path):
+    """A category and an extreme value that only held-out rows have stay out of the schema; encoding still works."""
+    from genlab.config import DataConfig
+    from genlab.core.splits import make_splits
+    from genlab.modalities.table.dataset import load_table_dataset
+
+    df = small_table(200)
+    held = make_splits(len(df), 0, 0.1, 0.1, 0)["test"].numpy()
+    df.loc[held[0], "city"], df.loc[held[1], "x"] = "Atlantis", 1e6
+    df.to_csv(tmp_path / "t.csv", index=False)
+    ds = load_table_dataset(DataConfig(source="table", path=str(tmp_path / "t.csv")))
+    assert "Atlantis" not in ds.schema["city"].categories and ds.schema["x"].maximum < 10
+    assert ds.schema.rows == ds.splits["train"].numel()
+    city = [s for s in ds.transformer.spans()].index(next(s for s in ds.transformer.spans() if s.column == "city"))
+    start = sum(s.width for s in ds.transformer.spans()[:city])
+    assert float(ds.encoded[held[0], start:start + 3].sum()) == 0.0  # the unseen category: an all-zero block

@@ -4,6 +4,7 @@ sampling decodes exactly as training encoded."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -182,6 +183,11 @@ def private_schema(cfg, table, privacy) -> Schema:
     return table_schema(table)
 
 
+def training_table(table, train: np.ndarray):
+    """The loaded table cut to its training rows: what an inferred schema looks at (no held-out row shapes it)."""
+    return dataclasses.replace(table, frame=table.frame.iloc[train].reset_index(drop=True))
+
+
 def load_table_dataset(cfg, run_dir: Path | None = None, privacy=None) -> TableDataset:
     """The table of `cfg` (a DataConfig with source=table): schema from data.schema or inferred, transform
     from the run (when resuming or sampling) or fitted on the training rows. `privacy` (train.privacy): the schema
@@ -189,18 +195,22 @@ def load_table_dataset(cfg, run_dir: Path | None = None, privacy=None) -> TableD
     table = load_configured_table(cfg)
     df = table.frame
     splits = make_splits(len(df), 0, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
+    train_rows = splits["train"].numpy()
     saved = Path(run_dir) / "transform.json" if run_dir is not None else None
     if saved is not None and saved.is_file():
         transformer = TableTransformer.from_dict(json.loads(saved.read_text()))
     elif privacy is not None:
-        transformer = TableTransformer.public(private_schema(cfg, table, privacy))
+        transformer = TableTransformer.public(private_schema(cfg, training_table(table, train_rows), privacy))
     else:
-        schema = schema_from_file(cfg.schema, table) if cfg.schema else table_schema(table)
+        fitted_on = training_table(table, train_rows)
+        schema = schema_from_file(cfg.schema, fitted_on) if cfg.schema else table_schema(fitted_on)
         if not schema.kept:
             raise GenlabError("every column of the table is dropped (id-like or constant); nothing to model")
         train = df.iloc[splits["train"].numpy()]
         transformer = TableTransformer.fit(train, schema, seed=cfg.split_seed)
-    encoded = torch.from_numpy(transformer.transform(df, dtype=np.float32))
+    held_out = np.ones(len(df), dtype=bool)
+    held_out[train_rows] = False
+    encoded = torch.from_numpy(transformer.transform(df, dtype=np.float32, lenient=held_out))
     check_constraints(cfg.constraints, transformer.schema)
     return TableDataset(df, transformer, encoded, splits, str(cfg.path), frame_fingerprint(df), cfg.balance,
                         list(cfg.constraints), private=privacy is not None)
