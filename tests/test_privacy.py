@@ -184,3 +184,26 @@ def test_inferred_schema_sees_training_rows_only(tmp_path):
     city = [s for s in ds.transformer.spans()].index(next(s for s in ds.transformer.spans() if s.column == "city"))
     start = sum(s.width for s in ds.transformer.spans()[:city])
     assert float(ds.encoded[held[0], start:start + 3].sum()) == 0.0  # the unseen category: an all-zero block
+
+
+def test_ctgan_generator_never_sees_a_training_row(tmp_path, monkeypatch):
+    """The generator is post-processing only if it gets no row: every batch of its phase is zeros."""
+    from genlab.models.ctgan import CTGAN
+
+    seen = []
+    original = CTGAN.phase_loss
+
+    def spy(self, phase, batch, noise):
+        if phase == "generator":
+            seen.append(float(batch.x.abs().sum()))
+        return original(self, phase, batch, noise)
+
+    monkeypatch.setattr(CTGAN, "phase_loss", spy)
+    _, summary = train_config(load_config(private_recipe(tmp_path, family="ctgan", steps=3)), tmp_path / "runs")
+    assert len(seen) == 3 and set(seen) == {0.0} and summary["privacy"]["private_steps"] == 3
+
+
+def test_privacy_on_other_data_is_refused(tmp_path):
+    cfg = load_config(None, ["family=vae", "train.privacy.epsilon=1"])
+    with pytest.raises(GenlabError, match="train.privacy trains table families"):
+        train_config(cfg, tmp_path / "runs")
