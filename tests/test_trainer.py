@@ -19,7 +19,7 @@ from genlab.train.trainer import Trainer, build_model, data_spec, lr_factor
 
 
 def make_trainer(cfg, root: Path) -> Trainer:
-    dataset = load_dataset(cfg.data, base_dir(cfg))
+    dataset = load_dataset(cfg.data, base_dir(cfg), cfg.train.privacy)
     return Trainer(cfg, RunPaths(root), dataset, build_model(cfg, data_spec(dataset)))
 
 

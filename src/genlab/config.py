@@ -107,6 +107,26 @@ class DataConfig:
 
 
 @dataclass
+class PrivacyConfig:
+    """Differentially private training (DP-SGD, Abadi et al. 2016) of the phases that read training rows; the
+    noise is solved from the target epsilon for the planned steps (genlab.train.privacy)."""
+
+    epsilon: float = 3.0  # the (epsilon, delta) guarantee to spend over train.steps
+    delta: float = 1e-5  # should be well below 1 / training rows
+    max_grad_norm: float = 1.0  # each row's gradient is clipped to this L2 norm before noise is added
+    accountant: str = "rdp"  # rdp | prv (Opacus accountants; prv is tighter for many steps)
+    # the schema's bounds and categories are public knowledge (not read off the private rows); required when the
+    # schema was inferred from the data rather than written by the user with `public: true` in the file
+    public_schema: bool = False
+
+    def validate(self) -> None:
+        choice("train.privacy.accountant", self.accountant, ("rdp", "prv"))
+        positive("train.privacy", {"epsilon": self.epsilon, "max_grad_norm": self.max_grad_norm})
+        if not 0 < self.delta < 1:
+            raise GenlabError(f"config key 'train.privacy.delta' must be in (0, 1), got {self.delta}")
+
+
+@dataclass
 class TrainConfig:
     steps: int = 1000  # optimisation steps (a GAN step runs every phase once)
     max_seconds: float | None = None  # wall-clock budget for the training loop; stops early when reached
@@ -149,6 +169,7 @@ class TrainConfig:
     group_size: int = 8  # grpo: completions sampled per prompt; rewards are normalised within each group
     clip: float = 0.2  # grpo: the policy ratio is clipped to [1 - clip, 1 + clip] (PPO's surrogate)
     completion_tokens: int = 64  # grpo: longest sampled completion, in tokens
+    privacy: PrivacyConfig | None = None  # tables (tvae, ctgan): differentially private training; None: not private
 
     def validate(self) -> None:
         choice("train.optimizer", self.optimizer, ("adam", "adamw"))
@@ -290,6 +311,9 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     values = {}
     for key, value in raw.items():
         hint = hints[key]
+        optional = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(optional) == 1 and dataclasses.is_dataclass(optional[0]) and value is not None:
+            hint = optional[0]  # an optional section (train.privacy): absent or null means off
         if dataclasses.is_dataclass(hint):
             values[key] = _build(hint, value if value is not None else {}, f"{prefix}{key}.")
         elif key in ("model", "eval") and cls is RunConfig:

@@ -70,7 +70,7 @@ def train_config(cfg: RunConfig, runs_dir: str | Path = "runs", resume: bool = F
                               "start over (--overwrite; overwrite=True)")
         else:
             _check_same_config(run, cfg)
-    dataset = load_dataset(cfg.data, run.root if resume else base_dir(cfg))
+    dataset = load_dataset(cfg.data, run.root if resume else base_dir(cfg), cfg.train.privacy)
     if resume and run.dataset.is_file():
         old = read_json(run.dataset)["fingerprint"]
         if old != dataset.fingerprint:
@@ -222,7 +222,7 @@ def open_run(path: str | Path, index: str | Path | None = None) -> LoadedRun:
     paths = existing_run(path)
     raw = yaml.safe_load(paths.config.read_text())
     cfg = config_from_dict(raw)
-    dataset = load_dataset(cfg.data, paths.root)
+    dataset = load_dataset(cfg.data, paths.root, cfg.train.privacy)
     recorded = read_json(paths.dataset).get("fingerprint") if paths.dataset.is_file() else None
     if recorded and recorded != dataset.fingerprint:
         raise GenlabError(f"the data behind run {paths.root} changed (fingerprint {recorded} -> {dataset.fingerprint})")

@@ -53,6 +53,11 @@ def rows(prefix: str, cls: type) -> list[tuple[str, str, str, str]]:
     out = []
     for f in dataclasses.fields(cls):
         hint = hints[f.name]
+        optional = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(optional) == 1 and dataclasses.is_dataclass(optional[0]):  # an optional section: off by default
+            out.append((prefix + f.name, "section | None", "None", comments.get(f.name, "")))
+            out += rows(f"{prefix}{f.name}.", optional[0])
+            continue
         if dataclasses.is_dataclass(hint):
             out += rows(f"{prefix}{f.name}.", hint)
             continue

@@ -32,7 +32,13 @@ def infer_data(target: str) -> dict:
                       "data of this kind")
 
 
-def load_dataset(data: Any, run_dir: Path | None = None):
+def load_dataset(data: Any, run_dir: Path | None = None, privacy: Any = None):
     """The dataset of a DataConfig, whatever its modality; a run directory supplies saved artifacts (tokenizer,
-    table transform)."""
-    return modality_of_source(data.source).load(data, run_dir)
+    table transform). `privacy` (train.privacy): only tables train privately."""
+    modality = modality_of_source(data.source)
+    if privacy is None:
+        return modality.load(data, run_dir)
+    if modality.name != "table":
+        raise GenlabError(f"train.privacy trains table families (tvae, ctgan); data.source={data.source} is "
+                          f"{modality.name} data")
+    return modality.load(data, run_dir, privacy=privacy)

@@ -19,12 +19,14 @@ class Phase:
     """One optimisation step of a training iteration: its own optimizer over `modules`, run `repeats` times.
 
     A VAE has one phase; a GAN has a discriminator phase (repeated n_critic times) then a generator phase.
-    Each repeat draws a fresh batch.
+    Each repeat draws a fresh batch. `private`: the phase reads training rows, so under train.privacy it trains
+    by DP-SGD and spends budget; a phase that is not private gets no training row at all under train.privacy.
     """
 
     name: str
     modules: list[nn.Module]
     repeats: int = 1
+    private: bool = False
 
     def parameters(self) -> list[nn.Parameter]:
         """The phase's trainable parameters (frozen ones, e.g. a base under LoRA adapters, are left out)."""
@@ -79,6 +81,13 @@ class GenerativeModel(nn.Module):
 
         merge_lora(self)
         self._adapter_keys = None
+
+    def make_private(self) -> None:
+        """Called once before private training (train.privacy): a family whose phases declare `private` prepares
+        its other phases to read no training row; the rest refuse."""
+        if not any(p.private for p in self.phases()):
+            raise GenlabError(f"the {self.family_name} family has no private training (train.privacy); tables: use "
+                              "tvae or ctgan")
 
     def set_objective(self, train) -> None:
         """Choose what phase_loss minimises (train.objective of the TrainConfig `train`); called once the starting

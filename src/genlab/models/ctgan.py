@@ -76,10 +76,22 @@ class CTGAN(GenerativeModel):
         self.discriminator = Critic(self.width + self.cond_width, config.discriminator_widths, config.pac)
         self.blocks = category_blocks(spec.spans)
         self.register_buffer("frequencies", torch.tensor(spec.category_frequencies or [0.0], dtype=torch.float32))
+        self.private = False  # set by make_private: the generator then conditions on public draws only
 
     def phases(self) -> list[Phase]:
-        return [Phase("discriminator", [self.discriminator], self.config.n_critic),
+        """The critic reads real rows (private); the generator sees only the critic's scores of its own rows,
+        so under train.privacy it is post-processing of the private critic and spends no budget."""
+        return [Phase("discriminator", [self.discriminator], self.config.n_critic, private=True),
                 Phase("generator", [self.generator])]
+
+    def make_private(self) -> None:
+        """DP-SGD clips each row's gradient, so a critic input must be one row (model.pac=1); the generator's
+        conditions come from the frequencies (uniform over the public schema's categories under privacy),
+        never from real rows."""
+        if self.config.pac != 1:
+            raise GenlabError(f"train.privacy clips each row's gradient; the critic must score single rows: set "
+                              f"model.pac=1 (now {self.config.pac})")
+        self.private = True
 
     # -- conditions -----------------------------------------------------------------------------------
     def own_conditions(self, rows: torch.Tensor, noise) -> torch.Tensor:
@@ -144,10 +156,16 @@ class CTGAN(GenerativeModel):
         if real.shape[0] % self.config.pac:
             raise GenlabError(f"the batch on each process ({real.shape[0]} rows) must be a multiple of model.pac "
                               f"({self.config.pac})")
-        cond = batch.cond if batch.cond is not None else self.own_conditions(real, noise)
+        if phase == "generator" and self.private:  # the batch holds no rows: conditions from public frequencies
+            cond = self.drawn_conditions(real.shape[0], noise)
+        else:
+            cond = batch.cond if batch.cond is not None else self.own_conditions(real, noise)
         if phase == "discriminator":
             with torch.no_grad():
+                training = self.generator.training
+                self.generator.train(training and not self.private)  # DP-SGD feeds one row: BatchNorm's averages
                 fake, _ = self._generate(cond, noise)
+                self.generator.train(training)
             real_in, fake_in = torch.cat([real, cond], 1), torch.cat([fake, cond], 1)
             wdist = self.discriminator(real_in).mean() - self.discriminator(fake_in).mean()
             gp = gradient_penalty(self.discriminator, real_in, fake_in, noise, group=self.config.pac)

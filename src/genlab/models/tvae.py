@@ -41,7 +41,7 @@ class TVAE(GenerativeModel):
         self.log_sigma = nn.Parameter(torch.full((width,), -2.3))  # per encoded column; used by value blocks
 
     def phases(self) -> list[Phase]:
-        return [Phase("vae", [self])]
+        return [Phase("vae", [self], private=True)]  # its one phase reads the rows
 
     def _terms(self, x: torch.Tensor, noise) -> dict[str, torch.Tensor]:
         mu, logvar = self.encoder(x).chunk(2, dim=1)

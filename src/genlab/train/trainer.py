@@ -124,6 +124,7 @@ class Trainer:
         self._phase_params = {p.name: set(map(id, p.parameters())) for p in self.phases}
         self.ema = EMA(model, ema_decay) if ema_decay > 0 else None
         self.stream = dataset.train_stream(tc.batch_size, tc.seed, cfg.data.binarize)
+        self.privacy = self._privacy_engine() if tc.privacy is not None else None
         if tc.batch_size % (self.world.size * tc.accumulate):
             raise GenlabError(f"train.batch_size={tc.batch_size} must be divisible by processes x train.accumulate "
                               f"({self.world.size} x {tc.accumulate})")
@@ -144,6 +145,29 @@ class Trainer:
         self.best: dict[str, Any] = {"value": None, "step": None, "bad_validations": 0}
         self.start_metrics: dict[str, float] | None = None  # train.val_at_start: the figures before training
         self.last_validation: dict[str, float] = {}
+
+    def _privacy_engine(self):
+        """train.privacy: DP-SGD on the phases the family declares private (genlab.train.privacy). The data's
+        train stream must Poisson-sample rows (it says at what rate); the noise is calibrated for every private
+        step the run plans."""
+        from genlab.train.privacy import PrivacyEngine
+
+        tc = self.tc
+        private = [p for p in self.phases if p.private]
+        rate = getattr(self.stream, "sample_rate", None)
+        if not private or rate is None:
+            raise GenlabError(f"train.privacy: the {self.cfg.family} family on {self.cfg.data.source} data has no "
+                              "private training; use a table family (tvae, ctgan) on data.source=table")
+        if self.world.size > 1 or tc.accumulate > 1 or tc.fsdp:
+            raise GenlabError("train.privacy trains on one process without train.accumulate or train.fsdp")
+        if tc.early_stopping_metric is not None:
+            raise GenlabError("train.privacy keeps the last weights: choosing the best by validation rows would "
+                              "read them without budget (unset train.early_stopping_metric)")
+        for phase in private:
+            PrivacyEngine.check_modules(phase)
+        self.model.make_private()
+        steps = tc.steps * sum(p.repeats for p in private)
+        return PrivacyEngine(tc.privacy, rate, steps, expected_batch=float(tc.batch_size), seed=tc.seed + 4)
 
     def _fork_rngs(self) -> None:
         """Derive this process's noise and dropout streams from the shared ones and its rank, so processes do
@@ -191,12 +215,16 @@ class Trainer:
             tensors.update(flat)
             optim_meta[name] = meta
         tensors["rng.noise"] = self.noise.get_state()
+        if self.privacy is not None:
+            tensors["rng.privacy"] = self.privacy.generator.get_state()
         tensors["rng.torch"] = torch.get_rng_state()
         if self.device.type == "cuda":  # dropout on a GPU draws from the GPU's generator
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
         state = {"step": self.step, "elapsed_seconds": self.elapsed, "stream": self.stream.state(),
                  "optimizers": optim_meta, "best": self.best, "family": self.cfg.family,
                  "start_metrics": self.start_metrics}
+        if self.privacy is not None:
+            state["privacy"] = self.privacy.state()
         if not self.world.main:  # every process holds the same weights and optimizer state; one writes them
             return self.store.root
         return self.store.save(self.step, tensors, state)
@@ -213,6 +241,11 @@ class Trainer:
         for name, opt in self.optimizers.items():
             self.load_optimizer_state(opt, optimizer_from_flat(name, tensors, state["optimizers"][name]))
         self.noise.set_state(tensors["rng.noise"])
+        if self.privacy is not None:
+            if "privacy" not in state:
+                raise GenlabError(f"checkpoint {path} was written without train.privacy; it cannot resume privately")
+            self.privacy.generator.set_state(tensors["rng.privacy"])
+            self.privacy.load_state(state["privacy"])
         torch.set_rng_state(tensors["rng.torch"])
         if self.device.type == "cuda" and "rng.cuda" in tensors:
             torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
@@ -269,9 +302,7 @@ class Trainer:
                             p.requires_grad_(id(p) in wanted)  # wanted holds trainable parameters only
                     for _ in range(phase.repeats):
                         opt.zero_grad(set_to_none=True)
-                        parts = self.world.shard(self.stream.next(self.noise), tc.accumulate)
-                        for i, part in enumerate(parts):
-                            loss, terms = self._loss(phase.name, part, last=i == len(parts) - 1)
+                        for terms in self._phase_step(phase):
                             for k, v in terms.items():
                                 sums[k] = sums.get(k, 0.0) + v.detach()
                                 counts[k] = counts.get(k, 0) + 1
@@ -311,18 +342,33 @@ class Trainer:
         log.close()
         return self._finish(stop_reason)
 
+    def _phase_step(self, phase) -> list[dict[str, torch.Tensor]]:
+        """Gradients of one repeat of `phase`; the terms of each micro-batch. Under train.privacy a private phase
+        takes DP-SGD's noisy clipped gradient of a Poisson batch, and any other phase a batch with no row in it."""
+        if self.privacy is None:
+            parts = self.world.shard(self.stream.next(self.noise), self.tc.accumulate)
+            return [self._loss(phase.name, part, last=i == len(parts) - 1)[1] for i, part in enumerate(parts)]
+        if not phase.private:
+            return [self._loss(phase.name, self.dataset.public_batch(self.tc.batch_size), last=True)[1]]
+        batch = self.stream.next(self.noise).to(self.device)
+        return [self.privacy.step(phase.parameters(), batch, lambda rows: self._forward(phase.name, rows))]
+
+    def _forward(self, phase: str, batch):
+        cast = (torch.autocast(self.device.type, torch.bfloat16) if self.tc.precision == "bf16"
+                else contextlib.nullcontext())
+        with cast:
+            loss, terms = self.forward[phase](phase, batch, self.noise)
+        self._check_finite(phase, loss, terms)
+        return loss, terms
+
     def _loss(self, phase: str, batch, last: bool):
         """Forward and backward of one micro-batch (its loss scaled by 1 / train.accumulate); processes
         average gradients (DDP) on the last micro-batch only."""
         forward, parts = self.forward[phase], self.tc.accumulate
         batch = batch.to(self.device)
         sync = forward.no_sync() if self.ddp and not last else contextlib.nullcontext()
-        cast = (torch.autocast(self.device.type, torch.bfloat16) if self.tc.precision == "bf16"
-                else contextlib.nullcontext())
         with sync:
-            with cast:
-                loss, terms = forward(phase, batch, self.noise)
-            self._check_finite(phase, loss, terms)
+            loss, terms = self._forward(phase, batch)
             (loss / parts).backward()
         return loss, terms
 
@@ -406,6 +452,8 @@ class Trainer:
             summary["validation_at_start"] = self.start_metrics
         if self.world.size > 1:
             summary["processes"] = self.world.size
+        if self.privacy is not None:
+            summary["privacy"] = self.privacy.summary()  # the epsilon actually spent (a max_seconds stop spends less)
         if self.world.main:
             atomic_write_json(self.run.summary, summary)
         self.world.barrier()  # every process returns once the run's files are written

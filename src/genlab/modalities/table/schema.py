@@ -60,6 +60,9 @@ class Schema:
     columns: list[Column]
     rows: int
     missing_values: list[str] = field(default_factory=list)  # data.missing_values the table was read with
+    # the user declares the bounds and categories public knowledge (not read off private rows): under
+    # train.privacy the run then takes them from this file as written
+    public: bool = False
 
     def __getitem__(self, name: str) -> Column:
         for c in self.columns:
@@ -77,6 +80,7 @@ class Schema:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump({"rows": self.rows, "missing_values": list(self.missing_values),
+                               **({"public": True} if self.public else {}),
                                "columns": [_plain(dataclasses.asdict(c)) for c in self.columns]},
                               sort_keys=False, allow_unicode=True)
 
@@ -85,7 +89,8 @@ class Schema:
         try:
             raw = yaml.safe_load(text)
             columns = [Column(**c) for c in raw["columns"]]
-            schema = cls(columns, int(raw["rows"]), [str(m) for m in raw.get("missing_values") or []])
+            schema = cls(columns, int(raw["rows"]), [str(m) for m in raw.get("missing_values") or []],
+                         bool(raw.get("public", False)))
         except (yaml.YAMLError, KeyError, TypeError) as exc:
             raise GenlabError(f"{where} is not a genlab table schema ({str(exc)[:200]})") from None
         for c in schema.columns:

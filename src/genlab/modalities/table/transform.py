@@ -79,6 +79,20 @@ class TableTransformer:
                  for c in schema.kept if c.kind in ("continuous", "integer", "datetime")}
         return cls(schema, modes)
 
+    @classmethod
+    def public(cls, schema: Schema) -> TableTransformer:
+        """The transform of a private run (train.privacy): min-max scaling on the schema's public bounds (one mode
+        per numeric column, values in [-1, 1]), nothing fitted on the rows, so it costs no privacy budget."""
+        modes = {}
+        for c in schema.kept:
+            if c.kind in ("continuous", "integer", "datetime"):
+                if c.minimum is None or c.maximum is None:
+                    raise GenlabError(f"train.privacy: column {c.name!r} needs public bounds (minimum, maximum) in "
+                                      "the schema")
+                lo, hi = _range(c)
+                modes[c.name] = {"means": [(lo + hi) / 2], "stds": [max(hi - lo, 1e-12) / 8], "weights": [1.0]}
+        return cls(schema, modes)
+
     def spans(self) -> list[Span]:
         out = []
         for c in self.schema.kept:
@@ -95,13 +109,15 @@ class TableTransformer:
         return sum(s.width for s in self.spans())
 
     # -- encoding --------------------------------------------------------------------------------------
-    def transform(self, df: pd.DataFrame, dtype=np.float64) -> np.ndarray:
-        """N x width matrix (float64 by default: float32 would cost a datetime column whole seconds)."""
+    def transform(self, df: pd.DataFrame, dtype=np.float64, lenient: np.ndarray | None = None) -> np.ndarray:
+        """N x width matrix (float64 by default: float32 would cost a datetime column whole seconds). `lenient`:
+        rows (held-out ones: the schema comes from the training rows) where a category the schema lacks, or a
+        missing value it does not allow, encodes as an all-zero block instead of an error."""
         blocks = []
         for c in self.schema.kept:
             s = df[c.name]
             if c.kind in ("categorical", "boolean"):
-                blocks.append(self._one_hot(s, c))
+                blocks.append(self._one_hot(s, c, lenient))
                 continue
             x = numeric_values(s, c).to_numpy(dtype=np.float64)
             absent = np.isnan(x)
@@ -114,19 +130,24 @@ class TableTransformer:
                 blocks.append(np.stack([~absent, absent], 1).astype(np.float64))
         return np.concatenate(blocks, 1).astype(dtype)
 
-    def _one_hot(self, s: pd.Series, c: Column) -> np.ndarray:
+    def _one_hot(self, s: pd.Series, c: Column, lenient: np.ndarray | None = None) -> np.ndarray:
         index = {_key(v): i for i, v in enumerate(c.categories)}
         width = len(c.categories) + (1 if c.missing else 0)
         values = s.to_numpy(dtype=object)
         absent = s.isna().to_numpy()
         found = pd.Series(values).map(index)  # one hash lookup per value; NaN when unknown (or absent)
         unknown = found.isna().to_numpy() & ~absent
+        odd = unknown | (absent & (not c.missing))
+        if lenient is not None:
+            unknown, zero = unknown & ~lenient, odd & lenient
+        else:
+            zero = np.zeros(len(values), dtype=bool)
         if unknown.any():
             raise GenlabError(f"column {c.name!r}: value {values[unknown.argmax()]!r} is not one of its categories")
-        if absent.any() and not c.missing:
+        if (absent & ~zero).any() and not c.missing:
             raise GenlabError(f"column {c.name!r} has a missing value the schema does not allow")
         codes = found.fillna(width - 1).to_numpy(np.int64)
-        return np.eye(width)[codes]
+        return np.vstack([np.eye(width), np.zeros((1, width))])[np.where(zero, width, codes)]
 
     # -- decoding --------------------------------------------------------------------------------------
     def inverse(self, matrix: np.ndarray) -> pd.DataFrame:
