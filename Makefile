@@ -13,7 +13,7 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test,finetune,serve,rewards,privacy]'
+	$(BIN)/pip install -q -e '.[test,finetune,serve,rewards,privacy,rdata]'
 	touch $(STAMP)
 
 demo: $(STAMP)

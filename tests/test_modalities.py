@@ -114,7 +114,8 @@ def test_merge_works_on_every_family_lora_can_adapt(family, table_run, tmp_path)
 
 
 SYSTEM_DATA = {"/usr/share/datasets/fashion-mnist": "dataset-fashion-mnist",
-               "/usr/share/games/fortunes": "fortunes / fortunes-zh"}  # Debian packages a few recipes read
+               "/usr/share/games/fortunes": "fortunes / fortunes-zh",
+               "/usr/lib/R/site-library": "r-cran-aer / r-cran-kernlab"}  # Debian packages a few recipes read
 
 
 @pytest.mark.parametrize("recipe", sorted(Path(__file__).parents[1].joinpath("configs").glob("*.yaml")),
@@ -125,10 +126,13 @@ def test_every_recipe_describes_from_a_clone_or_names_its_package(recipe, run_cl
     raw = yaml.safe_load(recipe.read_text())
     path = (raw.get("data") or {}).get("path") or ""
     path = str(path[0] if isinstance(path, list) else path)
+    if path.startswith("rdata:"):  # rdata:FILE.rda:OBJECT
+        path = path.partition(":")[2]
+    file = path.split(".rda:")[0] + ".rda" if ".rda:" in path else path
     system = next((p for p in SYSTEM_DATA if path.startswith(p)), None)
     assert not path.startswith("..") and (system or not path.startswith("/")), f"{recipe.name} reads {path}"
     code, out, err = run_cli("describe", recipe, "data.limit=50")
-    if system and not Path(path).exists():
+    if system and not Path(file).exists():
         assert code == 2 and "not found" in err and path.split("/")[-1] in err, err
     else:
         assert code == 0, err

