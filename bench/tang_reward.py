@@ -42,7 +42,8 @@ def titles(corpus: str, out: str) -> None:
 def shapes(texts: list[str]) -> dict:
     found = [regular_verse(t) for t in texts]
     return {"regular": float(np.mean([f["regular"] for f in found])),
-            "clause_5": sum(f["clause_length"] == 5 for f in found), "clause_7": sum(f["clause_length"] == 7 for f in found),
+            "clause_5": sum(f["clause_length"] == 5 for f in found),
+            "clause_7": sum(f["clause_length"] == 7 for f in found),
             "mean_body_lines": float(np.mean([f["lines"] for f in found]))}
 
 
