@@ -248,3 +248,14 @@ def test_a_chat_base_frames_pairs_with_its_template(tmp_path, run_cli):
     model = build_model(cfg, ds.spec())
     assert float(model.phase_loss("lm", batch, torch.Generator())[0].detach()) == pytest.approx(math.log(2),
                                                                                                 abs=1e-7)
+
+
+def test_grpo_compares_policy_and_reference_without_dropout(base, tmp_path):
+    """At the start the policy is the reference, so GRPO's KL is 0 even when the network and its adapters have
+    dropout: the policy's log-probs are taken in eval mode, like the reference's and the rollouts'."""
+    raw = grpo_config(base, "grpo-dropout", "keyword=yes", steps=1, log_every=1, val_every=0, lr=1e-12).to_dict()
+    raw["model"]["dropout"], raw["lora"]["dropout"] = 0.3, 0.3
+    run, _ = train_config(config_from_dict(raw), tmp_path / "runs")
+    logged = {metric: float(value) for _, split, metric, value in
+              (line.split(",") for line in run.log.read_text().splitlines()[1:]) if split == "train"}
+    assert abs(logged["kl"]) < 1e-4, logged

@@ -148,7 +148,9 @@ class LanguageModel(GenerativeModel):
     def grpo_terms(self, batch: Batch, noise: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Group-relative policy optimisation (Shao et al. 2024): per prompt, train.group_size completions from
         the policy, rewards normalised within the group as advantages, PPO's clipped surrogate per token, and
-        beta times the k3 estimate of KL(policy || reference) per token; each completion's tokens averaged."""
+        beta times the k3 estimate of KL(policy || reference) per token; each completion's tokens averaged. The
+        policy's log-probs are taken in eval mode, as the rollouts and the reference's are: with dropout on, the
+        KL term would compare a noisy policy with a clean reference and be far from 0 even at the start."""
         score, opts = self.spec.score, self.train_options
         if score is None:
             raise GenlabError("train.objective=grpo samples completions of prompts and scores them: data.source="
@@ -168,7 +170,12 @@ class LanguageModel(GenerativeModel):
                 x[i, :len(prompt) + len(c)] = torch.tensor(prompt + c)
                 w[i, len(prompt):len(prompt) + len(c)] = 1.0
             x, w = x.to(self.device), w[:, 1:].to(self.device)
-            logp = -self.token_nll(x)
+            training = self.net.training
+            self.net.eval()  # no dropout: the log-probs of the policy that sampled, compared with the reference's
+            try:
+                logp = -self.token_nll(x)
+            finally:
+                self.net.train(training)
             with torch.no_grad(), self.reference_net() as net:
                 ref = -self.net_nll(net, x)
             ratio = torch.exp(logp - logp.detach())  # one update per rollout: 1, with the policy's gradient
