@@ -3,7 +3,7 @@
     python bench/tang_reward.py titles /usr/share/games/fortunes/tang300 titles.txt   # the prompts
     python bench/tang_reward.py bon RUN [RUN ...]                                     # after genlab finetune
 
-`titles` writes the first line (《title》) of each poem, one a line: the prompts of configs/tang-grpo.yaml.
+`titles` writes the first line (《title》) of each poem, one a line: the prompts of bench/recipes/tang-grpo.yaml.
 `bon` takes GRPO/DPO runs tuned from one base on those prompts and, on the first 100 test prompts of the first
 run (the prompts `genlab eval` uses), reports best-of-n from the reference (the base) at n = 1, 2, 4, 8, 16
 (share of regular verse; KL log n - (n - 1) / n) and, for each run and its reference, one completion per
