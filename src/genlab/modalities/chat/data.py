@@ -83,12 +83,19 @@ def as_messages(record) -> tuple[list | None, str | None]:
 
 def chat_records(text: str):
     """(line number, messages or None, why not) for each non-blank line of a chat JSONL file."""
+    for number, messages, problem, _ in sourced_chat_records(text):
+        yield number, messages, problem
+
+
+def sourced_chat_records(text: str):
+    """chat_records with each record's `source` field (a string, else None) as a fourth item."""
     for number, record, problem in jsonl_records(text):
         if problem:
-            yield number, None, problem
+            yield number, None, problem, None
             continue
         messages, problem = as_messages(record)
-        yield number, messages, problem
+        source = record.get("source") if isinstance(record, dict) else None
+        yield number, messages, problem, source if isinstance(source, str) else None
 
 
 def read_conversations(path: str | Path) -> list[list[dict]]:
@@ -104,13 +111,10 @@ def read_conversation_records(path: str | Path) -> list[tuple[list[dict], str | 
         raise GenlabError(f"data path not found: {path}" if not path.exists() else f"{path} is a folder; chat "
                           "data is one JSONL file")
     out = []
-    text = read_text_file(path)
-    lines = text.splitlines()
-    for number, messages, problem in chat_records(text):
+    for number, messages, problem, source in sourced_chat_records(read_text_file(path)):
         if messages is None:
             raise GenlabError(f"{path} line {number} {problem} (genlab data audit {path} lists every bad record)")
-        source = json.loads(lines[number - 1]).get("source")
-        out.append((messages, source if isinstance(source, str) else None))
+        out.append((messages, source))
     if not out:
         raise GenlabError(f"{path} holds no conversations")
     return out

@@ -6,6 +6,7 @@ the model at all: the bot says it does not know."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ class Grounding:
         return cls(Index.load(folder), str(folder), settings.k, settings.method, settings.passage_chars,
                    settings.min_score)
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
         """Hash of the index's manifest (which holds every file's checksum) and the grounding settings."""
         manifest = Path(self.path) / "manifest.json"
@@ -48,8 +49,10 @@ class Grounding:
         if query is None:
             raise GenlabError("grounding needs a user turn to search for")
         hits = self.index.search(query, self.k, self.method)
-        best = self.index.rank(query, 1, "bm25")
-        abstain = not hits or (self.min_score > 0 and (not best or best[0][1] < self.min_score))
+        abstain = not hits
+        if self.min_score > 0 and not abstain:  # the lexical evidence of the best passage
+            best = self.index.rank(query, 1, "bm25")
+            abstain = not best or best[0][1] < self.min_score
         citations = [{"id": h.chunk_id, "document": h.doc_id, "source": h.source, "title": h.title,
                       "span": list(h.span), "score": round(float(h.score), 6), "text": h.text[: self.passage_chars]}
                      for h in hits]
