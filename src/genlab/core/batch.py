@@ -84,3 +84,31 @@ def fixed_batches(items: torch.Tensor, labels: torch.Tensor | None, batch_size: 
     for start in range(0, items.shape[0], batch_size):
         yield Batch(convert(items[start : start + batch_size]),
                     None if labels is None else labels[start : start + batch_size])
+
+
+class EpochCycle:
+    """Items taken k at a time from a sequence remade each epoch (`epoch_items(epoch)`: a seeded shuffle, a
+    packing), running on across epoch ends; (epoch, position) is all a checkpoint stores to resume it exactly."""
+
+    def __init__(self, epoch_items: Callable[[int], list]):
+        self.epoch_items = epoch_items
+        self.epoch, self.position = 0, 0
+        self._items = epoch_items(0)
+
+    def take(self, k: int) -> list:
+        out: list = []
+        while len(out) < k:
+            if self.position >= len(self._items):
+                self.epoch, self.position = self.epoch + 1, 0
+                self._items = self.epoch_items(self.epoch)
+            part = list(self._items[self.position: self.position + k - len(out)])
+            out += part
+            self.position += len(part)
+        return out
+
+    def state(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state(self, state: dict[str, int]) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self._items = self.epoch_items(self.epoch)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genlab.core.batch import Batch
+from genlab.core.batch import Batch, EpochCycle
 from genlab.core.errors import GenlabError
 from genlab.core.spec import DataSpec
 from genlab.core.textfiles import jsonl_records, read_text_file
@@ -197,37 +197,23 @@ def row_batch(encoded: Encoded, rows: list[list[int]], pad_id: int) -> Batch:
 
 class ChatStream:
     """Endless training batches of rows, reshuffled and repacked each epoch, reproducible from (seed, epoch,
-    row) alone, which is what a checkpoint stores."""
+    position) alone, which is what a checkpoint stores."""
 
     def __init__(self, encoded: Encoded, window: int, batch_size: int, seed: int, packing: bool, pad_id: int):
-        self.encoded, self.window, self.batch_size, self.seed = encoded, window, batch_size, seed
-        self.packing, self.pad_id = packing, pad_id
-        self.epoch, self.row = 0, 0
-        self._rows = self._epoch_rows(0)
-        if len(self._rows) < 1:
+        if not encoded.ids:
             raise GenlabError("the training split holds no conversations")
-
-    def _epoch_rows(self, epoch: int) -> list[list[int]]:
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.encoded.ids))
-        return pack_rows(self.encoded.lengths, order, self.window, self.packing)
+        self.encoded, self.batch_size, self.pad_id = encoded, batch_size, pad_id
+        self.rows = EpochCycle(lambda epoch: pack_rows(
+            encoded.lengths, np.random.default_rng([seed, epoch]).permutation(len(encoded.ids)), window, packing))
 
     def next(self, noise: torch.Generator | None = None) -> Batch:
-        rows = []
-        while len(rows) < self.batch_size:
-            if self.row >= len(self._rows):
-                self.epoch, self.row = self.epoch + 1, 0
-                self._rows = self._epoch_rows(self.epoch)
-            take = self._rows[self.row: self.row + self.batch_size - len(rows)]
-            rows += take
-            self.row += len(take)
-        return row_batch(self.encoded, rows, self.pad_id)
+        return row_batch(self.encoded, self.rows.take(self.batch_size), self.pad_id)
 
     def state(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "row": self.row}
+        return self.rows.state()
 
     def load_state(self, state: dict[str, int]) -> None:
-        self.epoch, self.row = int(state["epoch"]), int(state["row"])
-        self._rows = self._epoch_rows(self.epoch)
+        self.rows.load_state(state)
 
 
 @dataclass

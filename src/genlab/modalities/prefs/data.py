@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genlab.core.batch import Batch
+from genlab.core.batch import Batch, EpochCycle
 from genlab.core.errors import GenlabError
 from genlab.core.spec import DataSpec
 from genlab.core.textfiles import jsonl_records, read_text_file
@@ -127,33 +127,20 @@ class PairStream:
     from (seed, epoch, position)."""
 
     def __init__(self, encoded: EncodedPairs, batch_size: int, seed: int, pad_id: int):
-        self.encoded, self.batch_size, self.seed, self.pad_id = encoded, batch_size, seed, pad_id
-        self.n = len(encoded.ids) // 2
-        if self.n < 1:
+        n = len(encoded.ids) // 2
+        if n < 1:
             raise GenlabError("the training split holds no preference pairs")
-        self.epoch, self.position = 0, 0
-        self._order = self._permutation(0)
-
-    def _permutation(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        self.encoded, self.batch_size, self.pad_id = encoded, batch_size, pad_id
+        self.pairs = EpochCycle(lambda epoch: np.random.default_rng([seed, epoch]).permutation(n).tolist())
 
     def next(self, noise: torch.Generator | None = None) -> Batch:
-        pairs: list[int] = []
-        while len(pairs) < self.batch_size:
-            if self.position >= self.n:
-                self.epoch, self.position = self.epoch + 1, 0
-                self._order = self._permutation(self.epoch)
-            take = self._order[self.position: self.position + self.batch_size - len(pairs)].tolist()
-            pairs += take
-            self.position += len(take)
-        return pair_batch(self.encoded, pairs, self.pad_id)
+        return pair_batch(self.encoded, self.pairs.take(self.batch_size), self.pad_id)
 
     def state(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "position": self.position}
+        return self.pairs.state()
 
     def load_state(self, state: dict[str, int]) -> None:
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
-        self._order = self._permutation(self.epoch)
+        self.pairs.load_state(state)
 
 
 @dataclass
@@ -280,32 +267,19 @@ class PromptStream:
     """Endless batches of training prompts, reshuffled each epoch, reproducible from (seed, epoch, position)."""
 
     def __init__(self, ids: list[list[int]], batch_size: int, seed: int):
-        self.ids, self.batch_size, self.seed = ids, batch_size, seed
         if not ids:
             raise GenlabError("the training split holds no prompts")
-        self.epoch, self.position = 0, 0
-        self._order = self._permutation(0)
-
-    def _permutation(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(len(self.ids))
+        self.ids, self.batch_size = ids, batch_size
+        self.order = EpochCycle(lambda epoch: np.random.default_rng([seed, epoch]).permutation(len(ids)).tolist())
 
     def next(self, noise: torch.Generator | None = None) -> Batch:
-        rows: list[list[int]] = []
-        while len(rows) < self.batch_size:
-            if self.position >= len(self.ids):
-                self.epoch, self.position = self.epoch + 1, 0
-                self._order = self._permutation(self.epoch)
-            take = self._order[self.position: self.position + self.batch_size - len(rows)].tolist()
-            rows += [self.ids[i] for i in take]
-            self.position += len(take)
-        return prompt_batch(rows)
+        return prompt_batch([self.ids[i] for i in self.order.take(self.batch_size)])
 
     def state(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "position": self.position}
+        return self.order.state()
 
     def load_state(self, state: dict[str, int]) -> None:
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
-        self._order = self._permutation(self.epoch)
+        self.order.load_state(state)
 
 
 @dataclass
