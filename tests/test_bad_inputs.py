@@ -13,7 +13,7 @@ import torch
 from conftest import assert_one_line_error
 from PIL import Image
 
-from genlab.core.errors import DiskFull
+from genlab.core.errors import DiskFull, GenlabError
 from genlab.core.runs import atomic_save_tensors, atomic_write_bytes, load_tensors
 from genlab.train.checkpoint import CheckpointStore
 from genlab.train.log import RunLog, read_log
@@ -322,3 +322,18 @@ def test_a_broken_npz(tmp_path, run_cli, content):
     (tmp_path / "d.npz").write_bytes(content)
     code, _, err = run_cli("data", "audit", tmp_path / "d.npz", "--out", tmp_path / "audit")
     assert_one_line_error(code, err, "d.npz", "not a readable .npz")
+
+
+def test_overwrite_with_bad_data_keeps_the_old_run(tmp_path, run_cli):
+    """--overwrite deletes the old run only once the new data and config have loaded."""
+    from genlab.config import config_from_dict
+    from genlab.pipeline import train_config
+
+    cfg = config_from_dict({"name": "keep", "family": "vae", "data": {"source": "digits", "limit": 200},
+                            "model": {"latent_dim": 2}, "train": {"steps": 2, "batch_size": 16, "val_every": 0}})
+    run, _ = train_config(cfg, tmp_path)
+    weights = (run.root / "model.safetensors").read_bytes()
+    cfg.data.source, cfg.data.path = "folder", str(tmp_path / "missing")
+    with pytest.raises(GenlabError, match="not found"):
+        train_config(cfg, tmp_path, overwrite=True)
+    assert (run.root / "model.safetensors").read_bytes() == weights

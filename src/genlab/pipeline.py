@@ -60,12 +60,10 @@ def train_config(cfg: RunConfig, runs_dir: str | Path = "runs", resume: bool = F
     world = World.current(cfg.train.device)
     run = RunPaths(check_folder(Path(runs_dir) / cfg.name, "run directory"))  # before minutes of loading
     existed = run.root.exists() and any(run.root.iterdir())
+    resume = resume and not overwrite  # overwrite starts over
     world.barrier()  # every process has looked before rank 0 deletes or creates anything
-    if existed:
-        if overwrite:
-            if world.main:
-                shutil.rmtree(run.root)
-        elif not resume:
+    if existed and not overwrite:
+        if not resume:
             raise GenlabError(f"run {run.root} already exists: continue it (--resume; resume=True in Python) or "
                               "start over (--overwrite; overwrite=True)")
         else:
@@ -79,6 +77,8 @@ def train_config(cfg: RunConfig, runs_dir: str | Path = "runs", resume: bool = F
     if resume and run.base.is_file() and read_json(run.base) != base:
         raise GenlabError(f"the base model of {run.root} changed since it started ({base['path']})")
     model = build_model(cfg, data_spec(dataset))
+    if existed and overwrite and world.main:  # only now: bad data or a bad config leaves the old run as it was
+        shutil.rmtree(run.root)
     world.barrier()
     fresh = not run.root.exists()
     if world.main:
