@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean emoji
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -24,6 +24,16 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q
+
+# Real colour images that exist offline: the npm registry's emoji sets (64 px), converted to image folders
+# with a category per folder (genlab.modalities.image.emoji). The emoji-* recipes read them.
+EMOJI_VERSION := 16.0.0
+emoji: data/emoji/google-64/emoji.jsonl data/emoji/twitter-64/emoji.jsonl
+
+data/emoji/%-64/emoji.jsonl: | $(STAMP)
+	mkdir -p data/emoji/npm
+	cd data/emoji/npm && npm pack -q emoji-datasource-$*@$(EMOJI_VERSION)
+	$(BIN)/python -m genlab.modalities.image.emoji data/emoji/npm/emoji-datasource-$*-$(EMOJI_VERSION).tgz data/emoji/$*-64
 
 bench: $(STAMP)
 	$(BIN)/python bench/fmnist_vae.py

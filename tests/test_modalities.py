@@ -115,7 +115,8 @@ def test_merge_works_on_every_family_lora_can_adapt(family, table_run, tmp_path)
 
 SYSTEM_DATA = {"/usr/share/datasets/fashion-mnist": "dataset-fashion-mnist",
                "/usr/share/games/fortunes": "fortunes / fortunes-zh",
-               "/usr/lib/R/site-library": "r-cran-aer / r-cran-kernlab"}  # Debian packages a few recipes read
+               "/usr/lib/R/site-library": "r-cran-aer / r-cran-kernlab",  # Debian packages a few recipes read
+               "data/emoji/": "make emoji"}  # npm's emoji sets, converted (genlab.modalities.image.emoji)
 
 
 @pytest.mark.parametrize("recipe", sorted(Path(__file__).parents[1].joinpath("configs").glob("*.yaml")),

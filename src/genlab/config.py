@@ -66,6 +66,9 @@ class DataConfig:
     test_fraction: float = 0.1  # ignored when the source ships its own test split (IDX t10k files)
     split_seed: int = 0  # seed of the train / validation / test split (fixed for the dataset)
     resize: int | None = None  # square side to resize to; images of mixed sizes are an error without it
+    # images: transparent pixels (RGBA, LA, palette transparency) are composited over this colour (a name or
+    # #rrggbb) before anything else; one rule for every file (genlab.modalities.image.data.flatten_alpha)
+    background: str = "white"
     binarize: bool = False  # dynamic binarisation: pixels drawn as Bernoulli(intensity) each batch
     limit: int | None = None  # keep only the first N images / documents of the source (quick experiments)
     separator: str | None = None  # txt: split a file into documents on this string (e.g. "\n\n"); None: one
@@ -98,12 +101,22 @@ class DataConfig:
                           "token_noise": self.token_noise})
         positive("data", {"resize": self.resize, "limit": self.limit, "vocab_size": self.vocab_size,
                           "block_size": self.block_size})
+        _check_colour(self.background)
         if self.missing_values and self.source != "table":
             raise GenlabError("data.missing_values applies to tables (data.source=table)")
         for value in self.missing_values:  # YAML reads null, TRUE, 007 as None, True, 7: the spelling is lost
             if not isinstance(value, str) or not value:
                 raise GenlabError(f"data.missing_values lists cell texts exactly as written, quoted where YAML "
                                   f"would read something else (e.g. ['NA', 'null', 'TRUE', '-999']); got {value!r}")
+
+
+def _check_colour(value: str) -> None:
+    from PIL import ImageColor
+
+    try:
+        ImageColor.getrgb(value)
+    except (ValueError, AttributeError):
+        raise GenlabError(f"config key 'data.background' must be a colour name or #rrggbb, got {value!r}") from None
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import zipfile
 import zlib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ class ImageDataset:
     augment: AugmentConfig | None = None  # applied to training batches only
     version: dict | None = None  # a genlab dataset version: its manifest's summary (recorded by runs)
     item_names: list[str] | None = None  # what audit findings call each item: a relative path, `data.npz[31]`
+    colour: dict | None = None  # mode (RGB | grey); folders: the files' modes and how many had transparency
 
     def names(self) -> list[str]:
         """Each item's name (`#31` when the loader gave none), as findings and --drop-ids use them."""
@@ -94,6 +96,7 @@ class ImageDataset:
             "fingerprint": self.fingerprint,
             "num_images": int(self.images.shape[0]),
             "shape_chw": list(self.shape),
+            "colour": self.colour or {"mode": "RGB" if self.shape[0] == 3 else "grey"},
             "splits": {k: int(v.numel()) for k, v in self.splits.items()},
         }
         if self.version:
@@ -106,6 +109,9 @@ class ImageDataset:
             "max": round(float(flat.max()), 5),
             "fraction_zero": round(float((self.images == 0).double().mean()), 5),
         }
+        if self.shape[0] == 3:
+            desc["pixels"]["channel_mean"] = [round(float(v), 5) for v in
+                                              self.images.to(torch.float64).mean((0, 2, 3)) / 255.0]
         if self.labels is not None:
             counts = torch.bincount(self.labels, minlength=self.num_classes).tolist()
             names = self.class_names or [str(i) for i in range(self.num_classes)]
@@ -118,6 +124,7 @@ class ImageDataset:
 def load_image_dataset(cfg: DataConfig, unreadable: list[dict] | None = None) -> ImageDataset:
     """`unreadable`: a list to collect image files that cannot be read (folder source) instead of stopping
     at the first one; what `genlab data audit` passes."""
+    colour: dict[str, Any] = {}
     if cfg.source == "digits":
         images, labels, names, n_test = _load_digits()
         item_names = indexed_names("digits", images.shape[0])
@@ -128,7 +135,7 @@ def load_image_dataset(cfg: DataConfig, unreadable: list[dict] | None = None) ->
         if not path.exists():
             raise GenlabError(f"data path not found: {path}")
         if cfg.source == "folder":
-            images, labels, names, n_test, item_names = _load_folder(path, cfg, unreadable)
+            images, labels, names, n_test, item_names, colour = _load_folder(path, cfg, unreadable)
         elif cfg.source == "idx":
             images, labels, names, n_test, item_names = _load_idx(path, cfg)
         else:
@@ -153,7 +160,8 @@ def load_image_dataset(cfg: DataConfig, unreadable: list[dict] | None = None) ->
     splits = make_splits(images_t.shape[0], n_test, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
     return ImageDataset(images_t, labels_t, names, splits, cfg.source, fingerprint,
                         cfg.augment if cfg.augment.active else None,
-                        version_summary(Path(cfg.path)) if cfg.source == "npz" else None, item_names)
+                        version_summary(Path(cfg.path)) if cfg.source == "npz" else None, item_names,
+                        {"mode": "RGB" if images_t.shape[1] == 3 else "grey", **colour})
 
 
 def _fingerprint(images: torch.Tensor, labels: torch.Tensor | None) -> str:
@@ -254,7 +262,7 @@ def _to_nchw_uint8(arr: np.ndarray, where: str) -> np.ndarray:
 
 
 def _load_folder(path: Path, cfg: DataConfig, unreadable: list[dict] | None = None):
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageColor, UnidentifiedImageError
 
     if not path.is_dir():
         raise GenlabError(f"data.source=folder needs a folder, got file {path}")
@@ -283,7 +291,6 @@ def _load_folder(path: Path, cfg: DataConfig, unreadable: list[dict] | None = No
     files = readable
     if not files:
         raise GenlabError(f"{path}: none of the image files could be read")
-    mode = "L" if all(p.mode in ("L", "1", "P", "LA", "I;16", "I") and _is_grey(p) for p in pictures) else "RGB"
     sizes = {p.size for p in pictures}
     if len(sizes) > 1 and not cfg.resize:
         examples = {}
@@ -291,21 +298,49 @@ def _load_folder(path: Path, cfg: DataConfig, unreadable: list[dict] | None = No
             examples.setdefault(p.size, f)
         shown = "; ".join(f"{w}x{h} e.g. {f}" for (w, h), f in list(examples.items())[:3])
         raise GenlabError(f"{path}: images have mixed sizes ({shown}); set data.resize=SIZE to resize them")
+    file_modes = Counter(p.mode for p in pictures)
+    background = ImageColor.getrgb(cfg.background)[:3]
+    flat = [flatten_alpha(p, background) for p in pictures]
+    mode = "L" if all(p.mode == "L" for p in flat) else "RGB"
     arrays = []
-    for p in pictures:
+    for p in flat:
         p = p.convert(mode)
         if cfg.resize:
             p = p.resize((cfg.resize, cfg.resize), Image.Resampling.BILINEAR)
         a = np.asarray(p, dtype=np.uint8)
         arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
     labels = np.array([i for _, i in files], dtype=np.int64) if names else None
-    return np.stack(arrays), labels, names, 0, [f.relative_to(path).as_posix() for f, _ in files]
+    colour = {"file_modes": dict(sorted(file_modes.items())),
+              "with_alpha": sum(has_alpha(p) for p in pictures), "background": list(background)}
+    return np.stack(arrays), labels, names, 0, [f.relative_to(path).as_posix() for f, _ in files], colour
 
 
-def _is_grey(picture) -> bool:
-    if picture.mode != "P":
-        return True
-    return picture.convert("RGB").convert("L").convert("RGB") == picture.convert("RGB")
+def has_alpha(picture) -> bool:
+    return picture.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in picture.info
+
+
+def flatten_alpha(picture, background: tuple[int, int, int] = (255, 255, 255)):
+    """The one colour rule for image files: transparency (an alpha channel, or a palette / grey / RGB
+    transparency entry) is alpha-composited over `background`; the result is 'L' when the file holds grey
+    levels only (grey modes, or a palette of greys over a grey background) and 'RGB' otherwise."""
+    from PIL import Image
+
+    grey_background = len(set(background)) == 1
+    if has_alpha(picture):
+        rgba = picture.convert("RGBA")
+        grey = picture.mode in ("LA", "La", "L") or (picture.mode in ("P", "PA") and _palette_is_grey(picture))
+        out = Image.alpha_composite(Image.new("RGBA", rgba.size, (*background, 255)), rgba).convert("RGB")
+        return out.convert("L") if grey and grey_background else out
+    if picture.mode in ("L", "1", "I", "I;16", "F"):
+        return picture.convert("L")
+    if picture.mode == "P" and _palette_is_grey(picture):
+        return picture.convert("L")
+    return picture.convert("RGB")
+
+
+def _palette_is_grey(picture) -> bool:
+    rgb = np.asarray(picture.convert("RGBA"))[..., :3]  # via RGBA: PIL's advice for palette transparency
+    return bool((rgb == rgb[..., :1]).all())
 
 
 def _resize_all(images: np.ndarray, size: int) -> np.ndarray:
