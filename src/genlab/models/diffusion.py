@@ -125,6 +125,9 @@ class Diffusion(GenerativeModel):
     @classmethod
     def pretrained_dir(cls, config: DiffusionConfig) -> str | None:
         """A latent model starts from its autoencoder run: the pipeline records and checks its weights' hash."""
+        if config.latent_from is None:
+            return None
+        autoencoder_run(config.latent_from)  # a clear error before anything reads it
         return config.latent_from
 
     @property
@@ -317,22 +320,31 @@ class Diffusion(GenerativeModel):
         }
 
 
-def load_autoencoder(folder: str, spec: DataSpec) -> Autoencoder:
-    """The frozen autoencoder of run `folder` (model.latent_from) for images of `spec`; one clear error when it is
-    missing, not an autoencoder, or made for other images."""
+def autoencoder_run(folder: str):
+    """The run folder and config of a trained autoencoder run (model.latent_from); one clear error when it is
+    missing, unfinished or of another family."""
     import yaml
 
     from genlab.config import config_from_dict
-    from genlab.core.runs import existing_run, load_tensors, read_json
+    from genlab.core.runs import existing_run
 
     try:
         paths = existing_run(folder)
         cfg = config_from_dict(yaml.safe_load(paths.config.read_text()))
-    except GenlabError as exc:
+    except (GenlabError, yaml.YAMLError, TypeError, AttributeError) as exc:  # missing, unfinished, unreadable
         raise GenlabError(f"model.latent_from={folder}: {exc}") from None
     if cfg.family != "autoencoder":
         raise GenlabError(f"model.latent_from={folder} is a {cfg.family} run; latent diffusion needs an autoencoder "
                           "run (family: autoencoder)")
+    return paths, cfg
+
+
+def load_autoencoder(folder: str, spec: DataSpec) -> Autoencoder:
+    """The frozen autoencoder of run `folder` (model.latent_from) for images of `spec`; one clear error when it is
+    missing, not an autoencoder, or made for other images."""
+    from genlab.core.runs import load_tensors, read_json
+
+    paths, cfg = autoencoder_run(folder)
     shape = read_json(paths.dataset).get("shape_chw") if paths.dataset.is_file() else None
     mine = [spec.channels, spec.height, spec.width]
     if shape is not None and list(shape) != mine:
