@@ -89,10 +89,12 @@ def test_autoencoder_reconstructs_better_than_the_mean_image(ae_run, run_cli):
                              "eval.memorisation_reference=8")
     assert code == 0, err
     shown = json.loads(out[: out.rindex("}") + 1])  # then "wrote .../metrics.json"
-    psnr = json.loads((root / "metrics.json").read_text())["family"]["reconstruction"]["test_psnr_db"]
+    metrics = json.loads((root / "metrics.json").read_text())
+    assert metrics["family"] == "autoencoder"
+    psnr = metrics["family_metrics"]["reconstruction"]["test_psnr_db"]
     assert shown["test reconstruction PSNR (dB)"] == pytest.approx(psnr, abs=1e-3)
     assert psnr > 17.0 and psnr > baseline + 2.5, (psnr, baseline)
-    assert "likelihood" not in json.loads((root / "metrics.json").read_text())  # the family claims none
+    assert "likelihood" not in metrics  # the family claims none
 
 
 def test_latent_diffusion_trains_and_samples_in_pixel_space_through_the_cli(ae_run, run_cli, tmp_path):
@@ -120,8 +122,12 @@ def test_latent_diffusion_trains_and_samples_in_pixel_space_through_the_cli(ae_r
     assert pixels.std() > 0.01  # decoded, not a constant
     assert_same_weights(ae_before, load_tensors(ae_root / "model.safetensors"))
     assert_same_weights(ae_before, loaded.model.autoencoder.state_dict())  # frozen: the trained AE, untouched
-    likelihood = loaded.model.test_likelihood(loaded.dataset, loaded.config.eval, False)
-    assert "not_applicable" in likelihood and likelihood["headline"] == {}
+    code, out, err = run_cli("eval", run_dir, "eval.n_samples=8", "eval.metric_samples=8",
+                             "eval.train_classifier=false", "eval.memorisation_reference=8")
+    assert code == 0, err
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert "pixel-space likelihood" in metrics["likelihood"]["not_applicable"]  # said, with no figure
+    assert metrics["memorisation"]["n_samples"] == 8  # pixel-space samples went through the image metrics
 
 
 def test_latent_diffusion_resume_is_bit_identical_and_the_autoencoder_stays_frozen(ae_run, tmp_path):

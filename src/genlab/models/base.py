@@ -167,7 +167,7 @@ class GenerativeModel(nn.Module):
 
     def family_metrics(self, dataset, ec, quiet: bool = True) -> dict:
         """Test-set figures of the family's own beyond its likelihood and its modality's metrics (the autoencoder's
-        reconstruction PSNR), which the modality's evaluation stores under "family", with a `headline` dict for
+        reconstruction PSNR), which the modality's evaluation stores under "family_metrics", with a `headline` dict for
         the CLI; {} (nothing) for most families."""
         return {}
 
