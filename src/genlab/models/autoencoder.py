@@ -40,8 +40,8 @@ def stage_mults(config: AutoencoderConfig) -> list[int]:
 @dataclass
 class AutoencoderConfig:
     downsample: int = 4  # 4 | 8: spatial reduction of the latent (64 px -> 16 or 8)
-    latent_channels: int = 4
-    base_channels: int = 32
+    latent_channels: int = 4  # channels of the latent maps (what latent diffusion's U-Net denoises)
+    base_channels: int = 32  # channels at full resolution (times channel_mults at the lower ones)
     # one multiplier of base_channels per resolution, log2(downsample) + 1 of them; None: [1, 2, 2] or [1, 2, 2, 4]
     channel_mults: list[int] | None = None
     blocks_per_level: int = 1  # residual blocks per resolution (encoder and decoder each)
