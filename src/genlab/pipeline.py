@@ -227,8 +227,9 @@ def open_run(path: str | Path, index: str | Path | None = None) -> LoadedRun:
     if recorded and recorded != dataset.fingerprint:
         raise GenlabError(f"the data behind run {paths.root} changed (fingerprint {recorded} -> {dataset.fingerprint})")
     if paths.base.is_file() and read_json(paths.base) != base_fingerprint(cfg):
-        raise GenlabError(f"run {paths.root} was fine-tuned from {read_json(paths.base)['path']}, whose weights "
-                          "have changed since; its adapter only fits the original")
+        raise GenlabError(f"run {paths.root} was trained from {read_json(paths.base)['path']}, whose weights "
+                          "have changed since; the run only fits the original (a fine-tune's adapter, a latent "
+                          "diffusion model's autoencoder)")
     model = build_model(cfg, data_spec(dataset))
     try:
         model.load_saved_state(load_tensors(paths.final_weights))

@@ -17,6 +17,7 @@ _ENTRIES: dict[str, dict[str, Any]] = {
         "vae": "genlab.models.vae:VAE",
         "gan": "genlab.models.gan:GAN",
         "diffusion": "genlab.models.diffusion:Diffusion",
+        "autoencoder": "genlab.models.autoencoder:Autoencoder",
         "gpt": "genlab.models.gpt:GPTLanguageModel",
         "lstm": "genlab.models.lstm:LSTMFamily",
         "hf": "genlab.models.hf_causal_lm:HFCausalLM",

@@ -89,6 +89,11 @@ class GenerativeModel(nn.Module):
             raise GenlabError(f"the {self.family_name} family has no private training (train.privacy); tables: use "
                               "tvae or ctgan")
 
+    def calibrate(self, dataset) -> None:
+        """Called by the trainer with the run's dataset before the optimizers and EMA take the weights: a family
+        that fits data statistics into its state (latent diffusion's latent scale) does it here, deterministically
+        (a resume recomputes the same value, then loads the checkpoint's); most families do nothing."""
+
     def set_objective(self, train) -> None:
         """Choose what phase_loss minimises (train.objective of the TrainConfig `train`); called once the starting
         weights are in place, so an objective that compares against them (dpo, grpo) can keep them as its
@@ -159,6 +164,12 @@ class GenerativeModel(nn.Module):
     def test_likelihood(self, dataset, ec, binarize: bool, quiet: bool = True) -> dict:
         """Test-set likelihood figures (families with `supports_likelihood`), with a `headline` dict for the CLI."""
         raise NotImplementedError(f"{self.family_name} has no likelihood")
+
+    def family_metrics(self, dataset, ec, quiet: bool = True) -> dict:
+        """Test-set figures of the family's own beyond its likelihood and its modality's metrics (the autoencoder's
+        reconstruction PSNR), which the modality's evaluation stores under "family_metrics", with a `headline` dict for
+        the CLI; {} (nothing) for most families."""
+        return {}
 
     def sample_labels(self, n: int, labels: torch.Tensor | None,
                       noise: torch.Generator | None) -> torch.Tensor | None:

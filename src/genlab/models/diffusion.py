@@ -2,6 +2,12 @@
 
 The network predicts eps or v; everything else (schedule, samplers, the variational bound) lives in
 `genlab.diffusion` and sees only a denoiser (x_t, t) -> (x0_hat, eps_hat).
+
+Latent diffusion (`model.latent_from: RUN`, Rombach et al. 2022): the U-Net runs on the latents of a trained
+autoencoder run, frozen and in no phase: x -> the encoder's posterior mean times `latent_scale`, and samples are
+decoded back to pixels. The scale is 1 / std of the posterior means of the first (up to) 256 training images in
+split order, computed once when training starts (`calibrate`) and kept in a persistent buffer, so checkpoints,
+EMA, resume and sampling all use the same number.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from genlab.core.validate import choice, fraction, positive
 from genlab.diffusion.likelihood import variational_bound
 from genlab.diffusion.samplers import SAMPLERS, sample_loop
 from genlab.diffusion.schedule import NoiseSchedule
+from genlab.models.autoencoder import Autoencoder
 from genlab.models.base import DataSpec, GenerativeModel, Phase
 from genlab.nn.noise import rand, randint, randn
 from genlab.nn.unet import UNet
@@ -64,7 +71,9 @@ class DiffusionConfig:
     sample_steps: int = 50  # network calls per sample by default
     guidance: float = 1.0  # default guidance scale: 0 unconditional, 1 plain conditional, >1 guided
     eta: float = 0.0  # DDIM noise (0: deterministic)
-    clip_denoised: bool = True  # clip x0_hat to the data range [-1, 1] while sampling
+    clip_denoised: bool = True  # clip x0_hat to the data range [-1, 1] while sampling (pixels only, not latents)
+    # a trained autoencoder run: diffuse in its latent space (frozen; its weights' hash is checked on open)
+    latent_from: str | None = None
 
     def validate(self) -> None:
         choice("model.schedule", self.schedule, ("linear", "cosine"))
@@ -81,6 +90,9 @@ class DiffusionConfig:
             raise GenlabError("config key 'model.sample_steps' must be <= model.timesteps")
 
 
+CALIBRATION_IMAGES = 256  # training images (in split order) whose latents set the latent scale
+
+
 class Diffusion(GenerativeModel):
     modality = "image"
     config_class = DiffusionConfig
@@ -93,13 +105,87 @@ class Diffusion(GenerativeModel):
         super().__init__(config, spec)
         if config.conditional and spec.num_classes < 2:
             raise GenlabError("model.conditional=true needs a labelled dataset with at least 2 classes")
-        if spec.height % config.patch_size or spec.width % config.patch_size:
-            raise GenlabError(f"model.patch_size={config.patch_size} must divide the image size "
-                              f"{spec.height}x{spec.width}")
-        self.net = UNet(spec.channels, config.base_channels, tuple(config.channel_mults), config.blocks_per_level,
-                        config.attention_max_size, spec.height, config.heads, dropout=config.dropout,
+        with torch.random.fork_rng(devices=[]):  # the U-Net's initialisation does not depend on latent_from
+            self.autoencoder = load_autoencoder(config.latent_from, spec) if config.latent_from else None
+        if self.autoencoder is not None:
+            self.shape = self.autoencoder.latent_shape  # what the U-Net denoises
+            # 0 until calibrate() sets it; persistent: saved with the weights
+            self.register_buffer("latent_scale", torch.zeros(()))
+        else:
+            self.shape = (spec.channels, spec.height, spec.width)
+        c, h, w = self.shape
+        if h % config.patch_size or w % config.patch_size:
+            raise GenlabError(f"model.patch_size={config.patch_size} must divide the "
+                              f"{'latent' if self.latent else 'image'} size {h}x{w}")
+        self.net = UNet(c, config.base_channels, tuple(config.channel_mults), config.blocks_per_level,
+                        config.attention_max_size, h, config.heads, dropout=config.dropout,
                         num_classes=spec.num_classes if config.conditional else 0, patch=config.patch_size)
         self.schedule = NoiseSchedule.make(config.schedule, config.timesteps)
+
+    @classmethod
+    def pretrained_dir(cls, config: DiffusionConfig) -> str | None:
+        """A latent model starts from its autoencoder run: the pipeline records and checks its weights' hash."""
+        if config.latent_from is None:
+            return None
+        autoencoder_run(config.latent_from)  # a clear error before anything reads it
+        return config.latent_from
+
+    @property
+    def latent(self) -> bool:
+        return self.autoencoder is not None
+
+    # -- the frozen autoencoder: never trained, never stored with the run's weights ------------------------
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.autoencoder is not None:
+            self.autoencoder.eval()
+        return self
+
+    def saved_state(self) -> dict[str, torch.Tensor]:
+        """The run's tensors without the autoencoder's (they stay in its own run, fingerprinted in base.json)."""
+        return {k: v for k, v in super().saved_state().items() if not k.startswith("autoencoder.")}
+
+    def load_saved_state(self, state: dict[str, torch.Tensor]) -> None:
+        if self.autoencoder is None or self.adapted:
+            super().load_saved_state(state)
+            return
+        state = {k: v for k, v in state.items() if not k.startswith("autoencoder.")}
+        result = self.load_state_dict(state, strict=False)  # still raises on a tensor of the wrong size
+        missing = [k for k in result.missing_keys if not k.startswith("autoencoder.")]
+        if missing or result.unexpected_keys:
+            raise RuntimeError(f"mismatched keys include {sorted(missing + result.unexpected_keys)[:3]}")
+
+    @torch.no_grad()
+    def calibrate(self, dataset) -> None:
+        """Latent models: latent_scale = 1 / std of the posterior means of the first CALIBRATION_IMAGES training
+        images (split order, so the same value every time); kept when already set (weights from init_from)."""
+        if self.autoencoder is None or float(self.latent_scale) > 0:
+            return
+        batch = next(iter(dataset.batches("train", CALIBRATION_IMAGES, limit=CALIBRATION_IMAGES)))
+        mean, _ = self.autoencoder.encode(batch.x.to(self.device) * 2 - 1)
+        std = float(mean.double().std())
+        if not math.isfinite(std) or std <= 0:
+            raise GenlabError(f"the latents of {self.config.latent_from} have std {std}: cannot scale them")
+        self.latent_scale.fill_(1.0 / std)
+
+    def to_latent(self, x01: torch.Tensor) -> torch.Tensor:
+        """What the U-Net models: [-1, 1] pixels, or for a latent model the scaled posterior mean. The mean, not a
+        posterior sample: with the autoencoder's small KL weight the posterior is narrow (a sample adds little),
+        and the target stays a function of the image, drawing nothing from the run's noise stream."""
+        x = x01 * 2 - 1
+        if self.autoencoder is None:
+            return x
+        scale = self.latent_scale
+        if float(scale) <= 0:
+            raise GenlabError("the latent scale is not set: calibrate() runs when training starts")
+        with torch.no_grad():
+            return self.autoencoder.encode(x)[0] * scale
+
+    def to_pixels(self, z: torch.Tensor) -> torch.Tensor:
+        """[0, 1] images from what the U-Net produced."""
+        if self.autoencoder is not None:
+            z = self.autoencoder.decode(z / self.latent_scale)
+        return ((z.clamp(-1, 1) + 1) / 2).float()
 
     def phases(self) -> list[Phase]:
         return [Phase("denoiser", [self.net])]
@@ -117,7 +203,7 @@ class Diffusion(GenerativeModel):
         return torch.where(drop, torch.full_like(y, self.null_label), y)
 
     def denoising_loss(self, batch: Batch, noise: torch.Generator, y: torch.Tensor | None):
-        x0 = batch.x * 2 - 1
+        x0 = self.to_latent(batch.x)
         t = randint(self.schedule.timesteps, (x0.shape[0],), noise, device=x0.device)
         eps = randn(x0.shape, noise, device=x0.device)
         alpha, sigma = self.schedule.alpha_sigma(t, x0)
@@ -178,17 +264,31 @@ class Diffusion(GenerativeModel):
         if guidance is not None and guidance < 0:
             raise GenlabError("--guidance must be >= 0")
         y = self.sample_labels(n, labels, noise)
-        x = randn((n, self.spec.channels, self.spec.height, self.spec.width), noise, device=self.device)
-        denoise = self.denoiser(y, cfg.guidance if guidance is None else guidance, cfg.clip_denoised)
+        if self.latent and float(self.latent_scale) <= 0:
+            raise GenlabError("this latent diffusion model was never trained (its latent scale is not set)")
+        x = randn((n, *self.shape), noise, device=self.device)
+        denoise = self.denoiser(y, cfg.guidance if guidance is None else guidance, self.clip)
         x0 = sample_loop(sampler or cfg.sampler, self.schedule, denoise, x, steps or cfg.sample_steps, noise,
                          cfg.eta if eta is None else eta)
-        return ((x0.clamp(-1, 1) + 1) / 2).float()
+        return self.to_pixels(x0)
+
+    @property
+    def clip(self) -> bool:
+        """Clip x0_hat to [-1, 1] while sampling: pixels have that range, latents do not."""
+        return self.config.clip_denoised and not self.latent
 
     # -- likelihood --------------------------------------------------------------------------------
     @torch.no_grad()
     def test_likelihood(self, dataset, ec, binarize: bool, quiet: bool = True) -> dict:
-        """The variational bound over `ec.vlb_steps` timesteps on the first `ec.vlb_images` test images."""
+        """The variational bound over `ec.vlb_steps` timesteps on the first `ec.vlb_images` test images. A latent
+        model has no pixel-space likelihood (its bound would be over latents, with no decoder density): that is
+        said, with no figure."""
         from genlab.metrics.likelihood import summed
+
+        if self.latent:
+            return {"not_applicable": "latent diffusion (model.latent_from) has no pixel-space likelihood: its "
+                                      "variational bound would be over the autoencoder's latents",
+                    "headline": {}}
 
         n = int(dataset.splits["test"].numel())
         m = n if ec.vlb_images is None else min(ec.vlb_images, n)
@@ -196,7 +296,7 @@ class Diffusion(GenerativeModel):
         noise = torch.Generator().manual_seed(ec.seed)
 
         def score(batch):
-            denoise = self.denoiser(batch.y if self.conditional else None, 1.0, self.config.clip_denoised)
+            denoise = self.denoiser(batch.y if self.conditional else None, 1.0, self.clip)
             return variational_bound(self.schedule, denoise, batch.x, steps, noise)
 
         sums = summed(dataset.batches("test", 250, ec.seed if binarize else None, limit=m), score,
@@ -218,3 +318,42 @@ class Diffusion(GenerativeModel):
             "headline": {f"test_vlb_nats ({steps} steps, {m} images)": means[f"vlb_{best}"],
                          "test_bits_per_dim": bpd},
         }
+
+
+def autoencoder_run(folder: str):
+    """The run folder and config of a trained autoencoder run (model.latent_from); one clear error when it is
+    missing, unfinished or of another family."""
+    import yaml
+
+    from genlab.config import config_from_dict
+    from genlab.core.runs import existing_run
+
+    try:
+        paths = existing_run(folder)
+        cfg = config_from_dict(yaml.safe_load(paths.config.read_text()))
+    except (GenlabError, yaml.YAMLError, TypeError, AttributeError) as exc:  # missing, unfinished, unreadable
+        raise GenlabError(f"model.latent_from={folder}: {exc}") from None
+    if cfg.family != "autoencoder":
+        raise GenlabError(f"model.latent_from={folder} is a {cfg.family} run; latent diffusion needs an autoencoder "
+                          "run (family: autoencoder)")
+    return paths, cfg
+
+
+def load_autoencoder(folder: str, spec: DataSpec) -> Autoencoder:
+    """The frozen autoencoder of run `folder` (model.latent_from) for images of `spec`; one clear error when it is
+    missing, not an autoencoder, or made for other images."""
+    from genlab.core.runs import load_tensors, read_json
+
+    paths, cfg = autoencoder_run(folder)
+    shape = read_json(paths.dataset).get("shape_chw") if paths.dataset.is_file() else None
+    mine = [spec.channels, spec.height, spec.width]
+    if shape is not None and list(shape) != mine:
+        raise GenlabError(f"model.latent_from={folder} was trained on {'x'.join(map(str, shape))} (CxHxW) images; "
+                          f"this data is {'x'.join(map(str, mine))}")
+    model = Autoencoder(cfg.model, DataSpec(spec.channels, spec.height, spec.width, 0))
+    try:
+        model.load_saved_state(load_tensors(paths.final_weights))
+    except RuntimeError as exc:
+        raise GenlabError(f"the weights of {paths.root} do not fit its config: {str(exc)[:200]}") from None
+    model.eval().requires_grad_(False)
+    return model

@@ -27,21 +27,24 @@ def _norm(channels: int, groups: int) -> nn.GroupNorm:
 
 
 class ResBlock(nn.Module):
-    """GN-SiLU-conv, add the projected embedding, GN-SiLU-dropout-conv, plus a (1x1 when needed) skip."""
+    """GN-SiLU-conv, add the projected embedding, GN-SiLU-dropout-conv, plus a (1x1 when needed) skip.
 
-    def __init__(self, cin: int, cout: int, emb_dim: int, groups: int, dropout: float):
+    `emb_dim` 0: no embedding (a plain residual block, as in the autoencoder family)."""
+
+    def __init__(self, cin: int, cout: int, emb_dim: int, groups: int, dropout: float = 0.0):
         super().__init__()
         self.norm1, self.conv1 = _norm(cin, groups), nn.Conv2d(cin, cout, 3, padding=1)
-        self.emb = nn.Linear(emb_dim, cout)
+        self.emb = nn.Linear(emb_dim, cout) if emb_dim else None
         self.norm2, self.conv2 = _norm(cout, groups), nn.Conv2d(cout, cout, 3, padding=1)
         self.dropout = nn.Dropout(dropout)
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
         nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.emb(emb)[:, :, None, None]
+        if self.emb is not None:
+            h = h + self.emb(emb)[:, :, None, None]
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))
         return self.skip(x) + h
 

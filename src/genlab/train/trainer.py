@@ -58,7 +58,7 @@ def build_model(cfg: RunConfig, spec: DataSpec) -> GenerativeModel:
 
         base = existing_run(cfg.init_from)
         try:
-            model.load_state_dict(load_tensors(base.final_weights))
+            model.load_saved_state(load_tensors(base.final_weights))  # no adapters yet: all the stored tensors
         except RuntimeError as exc:
             raise GenlabError(f"the weights of {base.root} do not fit this model (an adapter-only run must be "
                               f"merged first: genlab merge): {str(exc)[:300]}") from None
@@ -105,6 +105,7 @@ class Trainer:
         self.device = self.world.device
         self.threads = ThreadGovernor(tc.threads)  # train.threads, else the CPUs others leave free, kept up to date
         model.to(self.device)  # before optimizers, EMA and wrappers see the parameters
+        model.calibrate(dataset)  # data statistics the family keeps in its state (before EMA copies it)
         self.phases = model.phases()
         names = [p.name for p in self.phases]
         for key, given in (("train.lr_by_phase", tc.lr_by_phase), ("train.betas_by_phase", tc.betas_by_phase)):

@@ -130,7 +130,7 @@ class ImageModality:
         return evaluate_image_run(run, options, quiet)
 
     def headline(self, metrics: dict) -> dict:
-        out = {}
+        out = dict(metrics.get("family_metrics", {}).get("headline", {}))  # the family's own figures (family_metrics)
         for name, value in metrics.get("image", {}).items():
             if isinstance(value, dict):
                 shown = {k: round(v, 4) for k, v in value.items()

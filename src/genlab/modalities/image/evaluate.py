@@ -146,6 +146,10 @@ def evaluate_image_run(run, ec, quiet: bool = True) -> dict:
 
     ds, model, timings, inner = run.dataset, run.model, {}, bars_off(quiet)
     metrics: dict = {"timings_seconds": timings}
+    t0 = time.perf_counter()
+    if extra := model.family_metrics(ds, ec, inner):  # e.g. the autoencoder's test reconstruction PSNR
+        metrics["family_metrics"] = extra
+        timings["family_metrics"] = round(time.perf_counter() - t0, 3)
     with timed(timings, "memorisation", quiet):
         samples = generate_images(model, ec.n_samples, seed=ec.seed)
         train = images_to_unit(ds.split_images("train"))
