@@ -1,0 +1,101 @@
+"""Every image family on Google's emoji at 64 px RGB (`make emoji`): train each emoji recipe at its one-core budget,
+evaluate with each feature extractor, time sampling, and print one table (docs/benchmarks.md "Colour images").
+
+    make emoji
+    genlab features train configs/emoji-vae.yaml --epochs 40        # the labelled extractor (cached)
+    taskset -c 0 python bench/emoji.py --extractors classifier,ssl
+
+Runs go to bench/out/emoji/ (a finished run is not retrained; delete it to start over). The latent diffusion
+recipe reads the autoencoder trained here, so its model.latent_from is pointed at this folder's run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ["vae", "dcgan", "cgan-wgangp", "ddpm", "autoencoder", "latent-ddpm"]
+
+
+def genlab(*args: str) -> None:
+    env = {**os.environ, "GENLAB_QUIET": "1", "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "genlab", *args], check=True, cwd=ROOT, env=env)
+
+
+def train(recipe: str, runs: Path, seed: int) -> Path:
+    name = f"emoji-{recipe}-s{seed}"
+    run = runs / name
+    if (run / "model.safetensors").is_file():
+        return run
+    extra = [f"model.latent_from={runs / f'emoji-autoencoder-s{seed}'}"] if recipe == "latent-ddpm" else []
+    genlab("train", f"configs/emoji-{recipe}.yaml", "--runs-dir", str(runs), f"name={name}", f"train.seed={seed}",
+           "--overwrite", *extra)
+    return run
+
+
+def sampling_rate(run: Path, n: int = 64) -> float:
+    """Samples per second of the run's default sampler, one thread, after one warm-up call."""
+    import torch
+
+    from genlab.pipeline import generate, open_run
+
+    torch.set_num_threads(1)
+    loaded = open_run(run)
+    generate(loaded, 4, seed=1)
+    t0 = time.perf_counter()
+    generate(loaded, n, seed=0)
+    return n / (time.perf_counter() - t0)
+
+
+def evaluate(run: Path, extractor: str) -> dict:
+    out = run / f"metrics-{extractor}.json"
+    if not out.is_file():
+        genlab("eval", str(run), f"eval.extractor={extractor}")
+        (run / "metrics.json").rename(out)
+    return json.loads(out.read_text())
+
+
+def row(recipe: str, run: Path, extractors: list[str]) -> dict:
+    summary = json.loads((run / "train_summary.json").read_text())
+    found = {"recipe": recipe, "steps": summary.get("steps"), "train_s": summary.get("train_seconds"),
+             "samples_per_s": round(sampling_rate(run), 2)}
+    for name in extractors:
+        metrics = evaluate(run, name)
+        image = metrics.get("image", {})
+        found[f"fid_{name}"] = round(image["fid"]["value"], 2) if "fid" in image else None
+        found[f"kid_{name}"] = round(image["kid"]["mean"], 3) if "kid" in image else None
+        if "label_agreement" in image:
+            found["label_agreement"] = round(image["label_agreement"]["accuracy"], 3)
+        recon = metrics.get("family_metrics", {}).get("reconstruction")
+        if recon:
+            found["psnr_db"] = round(recon["test_psnr_db"], 2)
+        for key, value in metrics.get("likelihood", {}).items():
+            if "bits_per_dim" in key and isinstance(value, float):
+                found[key] = round(value, 3)
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--recipes", default=",".join(RECIPES))
+    parser.add_argument("--extractors", default="classifier")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--runs-dir", default=str(ROOT / "bench" / "out" / "emoji"))
+    args = parser.parse_args()
+    runs, extractors = Path(args.runs_dir), args.extractors.split(",")
+    rows = []
+    for recipe in args.recipes.split(","):
+        run = train(recipe, runs, args.seed)
+        rows.append(row(recipe, run, extractors))
+        print(json.dumps(rows[-1]), flush=True)
+    (runs / f"results-s{args.seed}.json").write_text(json.dumps(rows, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
