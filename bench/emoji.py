@@ -81,20 +81,46 @@ def row(recipe: str, run: Path, extractors: list[str]) -> dict:
     return found
 
 
+def figure(runs: list[tuple[str, Path]], out: Path, n: int = 18) -> None:
+    """One row of samples per run (conditional runs: two per category), real test images on top."""
+    import torch
+
+    from genlab.modalities.image.samples import image_grid, png_bytes
+    from genlab.pipeline import generate, open_run
+
+    rows = []
+    for i, (_, run) in enumerate(runs):
+        loaded = open_run(run)
+        if i == 0:
+            test = loaded.dataset.split_images("test")
+            rows.append(test[torch.linspace(0, test.shape[0] - 1, n).long()].float() / 255)
+        k = loaded.dataset.num_classes if loaded.model.conditional else 0
+        if k:
+            per = [generate(loaded, -(-n // k), label=c, seed=0) for c in range(k)]
+            rows.append(torch.stack([per[j % k][j // k] for j in range(n)]))
+        else:
+            rows.append(generate(loaded, n, seed=0))
+    out.write_bytes(png_bytes(image_grid(torch.cat(rows), ncol=n)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--recipes", default=",".join(RECIPES))
     parser.add_argument("--extractors", default="classifier")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs-dir", default=str(ROOT / "bench" / "out" / "emoji"))
+    parser.add_argument("--figure", help="also draw every run's samples into this PNG (a row each)")
     args = parser.parse_args()
     runs, extractors = Path(args.runs_dir), args.extractors.split(",")
-    rows = []
+    rows, trained = [], []
     for recipe in args.recipes.split(","):
         run = train(recipe, runs, args.seed)
+        trained.append((recipe, run))
         rows.append(row(recipe, run, extractors))
         print(json.dumps(rows[-1]), flush=True)
     (runs / f"results-s{args.seed}.json").write_text(json.dumps(rows, indent=1) + "\n")
+    if args.figure:
+        figure(trained, Path(args.figure))
 
 
 if __name__ == "__main__":
