@@ -123,11 +123,11 @@ MIN_INVERSION_ABAR = 1e-3  # inversion stops at the noisiest timestep with abar_
 
 def inversion_timesteps(schedule: NoiseSchedule, steps: int) -> torch.Tensor:
     """The decreasing timesteps of DDIM inversion and its decoding: like `sampling_timesteps` (evenly spaced,
-    trailing, `steps` of them, at most all the timesteps up to there) but starting at the noisiest t with abar_t >= MIN_INVERSION_ABAR rather than T - 1.
-    At the very end of a cosine schedule abar_t is ~1e-6: the first decoding step divides by sqrt(abar_t), which
-    turns float32 rounding and the inversion's eps approximation into large errors, and the fixed-point
-    refinement no longer converges there. Stopping at abar ~1e-3 keeps x_T essentially noise (its signal scale
-    is ~0.03) and the round trip exact to a few 1e-3 (tests/test_editing.py measures it)."""
+    trailing, `steps` of them, at most all the timesteps up to there) but starting at the noisiest t with
+    abar_t >= MIN_INVERSION_ABAR rather than T - 1. At the very end of a cosine schedule abar_t is ~1e-6: the first
+    decoding step divides by sqrt(abar_t), which turns float32 rounding and the inversion's eps approximation into
+    large errors, and the fixed-point refinement no longer converges there. Stopping at abar ~1e-3 keeps x_T
+    essentially noise (its signal scale is ~0.03) and the round trip close (tests/test_editing.py measures it)."""
     from genlab.diffusion.schedule import sampling_timesteps
 
     abar = schedule.alphas_cumprod
