@@ -26,11 +26,11 @@ from genlab.diffusion.editing import (
     jump_walk,
 )
 from genlab.diffusion.schedule import NoiseSchedule, sampling_timesteps
+from genlab.modalities.image.edit import read_image, read_mask, shape_mask
 from genlab.models.base import DataSpec
 from genlab.models.cyclegan import CycleGAN, cycle_loss, identity_loss
 from genlab.models.diffusion import Diffusion
-from genlab.modalities.image.edit import read_image, read_mask, shape_mask
-from genlab.pipeline import open_run, train_config
+from genlab.pipeline import train_config
 from genlab.serve.app import create_app
 from genlab.serve.keys import KeyStore
 from genlab.serve.limits import Limits
