@@ -28,7 +28,14 @@ test: $(STAMP)
 # Real colour images that exist offline: the npm registry's emoji sets (64 px), converted to image folders
 # with a category per folder (genlab.modalities.image.emoji). The emoji-* recipes read them.
 EMOJI_VERSION := 16.0.0
-emoji: data/emoji/google-64/emoji.jsonl data/emoji/twitter-64/emoji.jsonl
+emoji: data/emoji/google-64/emoji.jsonl data/emoji/twitter-64/emoji.jsonl data/emoji/google-twitter-64
+
+# Both sets in one folder, one sub-folder per domain (symlinks, no copies): the cyclegan recipe's two domains
+# (class 0 = google, class 1 = twitter; see genlab.models.cyclegan)
+data/emoji/google-twitter-64: data/emoji/google-64/emoji.jsonl data/emoji/twitter-64/emoji.jsonl
+	mkdir -p $@
+	ln -sfn ../google-64 $@/google
+	ln -sfn ../twitter-64 $@/twitter
 
 data/emoji/%-64/emoji.jsonl: | $(STAMP)
 	mkdir -p data/emoji/npm

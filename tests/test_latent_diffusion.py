@@ -173,3 +173,22 @@ def test_a_wrong_latent_from_is_one_clear_error(ae_run, tmp_path, run_cli):
     code, _, err = run_cli("train", recipe, "--runs-dir", tmp_path / "runs")
     assert_one_line_error(code, err, "was trained on 3x32x32 (CxHxW) images; this data is 3x16x16")
     assert not (tmp_path / "runs" / "ld3").exists()
+
+
+def test_latent_runs_edit_in_latent_space_and_keep_the_known_pixels(ae_run, tmp_path):
+    from genlab.modalities.image.edit import shape_mask
+
+    ae_root, data = ae_run
+    run, _ = pipeline.train_config(latent_config(ae_root, data, name="ld-edit"), tmp_path)
+    model = pipeline.open_run(run.root).model
+    x = torch.from_numpy(shapes(2, seed=5)).permute(0, 3, 1, 2).float() / 255
+    known = shape_mask("box:8,8,20,24", (32, 32))
+    cells = model.latent_mask(known)
+    assert cells.shape == (1, 1, 8, 8) and float(cells.sum()) == 64 - 3 * 4  # x 8..20 -> cells 2..4, y 8..24 -> 2..5
+    out = model.inpaint(x, known, steps=3, seed=0)
+    keep = known.expand_as(x).bool()
+    assert torch.equal(out[keep], x[keep]) and not torch.equal(out[~keep], x[~keep])
+    assert torch.equal(model.img2img(x, 0.0), x)
+    assert model.img2img(x, 0.5, steps=4).shape == x.shape
+    x_t = model.invert(x, steps=4)
+    assert x_t.shape == (2, *model.shape) and model.decode_from_noise(x_t, steps=4).shape == x.shape

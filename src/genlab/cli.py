@@ -544,6 +544,137 @@ def study_synthetic_utility(run: Path, out: Path, fractions: str, seeds: str, pe
     click.echo(f"wrote {out / 'report.html'} and {out / 'synthetic_utility.png'}")
 
 
+@cli.group()
+def edit() -> None:
+    """Edit images with a trained run: inpaint and img2img (diffusion runs), transfer (a cyclegan run, or two
+    diffusion runs). --image and --out are a PNG each, or two folders (every image of one, written as NAME.png
+    into the other)."""
+
+
+EDIT_IMAGE = click.option("--image", "image", required=True, type=click.Path(exists=True, path_type=Path),
+                          help="An image file, or a folder of them (of the run's size unless --resize).")
+EDIT_OUT = click.option("--out", required=True, type=click.Path(path_type=Path),
+                        help="FILE.png, or a folder when --image is a folder.")
+EDIT_RESIZE = click.option("--resize", is_flag=True, help="Resize images (and a mask file) to the run's size.")
+EDIT_SEED = click.option("--seed", type=int, default=0, show_default=True)
+EDIT_LABEL = click.option("--label", type=int, default=None, help="Class to condition on (conditional runs; "
+                                                                  "default: unconditional).")
+EDIT_STEPS = click.option("--steps", type=click.IntRange(1, 1000), default=None,
+                          help="Network calls (default: the run's model.sample_steps).")
+EDIT_GUIDANCE = click.option("--guidance", type=click.FloatRange(min=0), default=None,
+                             help="Classifier-free guidance scale (with --label).")
+
+
+def _edit_each(image: Path, out: Path, channels: int, size: tuple[int, int], resize: bool, edit_one) -> None:
+    """Read --image (a file or a folder), call edit_one(1 x C x H x W) -> images and write them to --out."""
+    from genlab.core.runs import atomic_write_bytes
+    from genlab.modalities.image.edit import image_files, image_png, read_image
+
+    if image.is_dir():
+        if out.suffix.lower() == ".png" or (out.exists() and not out.is_dir()):
+            raise GenlabError(f"--image {image} is a folder: --out must be a folder too, got {out}")
+        pairs = [(f, out / f"{f.stem}.png") for f in image_files(image)]
+        out.mkdir(parents=True, exist_ok=True)
+    else:
+        if out.suffix.lower() != ".png":
+            raise GenlabError(f"--out must end in .png, got {out.name}")
+        pairs = [(image, out)]
+    for source, target in pairs:
+        x = read_image(source.read_bytes(), channels, size, resize, what=str(source))
+        atomic_write_bytes(target, image_png(edit_one(x)))
+    click.echo(f"wrote {len(pairs)} image{'s' if len(pairs) != 1 else ''} to {out}")
+
+
+@edit.command(name="inpaint")
+@click.argument("run", type=click.Path(path_type=Path))
+@EDIT_IMAGE
+@click.option("--mask", "mask", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="PNG mask: WHITE where the image is filled, black where it is kept (the image's size).")
+@click.option("--shape", default=None, help="A mask shape instead: centre:FRACTION (centred square of that area), "
+                                            "box:x0,y0,x1,y1 (pixels, x1 y1 exclusive) or strokes:SEED.")
+@EDIT_OUT
+@EDIT_STEPS
+@click.option("--jump-length", type=click.IntRange(min=1), default=10, show_default=True,
+              help="RePaint: sampling steps each resampling jump goes back.")
+@click.option("--jump-n-sample", type=click.IntRange(min=1), default=1, show_default=True,
+              help="RePaint: times each stretch is sampled (1: no jumps, plain replacement).")
+@EDIT_GUIDANCE
+@EDIT_LABEL
+@EDIT_SEED
+@EDIT_RESIZE
+@THREADS_OPTION
+def edit_inpaint(run: Path, image: Path, mask: Path | None, shape: str | None, out: Path, steps: int | None,
+                 jump_length: int, jump_n_sample: int, guidance: float | None, label: int | None, seed: int,
+                 resize: bool, threads: int | None) -> None:
+    """Fill the masked region of --image with a diffusion RUN (RePaint); the kept pixels are unchanged."""
+    from genlab.modalities.image.edit import image_size, inpaint, read_mask, shape_mask
+    from genlab.pipeline import open_run
+
+    if (mask is None) == (shape is None):
+        raise GenlabError("give one of --mask FILE.png or --shape (centre:F, box:x0,y0,x1,y1, strokes:SEED)")
+    loaded = open_run(run)
+    channels, size = image_size(loaded)
+    known = read_mask(mask.read_bytes(), size, resize, str(mask)) if mask else shape_mask(shape, size)
+    _edit_each(image, out, channels, size, resize, lambda x: inpaint(
+        loaded, x, known, label, steps=steps, guidance=guidance, jump_length=jump_length,
+        jump_n_sample=jump_n_sample, seed=seed))
+
+
+@edit.command(name="img2img")
+@click.argument("run", type=click.Path(path_type=Path))
+@EDIT_IMAGE
+@click.option("--strength", type=click.FloatRange(0, 1), required=True,
+              help="0 keeps the image, 1 ignores it (SDEdit: noise to strength x T, then denoise).")
+@EDIT_OUT
+@EDIT_STEPS
+@EDIT_GUIDANCE
+@EDIT_LABEL
+@EDIT_SEED
+@EDIT_RESIZE
+@THREADS_OPTION
+def edit_img2img(run: Path, image: Path, strength: float, out: Path, steps: int | None, guidance: float | None,
+                 label: int | None, seed: int, resize: bool, threads: int | None) -> None:
+    """Re-imagine --image with a diffusion RUN (SDEdit), keeping more of it the lower --strength is."""
+    from genlab.modalities.image.edit import image_size, img2img
+    from genlab.pipeline import open_run
+
+    loaded = open_run(run)
+    channels, size = image_size(loaded)
+    _edit_each(image, out, channels, size, resize, lambda x: img2img(
+        loaded, x, strength, label, steps=steps, guidance=guidance, seed=seed))
+
+
+@edit.command(name="transfer")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--to", "to", type=click.Path(path_type=Path), default=None,
+              help="A second diffusion run (domain B): DDIM-invert in RUN, decode in this one.")
+@EDIT_IMAGE
+@EDIT_OUT
+@click.option("--direction", type=click.Choice(["a2b", "b2a"]), default="a2b", show_default=True,
+              help="cyclegan runs: which generator.")
+@click.option("--steps", type=click.IntRange(1, 1000), default=None, help="--to: DDIM steps (inversion and decoding).")
+@click.option("--refine", type=click.IntRange(0, 10), default=0, show_default=True,
+              help="--to: fixed-point refinements per inversion step (closer inversion, more calls).")
+@click.option("--label", type=int, default=None, help="--to: class of the input in RUN (conditional runs).")
+@click.option("--to-label", type=int, default=None, help="--to: class to decode in the --to run.")
+@EDIT_RESIZE
+@THREADS_OPTION
+def edit_transfer(run: Path, to: Path | None, image: Path, out: Path, direction: str, steps: int | None, refine: int,
+                  label: int | None, to_label: int | None, resize: bool, threads: int | None) -> None:
+    """Translate --image to another domain: with a cyclegan RUN alone, or from diffusion RUN (domain A) to the
+    diffusion run --to (domain B) by DDIM inversion and decoding."""
+    from genlab.modalities.image.edit import image_size, transfer
+    from genlab.pipeline import open_run
+
+    loaded = open_run(run)
+    target = open_run(to) if to is not None else None
+    if target is None and refine:
+        raise GenlabError("--refine applies to transfer between two diffusion runs (--to)")
+    channels, size = image_size(loaded)
+    _edit_each(image, out, channels, size, resize, lambda x: transfer(
+        loaded, x, target, direction, steps, label, to_label, refine))
+
+
 def _key_store(path: Path | None):
     import os
 

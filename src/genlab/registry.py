@@ -16,6 +16,7 @@ _ENTRIES: dict[str, dict[str, Any]] = {
     "family": {
         "vae": "genlab.models.vae:VAE",
         "gan": "genlab.models.gan:GAN",
+        "cyclegan": "genlab.models.cyclegan:CycleGAN",
         "diffusion": "genlab.models.diffusion:Diffusion",
         "autoencoder": "genlab.models.autoencoder:Autoencoder",
         "gpt": "genlab.models.gpt:GPTLanguageModel",

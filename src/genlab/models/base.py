@@ -171,6 +171,49 @@ class GenerativeModel(nn.Module):
         the CLI; {} (nothing) for most families."""
         return {}
 
+    # -- image editing (genlab edit): diffusion runs inpaint, img2img and invert / decode; cyclegan transfers --------
+    def cannot_edit(self, what: str) -> GenlabError:
+        return GenlabError(f"the {self.family_name} family cannot {what}; image editing needs a diffusion run "
+                           "(inpaint, img2img, transfer between two diffusion runs) or a cyclegan run (transfer)")
+
+    def inpaint(self, images: torch.Tensor, mask: torch.Tensor, labels=None, **options) -> torch.Tensor:
+        """Fill the region where `mask` is 0 (1 = known, kept) of [0, 1] N x C x H x W `images`."""
+        raise self.cannot_edit("inpaint")
+
+    def img2img(self, images: torch.Tensor, strength: float, labels=None, **options) -> torch.Tensor:
+        """SDEdit: re-imagine `images` (strength 0 keeps them, 1 ignores them)."""
+        raise self.cannot_edit("edit images (img2img)")
+
+    def invert(self, images: torch.Tensor, labels=None, steps: int | None = None) -> torch.Tensor:
+        """The noise x_T that decodes back to `images` (DDIM inversion)."""
+        raise self.cannot_edit("invert images to noise (transfer between two diffusion runs)")
+
+    def decode_from_noise(self, x_t: torch.Tensor, labels=None, steps: int | None = None) -> torch.Tensor:
+        """Images decoded deterministically from noise (the inverse of `invert`)."""
+        raise self.cannot_edit("decode noise (transfer between two diffusion runs)")
+
+    def transfer(self, images: torch.Tensor, direction: str = "a2b") -> torch.Tensor:
+        """Translate `images` to the other domain (an image-to-image family)."""
+        raise self.cannot_edit("transfer images on its own (genlab edit transfer RUN_A --to RUN_B takes two "
+                               "diffusion runs)")
+
+    def check_images(self, images: torch.Tensor, what: str = "images") -> torch.Tensor:
+        """`images` as float N x C x H x W in [0, 1] on the model's device; one clear error when they are not
+        of the run's shape."""
+        spec = self.spec
+        want = (spec.channels, spec.height, spec.width)
+        if not isinstance(images, torch.Tensor) or images.dim() != 4 or tuple(images.shape[1:]) != want:
+            got = "x".join(map(str, images.shape)) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise GenlabError(f"{what} must be N x {'x'.join(map(str, want))} (N x C x H x W, the run's "
+                              f"{'grey' if spec.channels == 1 else 'colour'} {spec.height}x{spec.width} images), "
+                              f"got {got}")
+        if images.shape[0] == 0:
+            raise GenlabError(f"{what}: no images")
+        images = images.float()
+        if not torch.isfinite(images).all() or images.min() < 0 or images.max() > 1:
+            raise GenlabError(f"{what} must hold values in [0, 1]")
+        return images.to(self.device)
+
     def sample_labels(self, n: int, labels: torch.Tensor | None,
                       noise: torch.Generator | None) -> torch.Tensor | None:
         """Labels to condition on: the ones given, uniform random ones for a conditional model, else None."""

@@ -272,6 +272,114 @@ class Diffusion(GenerativeModel):
                          cfg.eta if eta is None else eta)
         return self.to_pixels(x0)
 
+    # -- editing (genlab edit; the sampler-level algorithms are in genlab.diffusion.editing) -----------------------
+    def edit_labels(self, n: int, labels) -> torch.Tensor | None:
+        """Labels of an edit: the ones given, else (conditional models) the "no label" index, i.e. unconditional:
+        an edit should follow the image, not a random class."""
+        if labels is None:
+            return torch.full((n,), self.null_label, dtype=torch.long, device=self.device) if self.conditional else None
+        return self.sample_labels(n, torch.as_tensor(labels), None)
+
+    def _edit_denoiser(self, n: int, labels, guidance: float | None, clip: bool, plain: bool = False):
+        """The denoiser of an edit: guidance as given, else the run's default with a label and 1 without (or
+        always 1 when `plain`: DDIM inversion and its decoding)."""
+        if guidance is not None and (not self.conditional or labels is None):
+            raise GenlabError("--guidance needs a class-conditional diffusion model and a --label")
+        if guidance is not None and guidance < 0:
+            raise GenlabError("--guidance must be >= 0")
+        if self.latent and float(self.latent_scale) <= 0:
+            raise GenlabError("this latent diffusion model was never trained (its latent scale is not set)")
+        if guidance is None:
+            guidance = self.config.guidance if labels is not None and not plain else 1.0
+        return self.denoiser(self.edit_labels(n, labels), guidance, clip)
+
+    def latent_mask(self, known: torch.Tensor) -> torch.Tensor:
+        """A pixel mask (1 = known) in the U-Net's space: itself for pixel models; for latent models a latent cell
+        is known only when every pixel it covers is (a min-pool by the autoencoder's downsampling factor)."""
+        if not self.latent:
+            return known
+        _, h, _ = self.shape
+        factor = known.shape[-2] // h
+        return -torch.nn.functional.max_pool2d(-known, factor)
+
+    @torch.no_grad()
+    def inpaint(self, images: torch.Tensor, mask: torch.Tensor, labels=None, steps: int | None = None,
+                guidance: float | None = None, jump_length: int = 10, jump_n_sample: int = 1,
+                seed: int = 0) -> torch.Tensor:
+        """RePaint inpainting. `images`: [0, 1] N x C x H x W of the run's shape; `mask`: 1 = KNOWN (kept), 0 = to
+        fill, shaped N x 1 x H x W, 1 x 1 x H x W or H x W (values >= 0.5 count as known). `steps` network calls
+        (the run's sample_steps by default) on the jump-free walk; jumps (`jump_n_sample` > 1) multiply that.
+        Latent models inpaint the latents with the mask min-pooled to the latent grid, decode, and paste the known
+        pixels back; pixel models do the same paste (so the known pixels equal the input exactly)."""
+        from genlab.diffusion.editing import inpaint
+        from genlab.diffusion.schedule import sampling_timesteps
+
+        x = self.check_images(images)
+        known = self._check_mask(mask, x)
+        n = x.shape[0]
+        denoise = self._edit_denoiser(n, labels, guidance, self.clip)
+        noise = torch.Generator().manual_seed(seed)
+        ts = sampling_timesteps(self.schedule.timesteps, steps or self.config.sample_steps)
+        z = inpaint(self.schedule, denoise, self.to_latent(x), self.latent_mask(known), ts, noise,
+                    jump_length, jump_n_sample)
+        return known * x + (1 - known) * self.to_pixels(z)
+
+    def _check_mask(self, mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        mask = torch.as_tensor(mask, device=x.device).float()
+        if mask.dim() == 2:
+            mask = mask[None, None]
+        h, w = x.shape[-2:]
+        if mask.dim() != 4 or mask.shape[1] != 1 or tuple(mask.shape[-2:]) != (h, w) or mask.shape[0] not in (
+                1, x.shape[0]):
+            raise GenlabError(f"the mask must be {h}x{w} like the images (N x 1 x H x W), got "
+                              f"{'x'.join(map(str, mask.shape))}")
+        return (mask >= 0.5).float().expand(x.shape[0], 1, h, w)
+
+    @torch.no_grad()
+    def img2img(self, images: torch.Tensor, strength: float, labels=None, steps: int | None = None,
+                guidance: float | None = None, seed: int = 0, sampler: str | None = None) -> torch.Tensor:
+        """SDEdit: noise `images` to t ~ strength * T and denoise with the run's sampler; `steps` is what a full
+        edit would cost (round(strength * steps) network calls). strength 0 returns the images unchanged. Latent
+        models edit the latents (encode, edit, decode)."""
+        from genlab.diffusion.editing import img2img
+
+        x = self.check_images(images)
+        if not 0 <= strength <= 1:
+            raise GenlabError(f"--strength must be in [0, 1], got {strength}")
+        if strength == 0:
+            return x.clone()
+        denoise = self._edit_denoiser(x.shape[0], labels, guidance, self.clip)
+        noise = torch.Generator().manual_seed(seed)
+        cfg = self.config
+        z = img2img(self.schedule, denoise, self.to_latent(x), strength, steps or cfg.sample_steps, noise,
+                    sampler or cfg.sampler, cfg.eta)
+        return self.to_pixels(z)
+
+    @torch.no_grad()
+    def invert(self, images: torch.Tensor, labels=None, steps: int | None = None, refine: int = 0) -> torch.Tensor:
+        """Deterministic DDIM inversion of `images` to the noise x_T (in the U-Net's space: latents for latent
+        models), with no clipping and guidance 1; `decode_from_noise` with the same labels and steps maps it
+        back. `refine` > 0: fixed-point refinement of each step (genlab.diffusion.editing.ddim_invert), closer
+        round trips for refine x more network calls."""
+        from genlab.diffusion.editing import ddim_invert, inversion_timesteps
+
+        x = self.check_images(images)
+        denoise = self._edit_denoiser(x.shape[0], labels, None, clip=False, plain=True)
+        ts = inversion_timesteps(self.schedule, steps or self.config.sample_steps)
+        return ddim_invert(self.schedule, denoise, self.to_latent(x), ts, refine)
+
+    @torch.no_grad()
+    def decode_from_noise(self, x_t: torch.Tensor, labels=None, steps: int | None = None) -> torch.Tensor:
+        """[0, 1] images decoded from x_T by deterministic DDIM (eta 0, no clipping, guidance 1)."""
+        from genlab.diffusion.editing import ddim_decode, inversion_timesteps
+
+        if x_t.dim() != 4 or tuple(x_t.shape[1:]) != tuple(self.shape):
+            raise GenlabError(f"the noise must be N x {'x'.join(map(str, self.shape))} for this model, got "
+                              f"{'x'.join(map(str, x_t.shape))}")
+        denoise = self._edit_denoiser(x_t.shape[0], labels, None, clip=False, plain=True)
+        ts = inversion_timesteps(self.schedule, steps or self.config.sample_steps)
+        return self.to_pixels(ddim_decode(self.schedule, denoise, x_t.to(self.device).float(), ts))
+
     @property
     def clip(self) -> bool:
         """Clip x0_hat to [-1, 1] while sampling: pixels have that range, latents do not."""

@@ -4,7 +4,9 @@ names a model, never a path. Each modality adds its own endpoints (Modality.add_
 they share and never asks which modality a run is."""
 
 import json
+import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -65,6 +67,17 @@ class Server:
         self.models, self.keys, self.limits, self.metrics = models, keys, limits, metrics
         self.text_filter, self.batching = text_filter, batching
         self.limiter = KeyLimiter(limits)
+        self.upload_routes: list[re.Pattern] = []  # paths whose bodies may be limits.max_upload_body_bytes
+
+    def accept_uploads(self, path: str) -> None:
+        """Let the route `path` (FastAPI's, with {parameters}) take bodies of up to limits.max_upload_body_bytes
+        (uploaded images) instead of limits.max_body_bytes."""
+        self.upload_routes.append(re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path)) + "$"))
+
+    def body_limit(self, path: str) -> int:
+        if any(p.match(path) for p in self.upload_routes):
+            return self.limits.max_upload_body_bytes
+        return self.limits.max_body_bytes
 
     def caller(self, request: Request) -> str:
         """The key id of the caller: `Authorization: Bearer <token>` or `X-API-Key: <token>` (a FastAPI
@@ -140,23 +153,25 @@ class Server:
 class BodyLimit:
     """ASGI middleware: a request body over `limit` bytes is answered 413 before it is read in full."""
 
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
+    def __init__(self, app, limit: int | Callable[[str], int]):
+        self.app = app
+        self.limit_for = limit if callable(limit) else (lambda path: limit)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit = self.limit_for(scope.get("path", ""))
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            return await _too_large(scope, receive, send, self.limit)
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            return await _too_large(scope, receive, send, limit)
         seen = 0
 
         async def limited_receive():
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise HTTPException(413, f"request body over {self.limit} bytes")
+            if seen > limit:
+                raise HTTPException(413, f"request body over {limit} bytes")
             return message
 
         return await self.app(scope, limited_receive, send)
@@ -204,7 +219,7 @@ def create_app(run_dirs: list[str | Path], keys: KeyStore, limits: Limits | None
     metrics = Metrics()
     server = Server(models, keys, limits, metrics, text_filter, batching)
     app = FastAPI(title="genlab", version="1", description="Generate from trained genlab runs.")
-    app.add_middleware(BodyLimit, limit=limits.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=server.body_limit)  # upload routes (modalities add them) take more
     app.add_middleware(AccessLog, metrics=metrics)  # outermost: it also sees what BodyLimit refuses
     metrics.queue_depth.set_function(lambda: sum(m.batcher.depth for m in models.values() if m.batcher))
 

@@ -21,6 +21,13 @@ class Limits:
     max_new_tokens: int = 1024
     max_prompt_chars: int = 4000
     max_body_bytes: int = 64 * 1024
+    max_upload_bytes: int = 2 * 1024 * 1024  # an uploaded image or mask (decoded), on the edit endpoints
+    max_upload_pixels: int = 512 * 512  # width x height of an uploaded image or mask
+
+    @property
+    def max_upload_body_bytes(self) -> int:
+        """The body limit of an upload endpoint: an image and a mask, base64-encoded (4/3), and the other fields."""
+        return 2 * (self.max_upload_bytes * 4 // 3 + 4) + self.max_body_bytes
 
 
 class KeyLimiter:

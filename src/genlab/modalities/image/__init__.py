@@ -142,6 +142,7 @@ class ImageModality:
         return out
 
     def add_routes(self, app, server) -> None:
-        from genlab.modalities.image.routes import add_image_routes
+        from genlab.modalities.image.routes import add_edit_routes, add_image_routes
 
         add_image_routes(app, server, self)
+        add_edit_routes(app, server, self)
