@@ -97,3 +97,17 @@ def test_eval_with_the_ssl_extractor_gives_fid_and_kid(unlabelled, tmp_path, run
     code, out, err = run_cli("eval", run.root, "eval.extractor=classifier")
     assert code == 0, err  # unlabelled: the classifier's metrics are explicit errors, not a crash
     assert "eval.extractor=ssl" in json.loads((run.root / "metrics.json").read_text())["image"]["fid"]["error"]
+
+
+def test_features_train_cli_trains_either_extractor(unlabelled, tmp_path, run_cli, monkeypatch):
+    from conftest import assert_one_line_error
+
+    monkeypatch.setenv("GENLAB_CACHE", str(tmp_path / "cache"))
+    recipe = tmp_path / "blobs.yaml"
+    recipe.write_text(f"name: blobs\nfamily: vae\ndata:\n  source: npz\n  path: {unlabelled.path}\n")
+    code, out, err = run_cli("features", "train", recipe, "--extractor", "ssl", "--epochs", "2")
+    assert code == 0, err
+    assert "ssl encoder for" in out and "contrastive loss" in out
+    assert json.loads(next((tmp_path / "cache" / "ssl").glob("*/encoder.json")).read_text())["epochs"] == 2
+    code, _, err = run_cli("features", "train", recipe)  # the classifier needs labels: says to use ssl
+    assert_one_line_error(code, err, "needs a labelled dataset", "eval.extractor=ssl")
