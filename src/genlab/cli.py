@@ -260,22 +260,35 @@ def config_keys(family: str | None, markdown: bool) -> None:
 
 @cli.group()
 def features() -> None:
-    """Feature extractors for image metrics (domain classifiers)."""
+    """Feature extractors for image metrics (domain classifier, self-supervised encoder)."""
 
 
 @features.command(name="train")
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("overrides", nargs=-1)
-@click.option("--epochs", default=4, show_default=True)
-def features_train(config: Path, overrides: tuple[str, ...], epochs: int) -> None:
-    """Train the domain classifier for the dataset of recipe CONFIG; cached by dataset fingerprint."""
+@click.option("--extractor", type=click.Choice(["classifier", "ssl"]), default="classifier", show_default=True,
+              help="classifier: CNN on the dataset's labels; ssl: the same CNN trained without labels (SimCLR).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Training epochs (default: 4 for the classifier, 6 of 8,192 images for ssl).")
+def features_train(config: Path, overrides: tuple[str, ...], extractor: str, epochs: int | None) -> None:
+    """Train a feature extractor for the dataset of recipe CONFIG; cached by dataset fingerprint."""
     from genlab.config import load_config
     from genlab.modalities.image import image_dataset
-    from genlab.modalities.image.features import classifier_dir, train_domain_classifier
     from genlab.train.trainer import quiet
 
     dataset = image_dataset(load_config(config, overrides).data, "genlab features train")
-    info = train_domain_classifier(dataset, epochs=epochs, quiet=quiet())
+    more = {"epochs": epochs} if epochs else {}
+    if extractor == "ssl":
+        from genlab.modalities.image.ssl import ssl_dir, train_ssl_encoder
+
+        info = train_ssl_encoder(dataset, quiet=quiet(), **more)
+        click.echo(f"ssl encoder for {dataset.fingerprint}: contrastive loss {info['first_loss']:.3f} -> "
+                   f"{info['final_loss']:.3f} (chance {info['chance_loss']:.3f}) in {info['steps']} steps "
+                   f"({info['train_seconds']} s); saved in {ssl_dir(dataset)}")
+        return
+    from genlab.modalities.image.features import classifier_dir, train_domain_classifier
+
+    info = train_domain_classifier(dataset, quiet=quiet(), **more)
     click.echo(f"domain classifier for {dataset.fingerprint}: test accuracy {info['test_accuracy']:.4f} "
                f"on {info['test_images']} images ({info['train_seconds']} s); saved in {classifier_dir(dataset)}")
 

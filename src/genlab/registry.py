@@ -40,6 +40,7 @@ _ENTRIES: dict[str, dict[str, Any]] = {
     },
     "extractor": {
         "classifier": "genlab.modalities.image.features:ClassifierFeatures",
+        "ssl": "genlab.modalities.image.ssl:SSLFeatures",
         "inception": "genlab.modalities.image.inception:InceptionFeatures",
     },
 }

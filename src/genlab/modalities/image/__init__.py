@@ -20,12 +20,14 @@ class ImageEval:
     n_samples: int = 1000  # generated samples for the memorisation check
     memorisation_reference: int = 2000  # test images that set the typical test-to-train distance
     seed: int = 0
-    extractor: str = "classifier"  # classifier (domain CNN, offline, fast) | inception (FID Inception-v3)
+    # classifier (domain CNN on the labels, offline, fast) | ssl (the same CNN trained without labels, for
+    # unlabelled images; no IS or label agreement) | inception (FID Inception-v3)
+    extractor: str = "classifier"
     image_metrics: list[str] = field(default_factory=lambda: list(IMAGE_METRICS))
     # generated images compared with the test split, the memorisation samples among them; FID is biased up
     # with fewer (KID is noisier), so compare runs at equal counts (each metric records its n_fake)
     metric_samples: int = 2000
-    train_classifier: bool = True  # train the domain classifier when none is cached for the dataset
+    train_classifier: bool = True  # train the classifier / ssl encoder when none is cached for the dataset
 
     def validate(self) -> None:
         positive("eval", {"n_samples": self.n_samples, "memorisation_reference": self.memorisation_reference,

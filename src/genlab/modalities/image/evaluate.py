@@ -18,29 +18,28 @@ from genlab.modalities.image.features import (
     ClassifierFeatures,
     FeatureExtractor,
     cache_root,
-    classifier_dir,
     get_extractor,
     real_features,
-    train_domain_classifier,
 )
+from genlab.registry import lookup
 
 
 def extractor_for(dataset: ImageDataset, name: str | FeatureExtractor, train_if_missing: bool,
                   quiet: bool) -> FeatureExtractor:
-    """The named extractor (training the domain classifier first when asked); an instance passes through."""
+    """The named extractor, trained first for this dataset when it needs training (the domain classifier,
+    the ssl encoder), none is cached and `train_if_missing`; an instance passes through."""
     if isinstance(name, FeatureExtractor):
         return name
-    if name == "classifier" and train_if_missing and not (classifier_dir(dataset) / "classifier.json").is_file():
+    cls = lookup("extractor", name)
+    if train_if_missing and not cls.is_trained(dataset):
         if not quiet:
-            print(f"no domain classifier cached for dataset {dataset.fingerprint}: training one", flush=True)
-        train_domain_classifier(dataset, quiet=quiet)
+            print(f"no {name} extractor cached for dataset {dataset.fingerprint}: training one", flush=True)
+        cls.train_for(dataset, quiet=quiet)
     return get_extractor(name, dataset)
 
 
 def extractor_kind(extractor: str | FeatureExtractor) -> str:
-    if isinstance(extractor, str):
-        return extractor
-    return "classifier" if isinstance(extractor, ClassifierFeatures) else extractor.name
+    return extractor if isinstance(extractor, str) else getattr(extractor, "kind", extractor.name)
 
 
 def real_stats(dataset: ImageDataset, extractor: FeatureExtractor, feats: torch.Tensor) -> image.GaussianStats:
@@ -107,6 +106,8 @@ def compute_image_metrics(dataset: ImageDataset, samples: torch.Tensor, extracto
 
     table = {"fid": fid, "kid": kid, "inception_score": inception_score, "precision_recall": precision_recall,
              "density_coverage": density_coverage}
+    if fake["probs"] is None:  # e.g. the ssl encoder knows no classes: no Inception Score, and no error for it
+        metrics = [m for m in metrics if m != "inception_score"]
     for name in metrics:
         t0 = time.perf_counter()
         try:
@@ -176,9 +177,11 @@ def evaluate_image_run(run, ec, quiet: bool = True) -> dict:
         per_class = max(1, ec.n_samples // ds.num_classes)
         rows = [generate_images(model, per_class, label=c, seed=ec.seed + c) for c in range(ds.num_classes)]
         labels = torch.arange(ds.num_classes).repeat_interleave(per_class)
-        metrics["image"]["label_agreement"] = (
-            label_agreement(ds, torch.cat(rows), labels, extractor, ec.train_classifier, inner)
-            if extractor is not None else {"error": why})
+        if extractor is None:
+            metrics["image"]["label_agreement"] = {"error": why}
+        elif extractor.gives_probs:  # absent with the ssl encoder, which knows no classes
+            metrics["image"]["label_agreement"] = label_agreement(ds, torch.cat(rows), labels, extractor,
+                                                                  ec.train_classifier, inner)
         shown = min(10, per_class)
         save_samples(torch.cat([r[:shown] for r in rows]), run.paths.samples / "by_class.png", ncol=shown)
     return metrics

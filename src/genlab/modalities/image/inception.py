@@ -195,7 +195,8 @@ def load_fid_inception(path: Path | None = None) -> FIDInceptionV3:
 
 
 class InceptionFeatures(FeatureExtractor):
-    name = "inception"
+    name = kind = "inception"
+    gives_probs = True  # ImageNet classes: the Inception Score, not label agreement
 
     @classmethod
     def for_dataset(cls, dataset) -> InceptionFeatures:
