@@ -90,7 +90,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="*", type=Path, default=[])
     parser.add_argument("--samples", type=int, default=10000)
+    parser.add_argument("--table", action="store_true", help="only re-print the tables of the last results")
     args = parser.parse_args()
+    if args.table:
+        print(markdown(json.loads((OUT / "ssl_features.json").read_text())))
+        return
     torch.set_num_threads(1)
     ds = load_image_dataset(FMNIST)
     result: dict = {"torch": torch.__version__, "threads": torch.get_num_threads(), "samples": args.samples,
@@ -151,14 +155,20 @@ def main() -> None:
 
 
 def markdown(result: dict) -> str:
+    """Raw FID/KID per extractor, then FID as a multiple of the real-vs-real floor: extractors' feature scales
+    differ (the untrained encoder's by orders of magnitude), the ratio to their own floor does not."""
     keys = ("classifier", "ssl", "ssl-untrained")
-    head = "| images | " + " | ".join(f"FID {k} | KID {k}" for k in keys) + " |"
-    lines = [head, "|---|" + "---|" * (2 * len(keys))]
-    for label, row in {**result["calibration"], **result["runs"]}.items():
-        lines.append(f"| {label} | " + " | ".join(f"{row[k]['fid']:.2f} | {row[k]['kid']:.3f}" for k in keys) + " |")
-    lines += ["", "| k-NN (k=20) test accuracy | " + " | ".join(f"{result['knn_accuracy'][k]:.4f}" for k in keys)]
+    rows = {**result["calibration"], **result["runs"]}
+    floor = result["calibration"]["real train images"]
+    lines = ["| images | " + " | ".join(f"FID {k} | KID {k}" for k in keys) + " | "
+             + " | ".join(f"FID / floor, {k}" for k in keys) + " |", "|---|" + "---|" * (3 * len(keys))]
+    for label, row in rows.items():
+        lines.append(f"| {label} | " + " | ".join(f"{row[k]['fid']:.4g} | {row[k]['kid']:.4g}" for k in keys) + " | "
+                     + " | ".join(f"{row[k]['fid'] / floor[k]['fid']:.3g}" for k in keys) + " |")
+    lines += ["", "| k-NN (k=20) test accuracy | " + " | ".join(f"{k} {result['knn_accuracy'][k]:.4f}" for k in keys)
+              + " |"]
     if "rank_agreement" in result:
-        lines += ["", "| vs classifier FID/KID | Spearman | Kendall |", "|---|---|---|"]
+        lines += ["", "| vs classifier, over runs | Spearman | Kendall |", "|---|---|---|"]
         lines += [f"| {k} | {v['spearman']:.3f} | {v['kendall']:.3f} |" for k, v in result["rank_agreement"].items()]
     return "\n".join(lines) + "\n"
 

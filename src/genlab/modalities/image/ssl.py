@@ -106,8 +106,8 @@ def train_ssl_encoder(dataset: ImageDataset, epochs: int = 6, images_per_epoch: 
                       batch_size: int = 256, temperature: float = 0.3, lr: float = 3e-3, seed: int = 0,
                       quiet: bool = True) -> dict:
     """Train the encoder on the train split (labels, if any, unused) and cache it. Each epoch draws
-    `images_per_epoch` train images (all when None): the defaults see 49k images, about 3 minutes on one
-    core for 28x28 grey images, whatever the dataset size."""
+    `images_per_epoch` train images (all when None): the defaults see 49k images whatever the dataset size:
+    160 s on one core for Fashion-MNIST (docs/benchmarks.md)."""
     torch.manual_seed(seed)
     model = SSLEncoder(dataset.shape[0])
     x = dataset.split_images("train")
