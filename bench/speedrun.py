@@ -205,7 +205,7 @@ def main() -> None:
                   f"val {[(p['seconds'], p['loss']) for p in run['points']]}", file=sys.stderr, flush=True)
     if args.nanogpt and (run := run_nanogpt(args)) is not None:  # one run: nanoGPT seeds itself (1337)
         runs["nanogpt-baby"] = [{"seed": 1337, **run}]
-    else:
+    elif not args.nanogpt:
         print("nanoGPT: no --nanogpt DIR given; its row is skipped", file=sys.stderr)
     table = {name: summarise(r, args.target) for name, r in runs.items()}
     out = Path(args.out)
