@@ -192,3 +192,12 @@ def test_every_family_moves_between_devices(family):
     assert model.device == torch.device("cpu")
     batch_images = model.sample(2, noise=torch.Generator().manual_seed(0))
     assert batch_images.shape == (2, 1, 8, 8)
+
+
+def test_muon_two_processes_match_one(tmp_path, gpt_recipe):
+    """DDP hands every process the whole all-reduced gradient, so Muon's orthogonalised update is the same."""
+    muon = ["train.optimizer=muon", "train.schedule=wsd"]
+    genlab("train", gpt_recipe, *muon, "--runs-dir", tmp_path / "one")
+    genlab("train", gpt_recipe, *muon, "--runs-dir", tmp_path / "two", processes=2)
+    assert_close_weights(load_tensors(tmp_path / "one" / "gpt" / "model.safetensors"),
+                         load_tensors(tmp_path / "two" / "gpt" / "model.safetensors"))

@@ -144,18 +144,24 @@ class TrainConfig:
     steps: int = 1000  # optimisation steps (a GAN step runs every phase once)
     max_seconds: float | None = None  # wall-clock budget for the training loop; stops early when reached
     batch_size: int = 128  # the global batch: split over processes and train.accumulate
-    optimizer: str = "adam"  # adam | adamw
+    # adam | adamw | muon (Muon for hidden matrices and conv filters, AdamW for the rest: genlab.train.muon)
+    optimizer: str = "adam"
     lr: float = 1e-3  # peak learning rate (see schedule, warmup_steps)
     lr_by_phase: dict[str, float] = field(default_factory=dict)  # e.g. {discriminator: 4e-4}
+    # muon: Muon's peak lr; None: the phase's lr (Muon's update is scaled to AdamW's RMS, 0.2 lr, so they compare)
+    muon_lr: float | None = None
+    muon_momentum: float = 0.95  # muon: Nesterov momentum of Muon's groups
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     betas_by_phase: dict[str, list[float]] = field(default_factory=dict)
     weight_decay: float = 0.0  # AdamW / Adam weight decay (see weight_decay_scope)
     # all (every parameter) | matrices (2+ dimensions only, as nanoGPT: no decay on norms and biases); measured
     # on shakespeare-char-gpt, matrices was not better (docs/benchmarks.md), so all stays the default
     weight_decay_scope: str = "all"
-    schedule: str = "constant"  # constant | cosine | linear (decay to min_lr_ratio * lr)
+    # constant | cosine | linear (decay to min_lr_ratio * lr) | wsd (warm-up, stable, linear decay at the end)
+    schedule: str = "constant"
+    decay_fraction: float = 0.2  # wsd: share of train.steps in the final linear decay to min_lr_ratio
     warmup_steps: int = 0  # linear warm-up from 0 to lr over this many steps
-    min_lr_ratio: float = 0.0  # cosine / linear schedules decay to this fraction of lr
+    min_lr_ratio: float = 0.0  # cosine / linear / wsd schedules decay to this fraction of lr
     grad_clip: float | None = None
     ema_decay: float | None = None  # None: the family's default; 0 disables; EMA weights validate and sample
     val_every: int = 500  # validate every N steps (0: only at the end)
@@ -185,9 +191,9 @@ class TrainConfig:
     privacy: PrivacyConfig | None = None  # tables (tvae, ctgan): differentially private training; None: not private
 
     def validate(self) -> None:
-        choice("train.optimizer", self.optimizer, ("adam", "adamw"))
+        choice("train.optimizer", self.optimizer, ("adam", "adamw", "muon"))
         choice("train.weight_decay_scope", self.weight_decay_scope, ("all", "matrices"))
-        choice("train.schedule", self.schedule, ("constant", "cosine", "linear"))
+        choice("train.schedule", self.schedule, ("constant", "cosine", "linear", "wsd"))
         choice("train.early_stopping_mode", self.early_stopping_mode, ("min", "max"))
         choice("train.precision", self.precision, ("fp32", "bf16"))
         choice("train.device", self.device, ("auto", "cpu", "cuda"))
@@ -201,6 +207,10 @@ class TrainConfig:
                            "accumulate": self.accumulate, "beta": self.beta, "clip": self.clip,
                            "completion_tokens": self.completion_tokens})
         fraction("train", {"ema_decay": self.ema_decay}, "; 0 disables EMA")
+        fraction("train", {"muon_momentum": self.muon_momentum})
+        if not 0 <= self.decay_fraction <= 1:
+            raise GenlabError(f"config key 'train.decay_fraction' must be in [0, 1], got {self.decay_fraction}")
+        positive("train", {"muon_lr": self.muon_lr})
 
 
 @dataclass

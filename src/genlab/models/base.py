@@ -45,6 +45,9 @@ class GenerativeModel(nn.Module):
     sample_options: type = NoOptions  # dataclass of the keyword options `sample` takes (core.options fields)
     accepts_conditions: bool = False  # tables: `sample` takes a condition vector (TableDataset.condition_vector)
     lora_targets: tuple[str, ...] = ()  # modules LoRA adapts when lora.targets is not set
+    # train.optimizer=muon: module-name suffixes whose matrices AdamW trains instead of Muon (output heads);
+    # embeddings and every tensor of fewer than 2 dimensions go to AdamW anyway (genlab.train.muon.muon_split)
+    muon_exclude: tuple[str, ...] = ()
 
     def __init__(self, config, spec: DataSpec):
         super().__init__()

@@ -22,6 +22,7 @@ class LanguageModel(GenerativeModel):
     supports_likelihood = True
     sample_options = SamplingConfig
     supports_packing = False  # its network takes `segments` (attention and positions restart per conversation)
+    muon_exclude = ("lm_head",)  # the output head (per-token scores) trains with AdamW under train.optimizer=muon
 
     def __init__(self, config, spec: DataSpec):
         super().__init__(config, spec)

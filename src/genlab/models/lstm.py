@@ -24,6 +24,7 @@ class LSTMConfig:
 
 class LSTMFamily(LanguageModel):
     config_class = LSTMConfig
+    muon_exclude = ("head",)  # its output head (genlab.nn.lstm)
 
     def build_net(self, config: LSTMConfig, spec: DataSpec) -> LSTMLanguageModel:
         return LSTMLanguageModel(spec.vocab_size, config.width, config.layers, config.dropout, config.tie_weights)

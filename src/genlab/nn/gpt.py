@@ -1,5 +1,6 @@
-"""A GPT language model (pre-LayerNorm, causal self-attention through scaled_dot_product_attention, tied
-input/output embeddings, learned or rotary positions) with a preallocated key/value cache, so generating a
+"""A GPT language model (pre-LayerNorm, causal self-attention through scaled_dot_product_attention, tied (or
+untied) input/output embeddings, learned or rotary positions, optional QK-norm, squared-ReLU MLP, zero-initialised
+output projections and logit soft-capping) with a preallocated key/value cache, so generating a
 token reuses every earlier token's keys and values instead of recomputing them.
 """
 
@@ -59,10 +60,22 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
+class ReLU2(nn.Module):
+    """Squared ReLU, relu(x)^2 (So et al. 2021, "Primer"; modded-nanogpt's MLP activation)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x).square()
+
+
+def rms_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """x scaled to unit root-mean-square over its last dimension (no learned gain)."""
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+
+
 class CausalSelfAttention(nn.Module):
-    def __init__(self, dim: int, heads: int, dropout: float, rotary: bool):
+    def __init__(self, dim: int, heads: int, dropout: float, rotary: bool, qk_norm: bool = False):
         super().__init__()
-        self.heads, self.rotary, self.dropout = heads, rotary, dropout
+        self.heads, self.rotary, self.dropout, self.qk_norm = heads, rotary, dropout, qk_norm
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         self.resid_dropout = nn.Dropout(dropout)
@@ -71,6 +84,8 @@ class CausalSelfAttention(nn.Module):
                 cache: KVCache | None, layer: int, mask: torch.Tensor | None = None) -> torch.Tensor:
         b, t, c = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        if self.qk_norm:  # unit RMS per head, before the rotation (which keeps it) and the cache
+            q, k = rms_norm(q), rms_norm(k)
         if rope is not None:
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         past = 0
@@ -85,12 +100,17 @@ class CausalSelfAttention(nn.Module):
         return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(b, t, c)))
 
 
+ACTIVATIONS = {"gelu": nn.GELU, "relu2": ReLU2}
+
+
 class Block(nn.Module):
-    def __init__(self, dim: int, heads: int, dropout: float, rotary: bool):
+    def __init__(self, dim: int, heads: int, dropout: float, rotary: bool, qk_norm: bool = False,
+                 activation: str = "gelu"):
         super().__init__()
         self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.attn = CausalSelfAttention(dim, heads, dropout, rotary)
-        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim), nn.Dropout(dropout))
+        self.attn = CausalSelfAttention(dim, heads, dropout, rotary, qk_norm)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), ACTIVATIONS[activation](), nn.Linear(4 * dim, dim),
+                                 nn.Dropout(dropout))
 
     def forward(self, x, rope, cache, layer, mask=None):
         x = x + self.attn(self.ln1(x), rope, cache, layer, mask)
@@ -98,24 +118,36 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
+    """Options (defaults: the GPT-2 / nanoGPT block): `qk_norm` RMS-normalises queries and keys per head before
+    attention; `activation` gelu | relu2 (squared ReLU) in the MLP; `tie_embeddings` shares the token embedding
+    with the output head; `zero_init_proj` starts the attention and MLP output projections at zero (each block
+    starts as the identity); `logit_softcap` c > 0 bounds the logits to (-c, c) by c * tanh(logits / c)."""
+
     def __init__(self, vocab_size: int, block_size: int, layers: int = 4, heads: int = 4, dim: int = 128,
-                 dropout: float = 0.0, positions: str = "learned"):
+                 dropout: float = 0.0, positions: str = "learned", qk_norm: bool = False, activation: str = "gelu",
+                 tie_embeddings: bool = True, zero_init_proj: bool = False, logit_softcap: float | None = None):
         super().__init__()
         if dim % heads:
             raise ValueError(f"width {dim} is not divisible by {heads} heads")
         self.block_size, self.heads, self.head_dim = block_size, heads, dim // heads
         self.rotary = positions == "rotary"
+        self.logit_softcap = logit_softcap or None
         self.tok_emb = nn.Embedding(vocab_size, dim)
         self.pos_emb = None if self.rotary else nn.Embedding(block_size, dim)
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(dim, heads, dropout, self.rotary) for _ in range(layers))
+        self.blocks = nn.ModuleList(Block(dim, heads, dropout, self.rotary, qk_norm, activation)
+                                    for _ in range(layers))
         self.ln_f = nn.LayerNorm(dim)
         self.lm_head = nn.Linear(dim, vocab_size, bias=False)
-        self.lm_head.weight = self.tok_emb.weight  # weight tying (Press & Wolf 2017)
+        if tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight  # weight tying (Press & Wolf 2017)
         self.apply(self._init)
         for name, p in self.named_parameters():  # GPT-2: residual projections scaled by depth
             if name.endswith("attn.proj.weight") or name.endswith("mlp.2.weight"):
-                nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * layers))
+                if zero_init_proj:
+                    nn.init.zeros_(p)
+                else:
+                    nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * layers))
 
     @staticmethod
     def _init(module: nn.Module) -> None:
@@ -155,4 +187,7 @@ class GPT(nn.Module):
             x = block(x, rope, cache, i, mask)
         if cache is not None:
             cache.length += t
-        return self.lm_head(self.ln_f(x))
+        logits = self.lm_head(self.ln_f(x))
+        if self.logit_softcap:
+            logits = self.logit_softcap * torch.tanh(logits / self.logit_softcap)
+        return logits

@@ -37,6 +37,7 @@ from genlab.train.distributed import (
 )
 from genlab.train.ema import EMA, weights_swapped
 from genlab.train.log import NullLog, RunLog
+from genlab.train.muon import Muon, muon_split
 
 VAL_NOISE_SEED = 12345
 PROGRESS_LINE_SECONDS = 10.0  # without a progress bar, a line this often at most
@@ -79,17 +80,42 @@ def decay_groups(phase, weight_decay: float, scope: str = "all") -> list[dict]:
     return [{"params": decayed, "weight_decay": weight_decay}, {"params": kept, "weight_decay": 0.0}]
 
 
+def muon_optimizer(model: GenerativeModel, phase, tc, lr: float, betas: tuple[float, float]) -> Muon:
+    """train.optimizer=muon: Muon (lr train.muon_lr, else the phase's lr) for the phase's matrices by the rule of
+    genlab.train.muon.muon_split (the family's `muon_exclude` names module suffixes left out), AdamW (the phase's lr
+    and betas, weight_decay_scope as for adamw) for the rest; decoupled weight decay train.weight_decay on both."""
+    muon, adam = muon_split(model, phase.modules, model.muon_exclude)
+    muon_lr = lr if tc.muon_lr is None else tc.muon_lr
+    groups = [{"params": muon, "use_muon": True, "lr": muon_lr, "weight_decay": tc.weight_decay}]
+    rest = set(map(id, adam))
+    groups += [{**g, "params": [p for p in g["params"] if id(p) in rest]}
+               for g in decay_groups(phase, tc.weight_decay, tc.weight_decay_scope)]
+    groups = [g for g in groups if g["params"]]
+    opt = Muon(groups, lr=lr, momentum=tc.muon_momentum, betas=betas)
+    for group in opt.param_groups:
+        group["base_lr"] = group["lr"]
+    return opt
+
+
 def quiet() -> bool:
     """No progress bars: under CI, with GENLAB_QUIET, or when stderr is not a terminal."""
     return bars_off(progress_quiet())
 
 
 def lr_factor(step: int, cfg) -> float:
-    """Warm-up then constant, cosine or linear decay to min_lr_ratio, as a function of the step alone."""
+    """Warm-up then constant, cosine or linear decay to min_lr_ratio, or wsd (warm-up, stable at 1, then a linear
+    decay to min_lr_ratio over the last decay_fraction of train.steps), as a function of the step alone."""
     if cfg.warmup_steps and step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
     if cfg.schedule == "constant":
         return 1.0
+    if cfg.schedule == "wsd":
+        decay = round(cfg.decay_fraction * cfg.steps)
+        start = max(cfg.warmup_steps, cfg.steps - decay)
+        if step < start or decay == 0:
+            return 1.0
+        progress = min(1.0, (step - start) / max(1, cfg.steps - start))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * (1 - progress)
     progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
     shape = 0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1 - progress
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * shape
@@ -117,6 +143,10 @@ class Trainer:
         if tc.fsdp:
             if ema_decay > 0 or model.adapted or len(self.phases) > 1:
                 raise GenlabError("train.fsdp shards one-phase models without EMA or LoRA; set train.ema_decay=0")
+            if tc.optimizer == "muon":
+                raise GenlabError("train.optimizer=muon orthogonalises whole weight matrices, which train.fsdp splits "
+                                  "across processes; use train.fsdp=false (DDP: every process holds whole matrices) "
+                                  "or train.optimizer=adamw")
             model.shard_units()  # the family says whether it can be sharded, also on one process
         self.sharded = tc.fsdp and self.world.size > 1  # one process has nothing to shard across
         if self.sharded:
@@ -181,6 +211,8 @@ class Trainer:
         tc = self.tc
         lr = tc.lr_by_phase.get(phase.name, tc.lr)
         betas = tuple(tc.betas_by_phase.get(phase.name, tc.betas))
+        if tc.optimizer == "muon":
+            return muon_optimizer(self.model, phase, tc, lr, betas)
         cls = torch.optim.AdamW if tc.optimizer == "adamw" else torch.optim.Adam
         opt = cls(decay_groups(phase, tc.weight_decay, tc.weight_decay_scope), lr=lr, betas=betas)
         for group in opt.param_groups:

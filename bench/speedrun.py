@@ -1,0 +1,224 @@
+"""Benchmark (issue #21): time to quality of the character GPT on Tiny Shakespeare on one CPU core. Not a test.
+
+    python bench/speedrun.py [--recipe configs/shakespeare-char-gpt.yaml] [--budget 160] [--seeds 0 1 2]
+                             [--variants genlab muon all] [--target 1.886] [--val-every 100] [--core 0]
+                             [--nanogpt DIR]
+
+Each named variant (VARIANTS: today's recipe; each change of the issue alone; all together) is the recipe plus
+overrides, trained for --budget seconds of training (train.max_seconds) per seed in its own process, pinned to
+one core (`taskset -c CORE`, train.threads=1, OMP_NUM_THREADS=1). The trainer validates every --val-every steps
+on the WHOLE validation split (train.val_batches=null: exact loss, nats/char); each validation is recorded with
+the run's training clock (Trainer.elapsed: the time spent in training steps, validation excluded). Reported per
+variant, medians over seeds: the training time at which the validation loss first reaches --target (default
+1.886, nanoGPT's baby GPT at 2,000 iterations; resolution: --val-every steps), and the loss at 60 s and at 160 s
+(the last validation at or before that time, with 0.5 s slack for the step in flight when the budget ran out).
+The learning-rate schedule spans train.steps (the recipe's 2,000 steps take about 160 s), not the budget.
+
+`--nanogpt DIR` adds nanoGPT's baby GPT (a checkout of karpathy/nanoGPT; not a dependency, nothing is fetched) as
+a row: its train.py with config/train_shakespeare_char.py and the README's CPU settings (4 layers, 4 heads, 128
+wide, context 64, batch 12, 2,000 iterations, lr decay over 2,000, dropout 0, no compile), run in a scratch
+folder on the repository's own Tiny Shakespeare (its prepare.py finds input.txt there and downloads nothing), on
+the same core. Its validation loss is nanoGPT's own estimate (--nanogpt-eval-iters random batches every
+--val-every iterations, not exact); its clock is the sum of its logged per-iteration times before each
+evaluation; it runs once (nanoGPT fixes its own seed). Without DIR (or without train.py in it) the row is
+skipped with a message.
+
+Writes bench/out/speedrun.json (every validation of every run, and the summary table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+ALL = ["train.optimizer=muon", "train.muon_lr=0.02", "model.qk_norm=true", "model.mlp_activation=relu2",
+       "model.tie_embeddings=false", "model.zero_init_proj=true", "model.logit_softcap=30", "train.schedule=wsd",
+       "train.decay_fraction=0.3"]
+VARIANTS: dict[str, list[str]] = {
+    "genlab": [],  # configs/shakespeare-char-gpt.yaml as committed
+    "muon": ["train.optimizer=muon", "train.muon_lr=0.02"],  # untuned Muon lr (RMS-matched: update ~0.2 lr)
+    "muon-lr5e-3": ["train.optimizer=muon"],  # Muon at the recipe's own lr (5e-3)
+    "qk_norm": ["model.qk_norm=true"],
+    "relu2": ["model.mlp_activation=relu2"],
+    "untied": ["model.tie_embeddings=false"],
+    "zero_init": ["model.zero_init_proj=true"],
+    "softcap": ["model.logit_softcap=30"],
+    "wsd": ["train.schedule=wsd", "train.decay_fraction=0.3"],
+    "all": ALL,
+}
+CHECKPOINTS = (60.0, 160.0)
+SLACK = 0.5
+
+
+# -- one genlab run (this script again, in a pinned subprocess) -------------------------------------------------
+def worker(recipe: str, overrides: list[str], out: str) -> None:
+    """Train in this process, recording every validation with the training clock, to `out` (JSON)."""
+    import torch
+
+    torch.set_num_threads(1)
+    from genlab.pipeline import train
+    from genlab.train.trainer import Trainer
+
+    points: list[dict] = []
+    validate = Trainer._validate
+
+    def recorded(self, log):
+        stop = validate(self, log)
+        points.append({"step": self.step, "seconds": round(self.elapsed, 3), **self.last_validation})
+        Path(out).write_text(json.dumps(points))
+        return stop
+
+    Trainer._validate = recorded
+    with tempfile.TemporaryDirectory() as tmp:
+        _, summary = train(recipe, overrides, runs_dir=tmp)
+    Path(out).write_text(json.dumps({"points": points, "summary": summary}))
+
+
+def run_genlab(args, name: str, extra: list[str], seed: int) -> dict:
+    overrides = [f"train.max_seconds={args.budget}", f"train.val_every={args.val_every}", "train.val_batches=null",
+                 "train.checkpoint_every=0", "train.threads=1", f"train.seed={seed}", "train.log_every=1000000",
+                 *extra]
+    if args.steps:
+        overrides.append(f"train.steps={args.steps}")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "points.json"
+        cmd = ["taskset", "-c", str(args.core), sys.executable, __file__, "--worker", args.recipe, str(out), "--",
+               *overrides]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "GENLAB_QUIET": "1",
+               "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+        if done.returncode:
+            raise SystemExit(f"variant {name} seed {seed} failed:\n{done.stderr[-3000:]}")
+        result = json.loads(out.read_text())
+    points = [{"step": p["step"], "seconds": p["seconds"], "loss": p["loss"]} for p in result["points"]]
+    return {"points": points, "steps": result["summary"]["steps"],
+            "train_seconds": result["summary"]["train_seconds"]}
+
+
+# -- nanoGPT's baby GPT --------------------------------------------------------------------------------------------
+def run_nanogpt(args) -> dict | None:
+    repo = Path(args.nanogpt)
+    needed = ["train.py", "model.py", "configurator.py", "config/train_shakespeare_char.py",
+              "data/shakespeare_char/prepare.py"]
+    if missing := [n for n in needed if not (repo / n).is_file()]:
+        print(f"nanoGPT: {repo} has no {missing[0]} (a checkout of karpathy/nanoGPT is needed); row skipped",
+              file=sys.stderr)
+        return None
+    text = ROOT / "data" / "tinyshakespeare.txt"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for n in needed:
+            (work / n).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(repo / n, work / n)
+        data = work / "data" / "shakespeare_char"
+        shutil.copy(text, data / "input.txt")  # prepare.py downloads only when input.txt is missing
+        subprocess.run([sys.executable, "prepare.py"], cwd=data, env=env, check=True, capture_output=True)
+        cmd = ["taskset", "-c", str(args.core), sys.executable, "train.py", "config/train_shakespeare_char.py",
+               "--device=cpu", "--compile=False", "--dtype=float32", f"--eval_iters={args.nanogpt_eval_iters}",
+               f"--eval_interval={args.val_every}", "--log_interval=1", "--block_size=64", "--batch_size=12",
+               "--n_layer=4", "--n_head=4", "--n_embd=128", "--max_iters=2000", "--lr_decay_iters=2000",
+               "--dropout=0.0", "--always_save_checkpoint=False"]
+        try:
+            done = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True,
+                                  timeout=max(60.0, 3 * args.budget))
+            log = done.stdout
+        except subprocess.TimeoutExpired as exc:
+            log = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+    return parse_nanogpt(log, args.budget)
+
+
+def parse_nanogpt(log: str, budget: float) -> dict:
+    """Validation points (iteration, training seconds before it, val loss) from nanoGPT's stdout: `step N: train
+    loss X, val loss Y` at evaluations, `iter N: loss X, time Tms` after every iteration."""
+    clock, points, steps = 0.0, [], 0
+    for line in log.splitlines():
+        if m := re.match(r"step (\d+): train loss [\d.]+, val loss ([\d.]+)", line):
+            if clock <= budget + SLACK:
+                points.append({"step": int(m.group(1)), "seconds": round(clock, 3), "loss": float(m.group(2))})
+        elif m := re.match(r"iter (\d+): loss [\d.]+, time ([\d.]+)ms", line):
+            clock += float(m.group(2)) / 1000
+            steps = int(m.group(1)) + 1
+    return {"points": points, "steps": steps, "train_seconds": round(clock, 3)}
+
+
+# -- summaries --------------------------------------------------------------------------------------------------
+def time_to(points: list[dict], target: float) -> float | None:
+    return next((p["seconds"] for p in points if p["loss"] <= target), None)
+
+
+def loss_at(points: list[dict], seconds: float) -> float | None:
+    before = [p for p in points if p["seconds"] <= seconds + SLACK]
+    return before[-1]["loss"] if before and points[-1]["seconds"] >= seconds - SLACK else None
+
+
+def median(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return round(statistics.median(values), 4) if values else None
+
+
+def summarise(runs: list[dict], target: float) -> dict:
+    times = [time_to(r["points"], target) for r in runs]
+    row = {"seeds": len(runs), "reached": sum(t is not None for t in times), "time_to_target_s": median(times)}
+    for t in CHECKPOINTS:
+        row[f"loss_at_{t:g}s"] = median([loss_at(r["points"], t) for r in runs])
+    row["final_loss"] = median([r["points"][-1]["loss"] if r["points"] else None for r in runs])
+    row["steps"] = median([r["steps"] for r in runs])
+    return row
+
+
+def main() -> None:
+    if "--worker" in sys.argv:
+        i = sys.argv.index("--worker")
+        recipe, out = sys.argv[i + 1], sys.argv[i + 2]
+        worker(recipe, sys.argv[sys.argv.index("--") + 1:], out)
+        return
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--recipe", default="configs/shakespeare-char-gpt.yaml")
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--budget", type=float, default=160.0, help="seconds of training per run (train.max_seconds)")
+    ap.add_argument("--steps", type=int, default=None, help="train.steps (the schedule's length); default: recipe's")
+    ap.add_argument("--target", type=float, default=1.886)
+    ap.add_argument("--val-every", type=int, default=100)
+    ap.add_argument("--core", type=int, default=0)
+    ap.add_argument("--nanogpt", default=None, help="a checkout of karpathy/nanoGPT (adds its baby GPT as a row)")
+    ap.add_argument("--nanogpt-eval-iters", type=int, default=200)
+    ap.add_argument("--out", default="bench/out/speedrun.json")
+    args = ap.parse_args()
+    runs: dict[str, list[dict]] = {}
+    for name in args.variants:
+        for seed in args.seeds:
+            run = run_genlab(args, name, VARIANTS[name], seed)
+            runs.setdefault(name, []).append({"seed": seed, **run})
+            print(f"{name} seed {seed}: {run['steps']} steps in {run['train_seconds']} s, "
+                  f"val {[(p['seconds'], p['loss']) for p in run['points']]}", file=sys.stderr, flush=True)
+    if args.nanogpt and (run := run_nanogpt(args)) is not None:  # one run: nanoGPT seeds itself (1337)
+        runs["nanogpt-baby"] = [{"seed": 1337, **run}]
+    elif not args.nanogpt:
+        print("nanoGPT: no --nanogpt DIR given; its row is skipped", file=sys.stderr)
+    table = {name: summarise(r, args.target) for name, r in runs.items()}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"recipe": args.recipe, "budget": args.budget, "target": args.target,
+                               "val_every": args.val_every, "variants": {k: VARIANTS.get(k) for k in runs},
+                               "table": table, "runs": runs}, indent=2))
+    cols = ["seeds", "reached", "time_to_target_s", *[f"loss_at_{t:g}s" for t in CHECKPOINTS], "final_loss", "steps"]
+    print("| variant | " + " | ".join(cols) + " |")
+    print("|---" * (len(cols) + 1) + "|")
+    for name, row in table.items():
+        print(f"| {name} | " + " | ".join("—" if row[c] is None else str(row[c]) for c in cols) + " |")
+
+
+if __name__ == "__main__":
+    main()
