@@ -54,10 +54,24 @@ def sampling_rate(run: Path, n: int = 64) -> float:
 
 
 def evaluate(run: Path, extractor: str) -> dict:
+    """`genlab eval` with the classifier (every metric: likelihood, label agreement, PSNR); other extractors
+    score FID/KID on the same kind of sample set (eval.metric_samples, seed 0) without re-running the rest."""
     out = run / f"metrics-{extractor}.json"
-    if not out.is_file():
+    if not out.is_file() and extractor == "classifier":
         genlab("eval", str(run), f"eval.extractor={extractor}")
         (run / "metrics.json").rename(out)
+    elif not out.is_file():
+        import torch
+
+        from genlab.modalities.image.evaluate import compute_image_metrics
+        from genlab.modalities.image.samples import generate_images
+        from genlab.pipeline import open_run
+
+        torch.set_num_threads(1)
+        loaded = open_run(run)
+        samples = generate_images(loaded.model, loaded.config.eval.metric_samples, seed=0)
+        image = compute_image_metrics(loaded.dataset, samples, extractor, ["fid", "kid"], train_classifier=False)
+        out.write_text(json.dumps({"image": image}, indent=1) + "\n")
     return json.loads(out.read_text())
 
 
