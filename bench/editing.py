@@ -174,9 +174,29 @@ def transfer(cv_python: str, steps: int, limit: int | None) -> None:
     (OUT / "transfer.json").write_text(json.dumps(results, indent=1) + "\n")
 
 
+def figure(out: Path, n: int = 12) -> None:
+    """Rows of the first test emoji: inpainting (masked input, each method, original) per mask, then transfer
+    (input, each route, the true Twitter emoji)."""
+    from genlab.modalities.image.samples import image_grid, png_bytes
+
+    rows = []
+    for mask in ("centre", "strokes"):
+        arrays = dict(np.load(OUT / f"inpaint-{mask}.npz"))
+        known = torch.from_numpy(arrays["known"][:n])
+        original = torch.from_numpy(arrays["original"][:n])
+        rows += [original * known + (1 - known) * 0.5]
+        rows += [torch.from_numpy(arrays[f"method:{m}"][:n]) for m in ("repaint, jumps 10x3", "mean fill")]
+        rows += [torch.from_numpy(np.load(OUT / f"inpaint-{mask}-telea.npz")["images"][:n]), original]
+    arrays = dict(np.load(OUT / "transfer.npz"))
+    rows += [torch.from_numpy(arrays[f"method:{m}"][:n]) for m in
+             ("identity (input unchanged)", "CycleGAN", "DDIM inversion (Google) -> decoding (Twitter)")]
+    rows.append(torch.from_numpy(arrays["original"][:n]))
+    out.write_bytes(png_bytes(image_grid(torch.cat([r.float() for r in rows]), ncol=n)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("stage", choices=("prepare", "train", "inpaint", "transfer"))
+    parser.add_argument("stage", choices=("prepare", "train", "inpaint", "transfer", "figure"))
     parser.add_argument("--cv", default="/tmp/cv/bin/python", help="a Python with opencv and scikit-image")
     parser.add_argument("--steps", type=int, default=50, help="network calls per edit (jump-free walk)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N test emoji")
@@ -189,8 +209,10 @@ def main() -> None:
         train(args.twitter_steps, args.cyclegan_steps)
     elif args.stage == "inpaint":
         inpaint(args.cv, args.steps, args.limit)
-    else:
+    elif args.stage == "transfer":
         transfer(args.cv, args.steps, args.limit)
+    else:
+        figure(ROOT / "docs" / "img" / "emoji_editing.png")
 
 
 if __name__ == "__main__":
