@@ -96,7 +96,8 @@ def row(recipe: str, run: Path, extractors: list[str]) -> dict:
 
 
 def figure(runs: list[tuple[str, Path]], out: Path, n: int = 18) -> None:
-    """One row of samples per run (conditional runs: two per category), real test images on top."""
+    """One row of samples per run (conditional runs: two per category, a seed per category), real test images
+    on top."""
     import torch
 
     from genlab.modalities.image.samples import image_grid, png_bytes
@@ -110,7 +111,7 @@ def figure(runs: list[tuple[str, Path]], out: Path, n: int = 18) -> None:
             rows.append(test[torch.linspace(0, test.shape[0] - 1, n).long()].float() / 255)
         k = loaded.dataset.num_classes if loaded.model.conditional else 0
         if k:
-            per = [generate(loaded, -(-n // k), label=c, seed=0) for c in range(k)]
+            per = [generate(loaded, -(-n // k), label=c, seed=c) for c in range(k)]
             rows.append(torch.stack([per[j % k][j // k] for j in range(n)]))
         else:
             rows.append(generate(loaded, n, seed=0))
