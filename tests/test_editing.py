@@ -372,3 +372,18 @@ def test_edit_endpoints(server):
     assert client.post("/v1/models/dd/images", json={"n": 1}, headers=auth).status_code == 200  # other routes too
     assert client.post("/v1/models/dd/images", json={"n": 1, "pad": "A" * 70000},
                        headers=auth).status_code == 413  # their body limit is unchanged
+
+
+def test_serve_flags_set_the_upload_limits(runs, run_cli, monkeypatch, tmp_path):
+    """`genlab serve --max-upload-bytes/--max-upload-pixels` reach the limits the edit endpoints check."""
+    import uvicorn
+
+    import genlab.serve.app
+
+    seen = {}
+    monkeypatch.setattr(genlab.serve.app, "create_app", lambda runs, store, limits, **kw: seen.setdefault("l", limits))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: None)
+    code, _, err = run_cli("serve", runs[0], "--keys", tmp_path / "keys.json", "--max-upload-bytes", "5000",
+                           "--max-upload-pixels", "4096")
+    assert code == 0, err
+    assert (seen["l"].max_upload_bytes, seen["l"].max_upload_pixels) == (5000, 4096)

@@ -721,11 +721,16 @@ KEYS_OPTION = click.option("--keys", "keys_path", type=click.Path(dir_okay=False
 @click.option("--burst", default=10, show_default=True, type=click.IntRange(min=1), help="Bucket size per key.")
 @click.option("--concurrent", default=4, show_default=True, type=click.IntRange(min=1),
               help="Requests in flight per key.")
+@click.option("--max-upload-bytes", default=2 * 1024 * 1024, show_default=True, type=click.IntRange(1024, 64 << 20),
+              help="Image editing endpoints: the largest uploaded image or mask (decoded bytes).")
+@click.option("--max-upload-pixels", default=512 * 512, show_default=True, type=click.IntRange(64, 4096 * 4096),
+              help="Image editing endpoints: the most pixels (width x height) of an uploaded image or mask.")
 @INDEX_OPTION
 @THREADS_OPTION
 def serve(runs: tuple[Path, ...], host: str, port: int, keys_path: Path | None, blocklist: Path | None,
           filter_mode: str, filter_hook: str | None, quantize: str, max_batch: int, max_wait_ms: float,
-          rate: float, burst: int, concurrent: int, index: Path | None, threads: int | None) -> None:
+          rate: float, burst: int, concurrent: int, max_upload_bytes: int, max_upload_pixels: int,
+          index: Path | None, threads: int | None) -> None:
     """Serve trained RUNS over HTTP (FastAPI): /v1/models and each model's endpoint (images, text, rows), with
     API keys, per-key limits and metrics."""
     import logging
@@ -747,7 +752,8 @@ def serve(runs: tuple[Path, ...], host: str, port: int, keys_path: Path | None, 
         click.echo(f"note: {store.path} holds no keys yet; add one with `genlab keys add NAME`", err=True)
     text_filter = TextFilter.from_options(blocklist, filter_mode, filter_hook)
     batching = (max_batch, max_wait_ms / 1000) if max_wait_ms > 0 else None
-    limits = Limits(requests_per_minute=rate, burst=burst, concurrent=concurrent)
+    limits = Limits(requests_per_minute=rate, burst=burst, concurrent=concurrent,
+                    max_upload_bytes=max_upload_bytes, max_upload_pixels=max_upload_pixels)
     app = create_app(list(runs), store, limits, text_filter=text_filter, quantize=quantize == "int8",
                      batching=batching, index=index)
     uvicorn.run(app, host=host, port=port, log_level="warning")
