@@ -327,19 +327,20 @@ def flatten_alpha(picture, background: tuple[int, int, int] = (255, 255, 255)):
 
     grey_background = len(set(background)) == 1
     if has_alpha(picture):
-        rgba = picture.convert("RGBA")
-        grey = picture.mode in ("LA", "La", "L") or (picture.mode in ("P", "PA") and _palette_is_grey(picture))
+        rgba = picture.convert("RGBA")  # PIL's advice for palette transparency too
+        grey = picture.mode in ("LA", "La", "L") or (picture.mode in ("P", "PA") and _all_grey(rgba))
         out = Image.alpha_composite(Image.new("RGBA", rgba.size, (*background, 255)), rgba).convert("RGB")
         return out.convert("L") if grey and grey_background else out
     if picture.mode in ("L", "1", "I", "I;16", "F"):
         return picture.convert("L")
-    if picture.mode == "P" and _palette_is_grey(picture):
+    if picture.mode == "P" and _all_grey(picture.convert("RGB")):
         return picture.convert("L")
     return picture.convert("RGB")
 
 
-def _palette_is_grey(picture) -> bool:
-    rgb = np.asarray(picture.convert("RGBA"))[..., :3]  # via RGBA: PIL's advice for palette transparency
+def _all_grey(picture) -> bool:
+    """Every pixel's red, green and blue are equal (alpha, if any, ignored)."""
+    rgb = np.asarray(picture)[..., :3]
     return bool((rgb == rgb[..., :1]).all())
 
 

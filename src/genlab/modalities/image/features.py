@@ -166,22 +166,45 @@ class FeatureExtractor:
         raise NotImplementedError
 
 
-class ClassifierFeatures(FeatureExtractor):
-    kind = "classifier"
-    gives_probs = True
+class TrainedFeatures(FeatureExtractor):
+    """An extractor whose network is trained per dataset and cached in `folder(dataset)` as `stem`.safetensors /
+    .json; the cached weights' hash is in `name`, so features cached for older weights are never reused."""
+
+    stem: str
+    what: str  # its name in messages
+    hint: str  # how to train it, for the "not trained yet" error
+
+    @staticmethod
+    def folder(dataset: ImageDataset) -> Path:
+        raise NotImplementedError
+
+    @staticmethod
+    def build(info: dict) -> nn.Module:
+        raise NotImplementedError
 
     def __init__(self, dataset: ImageDataset):
-        self.info, state, sha = load_trained(
-            classifier_dir(dataset), "classifier", f"no domain classifier for dataset {dataset.fingerprint} yet; "
-            "run `genlab features train CONFIG` with the run's config")
-        self.model = DomainClassifier(self.info["channels"], self.info["num_classes"])
+        self.info, state, sha = load_trained(self.folder(dataset), self.stem,
+                                             f"no {self.what} for dataset {dataset.fingerprint} yet; "
+                                             f"{self.hint}")
+        self.model = self.build(self.info)
         self.model.load_state_dict(state)
         self.model.eval()
-        self.name = f"classifier-{sha}"
+        self.name = f"{self.kind}-{sha}"
 
     @classmethod
     def is_trained(cls, dataset: ImageDataset) -> bool:
-        return (classifier_dir(dataset) / "classifier.json").is_file()
+        return (cls.folder(dataset) / f"{cls.stem}.json").is_file()
+
+
+class ClassifierFeatures(TrainedFeatures):
+    kind, stem, what = "classifier", "classifier", "domain classifier"
+    hint = "run `genlab features train CONFIG` with the run's config"
+    gives_probs = True
+    folder = staticmethod(classifier_dir)
+
+    @staticmethod
+    def build(info: dict) -> nn.Module:
+        return DomainClassifier(info["channels"], info["num_classes"])
 
     @classmethod
     def train_for(cls, dataset: ImageDataset, quiet: bool = True) -> dict:

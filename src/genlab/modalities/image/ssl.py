@@ -20,11 +20,10 @@ from torch import nn
 
 from genlab.modalities.image.data import ImageDataset, images_to_unit
 from genlab.modalities.image.features import (
-    FeatureExtractor,
+    TrainedFeatures,
     cache_root,
     conv_features,
     fit,
-    load_trained,
     save_trained,
 )
 
@@ -132,23 +131,17 @@ def train_ssl_encoder(dataset: ImageDataset, epochs: int = 6, images_per_epoch: 
     return info
 
 
-class SSLFeatures(FeatureExtractor):
+class SSLFeatures(TrainedFeatures):
     """128-d features of the self-supervised encoder; no class probabilities (no IS, no label agreement)."""
 
-    kind = "ssl"
+    kind, stem, what = "ssl", "encoder", "ssl encoder"
+    hint = "run `genlab features train CONFIG --extractor ssl` with the run's config"
 
-    def __init__(self, dataset: ImageDataset):
-        self.info, state, sha = load_trained(
-            ssl_dir(dataset), "encoder", f"no ssl encoder for dataset {dataset.fingerprint} yet; run "
-            "`genlab features train CONFIG --extractor ssl` with the run's config")
-        self.model = SSLEncoder(self.info["channels"])
-        self.model.load_state_dict(state)
-        self.model.eval()
-        self.name = f"ssl-{sha}"
+    folder = staticmethod(ssl_dir)
 
-    @classmethod
-    def is_trained(cls, dataset: ImageDataset) -> bool:
-        return (ssl_dir(dataset) / "encoder.json").is_file()
+    @staticmethod
+    def build(info: dict) -> nn.Module:
+        return SSLEncoder(info["channels"])
 
     @classmethod
     def train_for(cls, dataset: ImageDataset, quiet: bool = True) -> dict:
