@@ -151,6 +151,12 @@ class TrainConfig:
     # muon: Muon's peak lr; None: the phase's lr (Muon's update is scaled to AdamW's RMS, 0.2 lr, so they compare)
     muon_lr: float | None = None
     muon_momentum: float = 0.95  # muon: Nesterov momentum of Muon's groups
+    # muon: Newton-Schulz iterations per update (each costs ~3 products of a weight's size: on one CPU core with
+    # small batches this is a visible share of a step; fewer steps orthogonalise less exactly)
+    muon_ns_steps: int = 5
+    # muon: Newton-Schulz precision, auto | fp32 | bf16 (auto: bf16 on CUDA and on CPUs with native bf16 products,
+    # AVX512-BF16 / AMX, as modded-nanogpt; else fp32, since emulated bf16 is slower than fp32)
+    muon_ns_precision: str = "auto"
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     betas_by_phase: dict[str, list[float]] = field(default_factory=dict)
     weight_decay: float = 0.0  # AdamW / Adam weight decay (see weight_decay_scope)
@@ -192,6 +198,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         choice("train.optimizer", self.optimizer, ("adam", "adamw", "muon"))
+        choice("train.muon_ns_precision", self.muon_ns_precision, ("auto", "fp32", "bf16"))
         choice("train.weight_decay_scope", self.weight_decay_scope, ("all", "matrices"))
         choice("train.schedule", self.schedule, ("constant", "cosine", "linear", "wsd"))
         choice("train.early_stopping_mode", self.early_stopping_mode, ("min", "max"))
@@ -205,7 +212,8 @@ class TrainConfig:
                            "max_seconds": self.max_seconds, "keep_last": self.keep_last, "log_every": self.log_every,
                            "threads": self.threads, "patience": self.patience, "grad_clip": self.grad_clip,
                            "accumulate": self.accumulate, "beta": self.beta, "clip": self.clip,
-                           "completion_tokens": self.completion_tokens})
+                           "completion_tokens": self.completion_tokens,
+                           "muon_ns_steps": self.muon_ns_steps})
         fraction("train", {"ema_decay": self.ema_decay}, "; 0 disables EMA")
         fraction("train", {"muon_momentum": self.muon_momentum})
         if not 0 <= self.decay_fraction <= 1:

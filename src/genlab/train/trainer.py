@@ -91,7 +91,8 @@ def muon_optimizer(model: GenerativeModel, phase, tc, lr: float, betas: tuple[fl
     groups += [{**g, "params": [p for p in g["params"] if id(p) in rest]}
                for g in decay_groups(phase, tc.weight_decay, tc.weight_decay_scope)]
     groups = [g for g in groups if g["params"]]
-    opt = Muon(groups, lr=lr, momentum=tc.muon_momentum, betas=betas)
+    opt = Muon(groups, lr=lr, momentum=tc.muon_momentum, ns_steps=tc.muon_ns_steps,
+               ns_precision=tc.muon_ns_precision, betas=betas)
     for group in opt.param_groups:
         group["base_lr"] = group["lr"]
     return opt
