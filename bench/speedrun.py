@@ -19,10 +19,10 @@ a row: its train.py with config/train_shakespeare_char.py and the README's CPU s
 wide, context 64, batch 12, 2,000 iterations, lr decay over 2,000, dropout 0, no compile), run in a scratch
 folder on the repository's own Tiny Shakespeare (its prepare.py finds input.txt there and downloads nothing), on
 the same core. Its validation loss is nanoGPT's own estimate (--nanogpt-eval-iters random batches every
---val-every iterations, not exact); its clock is the sum of its logged per-iteration times before each
+--nanogpt-eval-interval iterations, not exact); its clock is the sum of its logged per-iteration times before each
 evaluation, an iteration that began with an evaluation counted at the median iteration time (its logged time
-includes the evaluation); it runs once (nanoGPT fixes its own seed). Without DIR (or without train.py in it) the row is
-skipped with a message.
+includes the evaluation); seed s runs nanoGPT with its seed constant 1337 replaced by 1337 + s. Without DIR
+(or without train.py in it) the row is skipped with a message.
 
 Writes bench/out/speedrun.json (every validation of every run, and the summary table).
 """
@@ -107,7 +107,7 @@ def run_genlab(args, name: str, extra: list[str], seed: int) -> dict:
 
 
 # -- nanoGPT's baby GPT --------------------------------------------------------------------------------------------
-def run_nanogpt(args) -> dict | None:
+def run_nanogpt(args, seed: int = 0) -> dict | None:
     repo = Path(args.nanogpt)
     needed = ["train.py", "model.py", "configurator.py", "config/train_shakespeare_char.py",
               "data/shakespeare_char/prepare.py"]
@@ -122,14 +122,20 @@ def run_nanogpt(args) -> dict | None:
         for n in needed:
             (work / n).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(repo / n, work / n)
+        script = work / "train.py"  # its seed is a constant (1337 + rank offset): seed s runs with 1337 + s
+        code = script.read_text()
+        if "torch.manual_seed(1337 + seed_offset)" not in code:
+            raise SystemExit("nanoGPT's train.py no longer seeds with torch.manual_seed(1337 + seed_offset)")
+        script.write_text(code.replace("torch.manual_seed(1337 + seed_offset)",
+                                       f"torch.manual_seed({1337 + seed} + seed_offset)"))
         data = work / "data" / "shakespeare_char"
         shutil.copy(text, data / "input.txt")  # prepare.py downloads only when input.txt is missing
         subprocess.run([sys.executable, "prepare.py"], cwd=data, env=env, check=True, capture_output=True)
         cmd = ["taskset", "-c", str(args.core), sys.executable, "train.py", "config/train_shakespeare_char.py",
                "--device=cpu", "--compile=False", "--dtype=float32", f"--eval_iters={args.nanogpt_eval_iters}",
-               f"--eval_interval={args.val_every}", "--log_interval=1", "--block_size=64", "--batch_size=12",
-               "--n_layer=4", "--n_head=4", "--n_embd=128", "--max_iters=2000", "--lr_decay_iters=2000",
-               "--dropout=0.0", "--always_save_checkpoint=False"]
+               f"--eval_interval={args.nanogpt_eval_interval}", "--log_interval=1", "--block_size=64",
+               "--batch_size=12", "--n_layer=4", "--n_head=4", "--n_embd=128", "--max_iters=2000",
+               "--lr_decay_iters=2000", "--dropout=0.0", "--always_save_checkpoint=False"]
         try:
             done = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True,
                                   timeout=900)
@@ -213,6 +219,8 @@ def main() -> None:
     ap.add_argument("--core", type=int, default=0)
     ap.add_argument("--nanogpt", default=None, help="a checkout of karpathy/nanoGPT (adds its baby GPT as a row)")
     ap.add_argument("--nanogpt-eval-iters", type=int, default=200)
+    ap.add_argument("--nanogpt-eval-interval", type=int, default=500,
+                    help="nanoGPT evaluates every this many iterations (each: 2 x eval-iters forward batches)")
     ap.add_argument("--out", default="bench/out/speedrun.json")
     args = ap.parse_args()
     for spec in args.define:
@@ -227,9 +235,13 @@ def main() -> None:
             runs.setdefault(name, []).append({"seed": seed, **run})
             print(f"{name} seed {seed}: {run['steps']} steps in {run['train_seconds']} s, "
                   f"val {[(p['seconds'], p['loss']) for p in run['points']]}", file=sys.stderr, flush=True)
-    if args.nanogpt and (run := run_nanogpt(args)) is not None:  # one run: nanoGPT seeds itself (1337)
-        runs["nanogpt-baby"] = [{"seed": 1337, **run}]
-    elif not args.nanogpt:
+    for seed in args.seeds if args.nanogpt else []:
+        if (run := run_nanogpt(args, seed)) is not None:
+            runs.setdefault("nanogpt-baby", []).append({"seed": 1337 + seed, **run})
+            val = [(p["seconds"], p["loss"]) for p in run["points"]]
+            print(f"nanogpt seed {1337 + seed}: {run['steps']} iterations in {run['train_seconds']} s "
+                  f"({run['median_ms_per_iter']} ms median), val {val}", file=sys.stderr, flush=True)
+    if not args.nanogpt:
         print("nanoGPT: no --nanogpt DIR given; its row is skipped", file=sys.stderr)
     table = {name: summarise(r, args.target) for name, r in runs.items()}
     out = Path(args.out)
