@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -36,7 +37,7 @@ MODELS = {  # family: (model section, train keys)
     "tvae": ({"latent_dim": 32, "hidden": [64, 64]}, {"lr": 1e-3}),
     # pac 1: DP-SGD clips per row, so the critic scores single rows; one critic step per generator step
     "ctgan": ({"latent_dim": 32, "generator_widths": [64, 64], "discriminator_widths": [64, 64], "pac": 1,
-               "n_critic": 1}, {"lr": 2e-4, "betas": [0.5, 0.9]}),
+               "n_critic": 1}, {"lr": float(os.environ.get("CTGAN_LR", 2e-4)), "betas": [0.5, 0.9]}),
 }
 
 

@@ -11,7 +11,7 @@ from genlab.config import config_from_dict
 from genlab.core.errors import GenlabError
 from genlab.modalities import load_dataset
 from genlab.nn.gpt import GPT, ReLU2
-from genlab.train.muon import Muon, muon_split, newton_schulz
+from genlab.train.muon import Muon, cpu_has_fast_bf16, muon_split, newton_schulz, ns_dtype_for
 from genlab.train.trainer import build_model, lr_factor
 
 
@@ -27,6 +27,24 @@ def test_newton_schulz_is_orthogonal_within_the_quintic_band(shape):
     u, _, vh = torch.linalg.svd(g, full_matrices=False)
     cos = (u.T @ o @ vh.T).diagonal()  # o = U diag(s') V^T: o's singular values sit on g's singular vectors
     assert torch.allclose(cos, s.sort(descending=True).values, atol=0.05) or float(cos.min()) > 0.6
+
+
+@pytest.mark.parametrize("shape", [(64, 32), (48, 128)])
+def test_newton_schulz_in_bf16_stays_in_the_band(shape):
+    """The bf16 iteration (train.muon_ns_precision, auto on native-bf16 CPUs and CUDA) keeps the fp32 band within
+    bf16's rounding, and agrees with the fp32 result to ~1e-2."""
+    g = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    o16 = newton_schulz(g, dtype=torch.bfloat16).float()
+    s = torch.linalg.svdvals(o16)
+    assert 0.6 < float(s.min()) and float(s.max()) < 1.25, s.aminmax()
+    assert float((o16 - newton_schulz(g)).abs().max()) < 0.05
+
+
+def test_ns_precision_choice():
+    assert ns_dtype_for(torch.device("cpu"), "fp32") == torch.float32
+    assert ns_dtype_for(torch.device("cpu"), "bf16") == torch.bfloat16
+    assert ns_dtype_for(torch.device("cuda"), "auto") == torch.bfloat16
+    assert ns_dtype_for(torch.device("cpu"), "auto") == (torch.bfloat16 if cpu_has_fast_bf16() else torch.float32)
 
 
 def test_newton_schulz_leaves_tiny_singular_values_small_but_lifts_the_rest():
