@@ -91,6 +91,24 @@ def test_the_starting_models_dpo_loss_is_log_2(base, run_cli, lora):
     assert float(terms["reward_margin"]) == 0.0
 
 
+@pytest.mark.parametrize("lora", [True, False])
+def test_dpo_compares_policy_and_reference_without_dropout(base, run_cli, lora):
+    """With dropout in the network and its adapters, the starting model's DPO loss is still exactly log 2 in
+    training mode: the policy's log-probs are taken without dropout, as the reference's are (TRL's
+    disable_dropout); the gradient still flows."""
+    raw = dpo_config(base, prefs(base, run_cli, "keyword=yes", "yes"), "start-dropout", lora=lora).to_dict()
+    raw["model"]["dropout"] = 0.3
+    if lora:
+        raw["lora"]["dropout"] = 0.3
+    cfg = config_from_dict(raw)
+    ds = load_dataset(cfg.data, base_dir(cfg))
+    model = build_model(cfg, ds.spec())
+    model.train()
+    loss, _ = model.phase_loss("lm", ds.train_stream(4, 0).next(), torch.Generator())
+    assert float(loss.detach()) == pytest.approx(math.log(2), abs=1e-7) and loss.requires_grad
+    assert model.net.training  # the mode is restored after the log-probs
+
+
 def test_a_step_raises_the_chosen_completion_and_lowers_the_rejected(base, run_cli):
     cfg = dpo_config(base, prefs(base, run_cli, "keyword=yes", "yes"), "step", lora=False)
     ds = load_dataset(cfg.data, base_dir(cfg))

@@ -73,6 +73,17 @@ class LanguageModel(GenerativeModel):
             first = next(self.net.parameters())
             yield frozen.to(first.device)
 
+    @contextlib.contextmanager
+    def without_dropout(self):
+        """The policy in eval mode for the block (gradients still flow): DPO's and GRPO's log-probs are compared
+        with the reference's, taken without dropout, so the policy's must be too (TRL's disable_dropout)."""
+        training = self.net.training
+        self.net.eval()
+        try:
+            yield
+        finally:
+            self.net.train(training)
+
     def build_net(self, config, spec: DataSpec) -> torch.nn.Module:
         raise NotImplementedError
 
@@ -108,14 +119,15 @@ class LanguageModel(GenerativeModel):
         if batch.mask is None:
             raise GenlabError("train.objective=dpo needs preference pairs: data.source=prefs")
         if not reference:
-            return -(self.token_nll(batch.x, segments=batch.segments) * batch.mask).sum(1)
+            with self.without_dropout():
+                return -(self.token_nll(batch.x, segments=batch.segments) * batch.mask).sum(1)
         with torch.no_grad(), self.reference_net() as net:
             return -(self.net_nll(net, batch.x, segments=batch.segments) * batch.mask).sum(1)
 
     def dpo_terms(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Direct preference optimisation (Rafailov et al. 2023) on rows (chosen, rejected, chosen, ...):
         -log sigmoid(beta * (policy - reference log-ratio of chosen minus that of rejected)). Its value is log 2
-        while the policy is the reference."""
+        while the policy is the reference; both log-probs are taken without dropout (see without_dropout)."""
         if batch.x.shape[0] % 2:
             raise GenlabError("a preference batch holds (chosen, rejected) row pairs: make train.batch_size / "
                               "(processes x train.accumulate) a whole number of pairs")
@@ -129,21 +141,18 @@ class LanguageModel(GenerativeModel):
     def rollout(self, prompt: list[int], n: int, generator: torch.Generator) -> list[list[int]]:
         """n completions of the token ids `prompt` sampled from the policy (eval mode), each ending with its
         stop token when it stopped, at most train.completion_tokens and never past the context window."""
-        score, training = self.spec.score, self.net.training
+        score = self.spec.score
         room = self.spec.block_size + 1 - len(prompt)
         cfg = SamplingConfig(max_new_tokens=max(1, min(self.train_options.completion_tokens, room)))
         start = torch.as_tensor(prompt, dtype=torch.long, device=self.device).expand(n, -1).contiguous()
         produced: list[list[int]] = [[] for _ in range(n)]
-        self.net.eval()
-        try:
+        with self.without_dropout():
             for new in generate_tokens(self.net, start, cfg, generator):
                 for i, tok in enumerate(new.tolist()):
                     if not produced[i] or produced[i][-1] not in score.stop_ids:
                         produced[i].append(tok)
                 if all(p[-1] in score.stop_ids for p in produced):
                     break
-        finally:
-            self.net.train(training)
         return produced
 
     def grpo_terms(self, batch: Batch, noise: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -171,12 +180,8 @@ class LanguageModel(GenerativeModel):
                 x[i, :len(prompt) + len(c)] = torch.tensor(prompt + c)
                 w[i, len(prompt):len(prompt) + len(c)] = 1.0
             x, w = x.to(self.device), w[:, 1:].to(self.device)
-            training = self.net.training
-            self.net.eval()  # no dropout: the log-probs of the policy that sampled, compared with the reference's
-            try:
+            with self.without_dropout():  # the log-probs of the policy that sampled, compared with the reference's
                 logp = -self.token_nll(x)
-            finally:
-                self.net.train(training)
             with torch.no_grad(), self.reference_net() as net:
                 ref = -self.net_nll(net, x)
             ratio = torch.exp(logp - logp.detach())  # one update per rollout: 1, with the policy's gradient
