@@ -157,8 +157,13 @@ class Codec:
         return [(self.lo if i % 2 == 0 else self.hi) for i in range(n)]
 
     def transformer(self, style: str):
-        from snsynth.transform import (BinTransformer, ChainTransformer, LabelTransformer, MinMaxTransformer,
-                                       OneHotEncoder)
+        from snsynth.transform import (
+            BinTransformer,
+            ChainTransformer,
+            LabelTransformer,
+            MinMaxTransformer,
+            OneHotEncoder,
+        )
 
         if self.categorical:
             label = LabelTransformer(nullable=False)
