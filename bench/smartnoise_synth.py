@@ -39,8 +39,9 @@ train.csv), so it is complete before the synthesizer sees the data and `preproce
 
 Each fit checks that nothing was spent on preprocessing: the transformer's odometer reports (0, 0), no column
 transformer needs epsilon or recorded budget_spent, and the synthesizer's epsilon is unchanged after fit (the
-library subtracts any preprocessing spend from it). Every (synth, epsilon, seed) writes DIR/sn-{synth}-eps{e}-seed{s}.csv
-and appends {synth, epsilon, seed, delta, fit_seconds, sample_seconds, rows, spent_epsilon, notes} to DIR/sn-runs.json.
+library subtracts any preprocessing spend from it). Every (synth, epsilon, seed) writes
+DIR/sn-{synth}-eps{e}-seed{s}.csv and appends {synth, epsilon, seed, delta, fit_seconds, sample_seconds, rows,
+spent_epsilon, notes} to DIR/sn-runs.json.
 
 Behaviour that matters for a fair comparison (smartnoise-synth 1.0.8):
 
