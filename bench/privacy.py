@@ -106,7 +106,7 @@ def score_external(table: str, path: str, folder: Path, out: Path) -> None:
         fake = pd.read_csv(csv, dtype={c: str for c in text})
         meta = runs.get((synth, eps, seed), {})
         results.append({"table": table, "model": f"smartnoise-{synth}", "seed": seed, "target_epsilon": eps,
-                        "spent_epsilon": meta.get("spent_epsilon", eps), "train_seconds": meta.get("fit_seconds"),
+                        "spent_epsilon": eps if meta.get("spent_epsilon") is None else meta["spent_epsilon"], "train_seconds": meta.get("fit_seconds"),
                         **scores(train, test, fake, ds.schema, TABLES[table][1], seed)})
         print(json.dumps(results[-1]), flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
