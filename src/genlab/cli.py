@@ -413,8 +413,8 @@ def data_augment(target: str, overrides: tuple[str, ...], copies: int, seed: int
 
 @data.command(name="prefs")
 @click.argument("run", type=click.Path(path_type=Path))
-@click.option("--reward", required=True, help="A built-in reward (regular_verse, sentiment, length=N, keyword=WORD; "
-              "-R flips one) or a function module:function(prompt, completion) -> float.")
+@click.option("--reward", required=True, help="A built-in reward (regular_verse, sentiment, length=N, keyword=WORD, "
+              "classifier=RUN_A,RUN_B; -R flips one) or a function module:function(prompt, completion) -> float.")
 @click.option("--prompts", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Prompts: one per line (.txt) or JSONL records with a 'prompt'.")
 @click.option("--k", "k", type=int, default=8, show_default=True, help="Completions sampled per prompt.")

@@ -37,6 +37,7 @@ _ENTRIES: dict[str, dict[str, Any]] = {
         "sentiment": "genlab.rewards.builtin:sentiment",
         "length": "genlab.rewards.builtin:length",
         "keyword": "genlab.rewards.builtin:keyword",
+        "classifier": "genlab.rewards.builtin:classifier",
     },
     "extractor": {
         "classifier": "genlab.modalities.image.features:ClassifierFeatures",

@@ -42,3 +42,40 @@ def keyword(word: str = ""):
         raise GenlabError("reward keyword needs a word: keyword=WORD")
     pattern = re.compile(rf"(?<!\w){re.escape(word.strip())}(?!\w)", re.IGNORECASE)
     return lambda prompt, completion: float(len(pattern.findall(completion)))
+
+
+def classifier(runs: str = ""):
+    """A generative classifier built from genlab language-model runs, one per class, each trained (genlab train)
+    on that class's texts: `classifier=RUN_A,RUN_B[,...]`. The reward is the posterior of the first class under
+    equal priors, p(A | completion) = p(c | A) / sum_k p(c | k), in [0, 1], where p(c | k) is run k's exact
+    likelihood of the completion as a whole document (end-of-document tokens around it; longer texts scored in
+    windows of the run's context, each token once). Runs with different tokenizers compare fairly: each
+    likelihood is of the same characters."""
+    import torch
+
+    from genlab.pipeline import open_run
+
+    paths = [p.strip() for p in runs.split(",") if p.strip()]
+    if len(paths) < 2:
+        raise GenlabError("reward classifier needs two or more language-model runs, the rewarded class first: "
+                          "classifier=RUN_A,RUN_B")
+    loaded = [open_run(p) for p in paths]
+    for path, run in zip(paths, loaded, strict=True):
+        if getattr(run.dataset, "tokenizer", None) is None or not hasattr(run.model, "token_nll"):
+            raise GenlabError(f"reward classifier: {path} is {run.modality.model_noun}, not a language model")
+
+    @torch.no_grad()
+    def log_likelihood(run, text: str) -> float:
+        tokenizer, block = run.dataset.tokenizer, run.model.spec.block_size
+        ids = torch.tensor([tokenizer.eot_id, *tokenizer.encode(text), tokenizer.eot_id], dtype=torch.long)
+        total = 0.0
+        for start in range(0, ids.numel() - 1, block):
+            window = ids[start:start + block + 1].to(run.model.device)[None]
+            total -= float(run.model.token_nll(window).sum())
+        return total
+
+    def reward(prompt: str, completion: str) -> float:
+        scores = torch.tensor([log_likelihood(run, completion) for run in loaded], dtype=torch.float64)
+        return float(torch.softmax(scores, 0)[0])
+
+    return reward
