@@ -114,6 +114,46 @@ def score_external(table: str, path: str, folder: Path, out: Path) -> None:
     out.write_text(json.dumps(results, indent=2))
 
 
+def summarise(files: list[Path]) -> None:
+    """One markdown row per (model, epsilon): mean ± sd over seeds of the figures above (top-k hits when present)."""
+    import statistics
+
+    rows = [r for f in files for r in json.loads(Path(f).read_text())]
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["target_epsilon"]), []).append(r)
+
+    def cell(values, digits=3):
+        values = [v for v in values if v is not None]
+        if not values:
+            return "—"
+        mean = statistics.fmean(values)
+        return f"{mean:.{digits}f}" + (f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else "")
+
+    top = next((k for r in rows for k in r["utility"].get("train_synthetic_test_real", {}) if k.startswith(
+        "positives_in_top_")), None)
+    head = ["model", "target eps", "seeds", "spent eps (max)", "column KS/TVD", "pair TVD", "C2ST AUC",
+            "TSTR acc", "TSTR ROC AUC", *([f"TSTR {top.replace('_', ' ')}"] if top else []), "MIA AUC", "train s"]
+    print("| " + " | ".join(head) + " |")
+    print("|---|" + "---:|" * (len(head) - 1))
+    order = {"tvae": 0, "ctgan": 1, "marginals": 2}
+    for (model, eps), rs in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 3), kv[0][0],
+                                                                   kv[0][1] is None, kv[0][1] or 0)):
+        tstr = [r["utility"]["train_synthetic_test_real"] for r in rs]
+        spent = [r.get("spent_epsilon") for r in rs if r.get("spent_epsilon") is not None]
+        cells = [model, "none" if eps is None else f"{eps:g}", str(len(rs)),
+                 f"{max(spent):.3f}" if spent else "—",
+                 cell([r["mean_ks_or_tvd"] for r in rs]), cell([r.get("contingency_mean_tvd") for r in rs]),
+                 cell([r["classifier_two_sample_auc"] for r in rs]), cell([t["accuracy"] for t in tstr]),
+                 cell([t.get("roc_auc") for t in tstr]),
+                 *([cell([t.get(top) for t in tstr], 1)] if top else []),
+                 cell([r["membership_inference_auc"] for r in rs]), cell([r.get("train_seconds") for r in rs], 1)]
+        print("| " + " | ".join(cells) + " |")
+    real = rows[0]["utility"]["train_real_test_real"]
+    print(f"\nTRTR: accuracy {real['accuracy']:.3f}, ROC AUC {real.get('roc_auc') or float('nan'):.3f}"
+          + (f", {top.replace('_', ' ')} {real.get(top)}" if top else ""))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="bench/out/privacy.json")
@@ -126,7 +166,11 @@ def main() -> None:
     parser.add_argument("--models", default="tvae,marginals", help="comma-separated: tvae, ctgan, marginals")
     parser.add_argument("--export", type=Path, default=None, help="write the split and public schema here, stop")
     parser.add_argument("--score", type=Path, default=None, help="score this folder's sn-*.csv, stop")
+    parser.add_argument("--summarise", type=Path, nargs="+", default=None,
+                        help="result files of this script: print one markdown table (mean ± sd over seeds), stop")
     args = parser.parse_args()
+    if args.summarise:
+        return summarise(args.summarise)
 
     from genlab.config import config_from_dict
     from genlab.modalities.table.marginals import noisy_marginals, sample_marginals
