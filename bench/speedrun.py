@@ -192,14 +192,41 @@ def median(values: list) -> float | None:
     return round(statistics.median(values), 4) if values else None
 
 
+def spread(values: list) -> str | None:
+    values = [v for v in values if v is not None]
+    return f"{min(values):.3f}-{max(values):.3f}" if len(values) > 1 else None
+
+
 def summarise(runs: list[dict], target: float) -> dict:
     times = [time_to(r["points"], target) for r in runs]
-    row = {"seeds": len(runs), "reached": sum(t is not None for t in times), "time_to_target_s": median(times)}
+    row = {"seeds": len(runs), "reached": sum(t is not None for t in times), "time_to_target_s": median(times),
+           "time_to_target_range": spread(times)}
     for t in CHECKPOINTS:
         row[f"loss_at_{t:g}s"] = median([loss_at(r["points"], t) for r in runs])
-    row["final_loss"] = median([r["points"][-1]["loss"] if r["points"] else None for r in runs])
+    finals = [r["points"][-1]["loss"] if r["points"] else None for r in runs]
+    row["final_loss"] = median(finals)
+    row["final_loss_range"] = spread(finals)
     row["steps"] = median([r["steps"] for r in runs])
+    row["ms_per_step"] = median([1000 * r["train_seconds"] / r["steps"] for r in runs if r["steps"]])
     return row
+
+
+def reprint(files: list[str], target: float) -> None:
+    """The summary table of earlier result files (several runs of this script: same variants merged)."""
+    runs: dict[str, list[dict]] = {}
+    for f in files:
+        for name, rs in json.loads(Path(f).read_text())["runs"].items():
+            runs.setdefault(name, []).extend(rs)
+    print_table({name: summarise(r, target) for name, r in runs.items()})
+
+
+def print_table(table: dict) -> None:
+    cols = ["seeds", "reached", "time_to_target_s", "time_to_target_range",
+            *[f"loss_at_{t:g}s" for t in CHECKPOINTS], "final_loss", "final_loss_range", "steps", "ms_per_step"]
+    print("| variant | " + " | ".join(cols) + " |")
+    print("|---" * (len(cols) + 1) + "|")
+    for name, row in table.items():
+        print(f"| {name} | " + " | ".join("—" if row[c] is None else str(row[c]) for c in cols) + " |")
 
 
 def main() -> None:
@@ -224,7 +251,10 @@ def main() -> None:
     ap.add_argument("--nanogpt-eval-interval", type=int, default=500,
                     help="nanoGPT evaluates every this many iterations (each: 2 x eval-iters forward batches)")
     ap.add_argument("--out", default="bench/out/speedrun.json")
+    ap.add_argument("--reprint", nargs="+", default=None, metavar="JSON", help="summarise earlier results, stop")
     args = ap.parse_args()
+    if args.reprint:
+        return reprint(args.reprint, args.target)
     for spec in args.define:
         name, _, overrides = spec.partition("=")
         VARIANTS[name] = [o for o in overrides.split(",") if o]
@@ -251,11 +281,7 @@ def main() -> None:
     out.write_text(json.dumps({"recipe": args.recipe, "budget": args.budget, "target": args.target,
                                "val_every": args.val_every, "variants": {k: VARIANTS.get(k) for k in runs},
                                "table": table, "runs": runs}, indent=2))
-    cols = ["seeds", "reached", "time_to_target_s", *[f"loss_at_{t:g}s" for t in CHECKPOINTS], "final_loss", "steps"]
-    print("| variant | " + " | ".join(cols) + " |")
-    print("|---" * (len(cols) + 1) + "|")
-    for name, row in table.items():
-        print(f"| {name} | " + " | ".join("—" if row[c] is None else str(row[c]) for c in cols) + " |")
+    print_table(table)
 
 
 if __name__ == "__main__":
