@@ -11,7 +11,8 @@ from genlab.config import config_from_dict
 from genlab.core.errors import GenlabError
 from genlab.modalities import load_dataset
 from genlab.nn.gpt import GPT, ReLU2
-from genlab.train.muon import Muon, cpu_has_fast_bf16, muon_split, newton_schulz, ns_dtype_for
+from genlab.train.distributed import native_bf16
+from genlab.train.muon import Muon, muon_split, newton_schulz, ns_dtype_for
 from genlab.train.trainer import build_model, lr_factor
 
 
@@ -43,8 +44,8 @@ def test_newton_schulz_in_bf16_stays_in_the_band(shape):
 def test_ns_precision_choice():
     assert ns_dtype_for(torch.device("cpu"), "fp32") == torch.float32
     assert ns_dtype_for(torch.device("cpu"), "bf16") == torch.bfloat16
-    assert ns_dtype_for(torch.device("cuda"), "auto") == torch.bfloat16
-    assert ns_dtype_for(torch.device("cpu"), "auto") == (torch.bfloat16 if cpu_has_fast_bf16() else torch.float32)
+    native = native_bf16(torch.device("cpu"))
+    assert ns_dtype_for(torch.device("cpu"), "auto") == (torch.bfloat16 if native else torch.float32)
 
 
 def test_newton_schulz_leaves_tiny_singular_values_small_but_lifts_the_rest():

@@ -188,7 +188,9 @@ class TrainConfig:
     seed: int = 0  # initialisation, batch order and noise: the same seed trains the same weights
     threads: int | None = None  # torch intra-op threads, fixed for the run; None: the free CPUs, re-checked every 2 s
     accumulate: int = 1  # micro-batches per process per step (gradient accumulation; same global batch)
-    precision: str = "fp32"  # fp32 | bf16 (autocast of the forward pass)
+    # fp32 | bf16 (autocast of the forward pass) | auto (bf16 where it is native: a CUDA GPU that supports it, a CPU
+    # with AVX512-BF16 / AMX; else fp32, since emulated bf16 is slower)
+    precision: str = "fp32"
     device: str = "auto"  # auto (a GPU when PyTorch sees one, else the CPU) | cpu | cuda
     compile: bool = False  # torch.compile each phase's modules
     fsdp: bool = False  # shard parameters, gradients and optimizer state across processes (families with shard_units)
@@ -208,7 +210,7 @@ class TrainConfig:
         choice("train.weight_decay_scope", self.weight_decay_scope, ("all", "matrices"))
         choice("train.schedule", self.schedule, ("constant", "cosine", "linear", "wsd"))
         choice("train.early_stopping_mode", self.early_stopping_mode, ("min", "max"))
-        choice("train.precision", self.precision, ("fp32", "bf16"))
+        choice("train.precision", self.precision, ("fp32", "bf16", "auto"))
         choice("train.device", self.device, ("auto", "cpu", "cuda"))
         choice("train.objective", self.objective, ("default", "dpo", "grpo"))
         if self.group_size < 2:

@@ -21,35 +21,23 @@ update has, so a Muon learning rate is on the same scale as an AdamW one and the
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Iterable
-from pathlib import Path
 
 import torch
 from torch import nn
 
+from genlab.train.distributed import native_bf16
+
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 RMS_MATCH = 0.2  # the update's RMS as a fraction of lr (AdamW's typical update RMS)
-
-
-@functools.cache
-def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 matrices natively (x86 AVX512-BF16 or AMX): there a bf16 product is
-    ~2.5x a float32 one (measured on an AMD EPYC); elsewhere bf16 is emulated and slower than float32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def ns_dtype_for(device: torch.device, precision: str) -> torch.dtype:
     """train.muon_ns_precision -> the dtype Newton-Schulz runs in: auto picks bf16 on CUDA and on CPUs with native
     bf16 products (as modded-nanogpt, which runs it in bf16), else float32."""
     if precision == "auto":
-        fast = device.type == "cuda" or (device.type == "cpu" and cpu_has_fast_bf16())
-        precision = "bf16" if fast else "fp32"
+        precision = "bf16" if native_bf16(device) else "fp32"
     return torch.bfloat16 if precision == "bf16" else torch.float32
 
 

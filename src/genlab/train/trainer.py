@@ -33,6 +33,7 @@ from genlab.train.distributed import (
     full_optimizer_state,
     load_full_model_state,
     load_full_optimizer_state,
+    native_bf16,
     shard_model,
 )
 from genlab.train.ema import EMA, weights_swapped
@@ -130,6 +131,8 @@ class Trainer:
         self.cfg, self.tc, self.run, self.dataset, self.model = cfg, tc, run, dataset, model
         self.world = world or World.current(tc.device)
         self.device = self.world.device
+        # train.precision: bf16 autocast of the forward pass; auto where bf16 is native (distributed.native_bf16)
+        self.bf16 = self.tc.precision == "bf16" or (self.tc.precision == "auto" and native_bf16(self.device))
         self.threads = ThreadGovernor(tc.threads)  # train.threads, else the CPUs others leave free, kept up to date
         model.to(self.device)  # before optimizers, EMA and wrappers see the parameters
         model.calibrate(dataset)  # data statistics the family keeps in its state (before EMA copies it)
@@ -388,8 +391,7 @@ class Trainer:
         return [self.privacy.step(phase.parameters(), batch, lambda rows: self._forward(phase.name, rows))]
 
     def _forward(self, phase: str, batch):
-        cast = (torch.autocast(self.device.type, torch.bfloat16) if self.tc.precision == "bf16"
-                else contextlib.nullcontext())
+        cast = torch.autocast(self.device.type, torch.bfloat16) if self.bf16 else contextlib.nullcontext()
         with cast:
             loss, terms = self.forward[phase](phase, batch, self.noise)
         self._check_finite(phase, loss, terms)
