@@ -93,8 +93,7 @@ def run_genlab(budget: float, steps: int, runs_dir: Path, iwae_k: int, optimizer
         overrides += ["train.optimizer=muon", *([f"train.muon_lr={optimizer[5:]}"] if ":" in optimizer else [])]
     _, summary = train(ROOT / "configs" / "fmnist-vae.yaml", overrides, runs_dir, overwrite=True)
     run = open_run(runs_dir / name)
-    lk = test_log_likelihood(run.model, run.dataset.split_images("test"), run.dataset.split_labels("test"),
-                             k=iwae_k, max_images=None, seed=0, binarize=False)
+    lk = test_log_likelihood(run.model, run.dataset, k=iwae_k, max_images=None, seed=0, binarize=False)
     return {"impl": "genlab fmnist-vae", "optimizer": optimizer, "seed": seed, "budget_seconds": budget,
             "steps": summary["steps"],
             "train_seconds": summary["train_seconds"], "test_neg_elbo_nats": round(-lk["test_elbo_nats"], 2),
