@@ -195,8 +195,10 @@ def test_every_family_moves_between_devices(family):
 
 
 def test_muon_two_processes_match_one(tmp_path, gpt_recipe):
-    """DDP hands every process the whole all-reduced gradient, so Muon's orthogonalised update is the same."""
-    muon = ["train.optimizer=muon", "train.schedule=wsd"]
+    """DDP hands every process the whole all-reduced gradient, so Muon's orthogonalised update is the same. In fp32:
+    bf16 Newton-Schulz (auto on CPUs with native bf16) rounds the update to ~1e-2 relative, so the all-reduce's
+    different summation order shows up there far above this comparison's tolerance."""
+    muon = ["train.optimizer=muon", "train.schedule=wsd", "train.muon_ns_precision=fp32"]
     genlab("train", gpt_recipe, *muon, "--runs-dir", tmp_path / "one")
     genlab("train", gpt_recipe, *muon, "--runs-dir", tmp_path / "two", processes=2)
     assert_close_weights(load_tensors(tmp_path / "one" / "gpt" / "model.safetensors"),
