@@ -186,6 +186,7 @@ def main() -> None:
     grid = [(None if e == "none" else float(e), int(s)) for s in args.seeds.split(",")
             for e in args.epsilons.split(",")]
     models = args.models.split(",")
+    ds = None
     for epsilon, seed in grid:
         for family in [m for m in models if m in MODELS]:
             t0 = time.perf_counter()
@@ -207,8 +208,9 @@ def main() -> None:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(results, indent=2))  # after each row: a stopped run keeps its rows
         if "marginals" in models:
-            ds = table_dataset(args.table, path)
-            train, test = ds.split_frame("train"), ds.split_frame("test")
+            if ds is None:  # the table, its split and schema: read once
+                ds = table_dataset(args.table, path)
+                train, test = ds.split_frame("train"), ds.split_frame("test")
             marginals = noisy_marginals(train, ds.schema, math.inf if epsilon is None else epsilon, seed=seed)
             fake = sample_marginals(marginals, ds.schema, len(train), seed=seed)
             results.append({"table": args.table, "model": "marginals", "seed": seed, "target_epsilon": epsilon,

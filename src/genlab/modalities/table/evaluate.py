@@ -25,9 +25,9 @@ def evaluate_table_run(run, ec, quiet: bool = True) -> dict:
                                **tables.pairwise_fidelity(test, fake, ds.schema),
                                "classifier_two_sample_auc": tables.classifier_two_sample_auc(x_test, x_fake, ec.seed)}
     with timed(timings, "utility", quiet):
-        metrics["utility"] = (tables.utility(train, fake, test, ds.schema, ec.target, ec.seed,
-                                                        positive=ec.positive, top_k=ec.top_k) if ec.target
-                              else {"skipped": "set eval.target to the column a downstream model predicts"})
+        metrics["utility"] = (
+            tables.utility(train, fake, test, ds.schema, ec.target, ec.seed, positive=ec.positive, top_k=ec.top_k)
+            if ec.target else {"skipped": "set eval.target to the column a downstream model predicts"})
     with timed(timings, "privacy", quiet):
         metrics["privacy"] = tables.privacy(x_train, x_test, x_fake)
     if run.config.train.privacy is not None and run.paths.summary.is_file():  # the guarantee of the weights

@@ -123,11 +123,12 @@ def utility(train: pd.DataFrame, fake: pd.DataFrame, test: pd.DataFrame, schema:
         y = frame[target]
         return y.astype(str).to_numpy() if classify else pd.to_numeric(y, errors="coerce").to_numpy(float)
 
-    test_keep = ~pd.isna(label(test))
-    truth = label(test)[test_keep]
-    binary = classify and len(set(label(train)[~pd.isna(label(train))])) == 2
+    y_train, y_fake, y_test = label(train), label(fake), label(test)
+    test_keep = ~pd.isna(y_test)
+    truth = y_test[test_keep]
+    binary = classify and len(set(y_train[~pd.isna(y_train)])) == 2
     if binary:
-        counts = pd.Series(label(train)).value_counts()
+        counts = pd.Series(y_train).value_counts()
         positive = str(positive) if positive is not None else str(counts.index[-1])
         if positive not in counts.index:
             raise GenlabError(f"eval.positive {positive!r} is not a class of {target!r} "
@@ -138,7 +139,7 @@ def utility(train: pd.DataFrame, fake: pd.DataFrame, test: pd.DataFrame, schema:
     if top_k is not None and not 0 < top_k <= len(truth):
         raise GenlabError(f"eval.top_k must be between 1 and the {len(truth)} labelled test rows, got {top_k}")
     scores = {}
-    for name, x, y in (("real", x_train, label(train)), ("synthetic", x_fake, label(fake))):
+    for name, x, y in (("real", x_train, y_train), ("synthetic", x_fake, y_fake)):
         keep = ~pd.isna(y)
         if classify:
             model = HistGradientBoostingClassifier(max_iter=200, random_state=seed).fit(x[keep], y[keep])
@@ -157,7 +158,7 @@ def utility(train: pd.DataFrame, fake: pd.DataFrame, test: pd.DataFrame, schema:
                     scores[name][f"positives_in_top_{top_k}"] = int(is_positive[order].sum())
         else:
             model = HistGradientBoostingRegressor(max_iter=200, random_state=seed).fit(x[keep], y[keep])
-            scores[name] = {"r2": float(r2_score(label(test)[test_keep], model.predict(x_test[test_keep])))}
+            scores[name] = {"r2": float(r2_score(truth, model.predict(x_test[test_keep])))}
     key = "accuracy" if classify else "r2"
     out = {"target": target, "task": "classification" if classify else "regression",
            "train_real_test_real": scores["real"], "train_synthetic_test_real": scores["synthetic"],
