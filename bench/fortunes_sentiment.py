@@ -7,6 +7,7 @@ test fortunes), with best-of-n from the base beside every tuned run. Not a test;
     genlab finetune runs/fortunes-base bench/recipes/fortunes-grpo.yaml data.path=openers.txt train.beta=0.1 \\
         name=fortunes-grpo-b0.1
     python bench/fortunes_sentiment.py measure runs/fortunes-base runs/fortunes-grpo-b0.1 [RUN ...]
+    python bench/fortunes_sentiment.py plot docs/img/fortunes_reward_kl.png     # from the last measure
 
 `measure` uses the first --prompts test prompts of the first tuned run (every run must share them): per run, one
 completion per prompt (temperature 1, --tokens at most) from the policy and one from the base, their mean sentiment
@@ -83,10 +84,10 @@ def measure(base_path: str, runs: list[str], n_prompts: int, tokens: int, ns: li
         run = open_run(path)
         if run.dataset.split_prompts("test")[:n_prompts] != chosen:
             raise SystemExit(f"{path}: its test prompts differ from {runs[0]}'s; tune every run on one prompt file")
-        g = torch.Generator().manual_seed(7)
+        g, g_ref = torch.Generator().manual_seed(7), torch.Generator().manual_seed(8)  # the same base draw each run
         mine = [sample_completions(run.model.net, encoder, p, 1, cfg, g).texts[0] for p in chosen]
         with run.model.reference_net() as ref:
-            theirs = [sample_completions(ref, encoder, p, 1, cfg, g).texts[0] for p in chosen]
+            theirs = [sample_completions(ref, encoder, p, 1, cfg, g_ref).texts[0] for p in chosen]
         kl = reward_and_kl(run.model, encoder, chosen, None, 1, cfg, seed=3)["kl"]
         result["runs"][path] = {
             "policy": {"sentiment": float(np.mean(reward.many(chosen, mine))), "distinct_2": distinct_n(mine, 2),
@@ -101,6 +102,17 @@ def measure(base_path: str, runs: list[str], n_prompts: int, tokens: int, ns: li
     (out / "fortunes_sentiment.json").write_text(json.dumps(result, indent=2) + "\n")
 
 
+def plot(out: str, found: str) -> None:
+    from reward_kl import draw
+
+    result = json.loads(Path(found).read_text())
+    runs = [(v["kl"]["mean"], v["policy"]["sentiment"], Path(k).name.removeprefix("fgrpo-"))
+            for k, v in result["runs"].items()]
+    bon = result["best_of_n"].values()
+    draw({"GRPO": runs}, [(v["kl_bound"], v["sentiment"]) for v in bon], "mean sentiment (VADER compound)",
+         Path(out))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -113,9 +125,14 @@ def main() -> None:
     m.add_argument("--prompts", type=int, default=100)
     m.add_argument("--tokens", type=int, default=40)
     m.add_argument("--ns", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    d = sub.add_parser("plot")
+    d.add_argument("out")
+    d.add_argument("--result", default=str(ROOT / "bench" / "out" / "fortunes_sentiment.json"))
     args = ap.parse_args()
     if args.command == "prompts":
         prompts(args.out, args.folder)
+    elif args.command == "plot":
+        plot(args.out, args.result)
     else:
         measure(args.base, args.runs, args.prompts, args.tokens, args.ns)
 

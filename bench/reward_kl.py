@@ -49,6 +49,32 @@ def toy_base(folder: Path) -> tuple[Path, Path]:
     return run.root, prompts
 
 
+def draw(tuned: dict[str, list[tuple[float, float, str]]], bon: list[tuple[float, float]], ylabel: str,
+         path: Path, bon_errors: list[float] | None = None) -> None:
+    """Reward against KL(policy || reference): each tuned method's points (kl, reward, label) and best-of-n
+    from the reference (its KL bound log n - (n - 1) / n) on the same axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (name, points), marker in zip(tuned.items(), "o^vD", strict=False):
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker, label=name, alpha=0.8)
+        for kl, reward, label in points:
+            ax.annotate(label, (kl, reward), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.errorbar([b[0] for b in bon], [b[1] for b in bon], yerr=bon_errors, fmt="s--", color="gray",
+                label="best-of-n from the reference (n = 1, 2, 4, ...)")
+    ax.set_xscale("symlog", linthresh=0.5)
+    ax.set_xlabel("KL(policy || reference), nats per completion")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--toy", action="store_true")
@@ -96,22 +122,8 @@ def main() -> None:
     result = {"objective": args.objective, "reward": args.reward, "toy": args.toy, "tuned": points,
               "best_of_n": {str(n): v for n, v in bon.items()}}
     (out / "reward_kl.json").write_text(json.dumps(result, indent=2))
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([p["kl"] for p in points], [p["reward"] for p in points], "o-", label=f"{args.objective} (beta)")
-    for p in points:
-        ax.annotate(f"{p['beta']:g}", (p["kl"], p["reward"]), fontsize=8)
-    ax.plot([v["kl"] for v in bon.values()], [v["reward"] for v in bon.values()], "s--", label="best-of-n (2..32)")
-    ax.set_xscale("symlog", linthresh=0.1)
-    ax.set_xlabel("KL(policy || reference), nats")
-    ax.set_ylabel(f"mean reward ({args.reward})")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "reward_kl.png", dpi=120)
+    draw({args.objective: [(p["kl"], p["reward"], f"{p['beta']:g}") for p in points]},
+         [(v["kl"], v["reward"]) for v in bon.values()], f"mean reward ({args.reward})", out / "reward_kl.png")
     print("| beta | mean reward | KL |\n|---|---|---|")
     for p in points:
         print(f"| {p['beta']:g} | {p['reward']:.3f} | {p['kl']:.2f} |")

@@ -13,6 +13,7 @@ from conftest import assert_one_line_error
 from test_trainer import check_resume_is_bit_identical
 
 from genlab.config import config_from_dict
+from genlab.core.errors import GenlabError
 from genlab.modalities import load_dataset
 from genlab.modalities.prefs.data import encoder_of
 from genlab.modalities.prefs.sampling import best_of_n_kl, reward_and_kl, sample_completions
@@ -70,6 +71,16 @@ def test_data_prefs_ranks_completions_by_the_reward(base, run_cli):
     assert pairs and all(p["chosen_reward"] > p["rejected_reward"] for p in pairs)
     reward = load_reward("keyword=yes")
     assert all(reward(p["prompt"], p["chosen"]) == p["chosen_reward"] for p in pairs)
+    more = base[0] / "more.jsonl"  # --pairs 3: best/worst, 2nd/2nd-worst, ... each completion used once
+    code, _, err = run_cli("data", "prefs", base[1], "--reward", "keyword=yes", "--prompts", base[2], "--k", 6,
+                           "--pairs", 3, "--max-tokens", 24, "--out", more)
+    assert code == 0, err
+    many = [json.loads(line) for line in more.read_text().splitlines()]
+    assert len(pairs) < len(many) <= 3 * len(base[2].read_text().splitlines())
+    assert all(p["chosen_reward"] > p["rejected_reward"] for p in many)
+    code, _, err = run_cli("data", "prefs", base[1], "--reward", "keyword=yes", "--prompts", base[2], "--k", 6,
+                           "--pairs", 4, "--out", base[0] / "x.jsonl")
+    assert_one_line_error(code, err, "--pairs must be between 1 and k / 2 = 3")
     code, _, err = run_cli("data", "prefs", base[1], "--reward", "nice", "--prompts", base[2], "--out",
                            base[0] / "x.jsonl")
     assert_one_line_error(code, err, "unknown reward 'nice'")
@@ -109,18 +120,35 @@ def test_dpo_compares_policy_and_reference_without_dropout(base, run_cli, lora):
     assert model.net.training  # the mode is restored after the log-probs
 
 
+def test_dpo_nll_adds_the_chosen_completions_per_token_nll(base, run_cli):
+    """train.dpo_nll (RPO): at the start the loss is log 2 plus dpo_nll times the mean per-token NLL of the chosen
+    completions, computed here from the network's logits directly; the log-ratios are logged, 0 at the start."""
+    cfg = dpo_config(base, prefs(base, run_cli, "keyword=yes", "yes"), "rpo", dpo_nll=0.5)
+    ds = load_dataset(cfg.data, base_dir(cfg))
+    model = build_model(cfg, ds.spec()).eval()
+    batch = ds.train_stream(4, 0).next()
+    loss, terms = model.phase_loss("lm", batch, torch.Generator())
+    logits = model.net(batch.x[:, :-1])
+    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch.x[:, 1:], reduction="none")
+    chosen = ((nll * batch.mask).sum(1) / batch.mask.sum(1))[0::2].mean()
+    assert float(loss.detach()) == pytest.approx(math.log(2) + 0.5 * float(chosen.detach()), abs=1e-5)
+    assert float(terms["chosen_logratio"]) == float(terms["rejected_logratio"]) == 0.0
+    with pytest.raises(GenlabError, match="dpo_nll' must be >= 0"):
+        config_from_dict({"train": {"dpo_nll": -1}})
+
+
 def test_a_step_raises_the_chosen_completion_and_lowers_the_rejected(base, run_cli):
     cfg = dpo_config(base, prefs(base, run_cli, "keyword=yes", "yes"), "step", lora=False)
     ds = load_dataset(cfg.data, base_dir(cfg))
     model = build_model(cfg, ds.spec())
     batch = ds.train_stream(4, 0).next()
-    before = model.sequence_logp(batch).detach()
+    before = model.sequence_logp(batch)[0].detach()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-2)
     model.phase_loss("lm", batch, torch.Generator())[0].backward()
     optimizer.step()
     with torch.no_grad():
-        after = model.sequence_logp(batch)
-        reference = model.sequence_logp(batch, reference=True)
+        after = model.sequence_logp(batch)[0]
+        reference = model.sequence_logp(batch, reference=True)[0]
     change = after - before
     assert float(change[0::2].sum()) > 0 > float(change[1::2].sum())  # chosen up, rejected down
     torch.testing.assert_close(reference, before)  # the reference stayed where the policy started
@@ -185,8 +213,6 @@ def test_a_dpo_run_resumes_bit_identically(base, run_cli, tmp_path):
 
 
 def test_objective_errors_are_clear(base, run_cli):
-    from genlab.core.errors import GenlabError
-
     with pytest.raises(GenlabError, match="train.objective=dpo tunes language models"):
         build_model(config_from_dict({"family": "vae", "train": {"objective": "dpo"}}),
                     load_dataset(config_from_dict({}).data).spec())
@@ -208,7 +234,7 @@ def grpo_config(base, name: str, reward: str, **train):
 
 def test_grpo_raises_the_reward_and_a_flipped_reward_lowers_it(base, run_cli):
     folder = base[0]
-    found = {}
+    found, runs = {}, {}
     for name, reward in (("grpo-up", "keyword=yes"), ("grpo-down", "-keyword=yes")):
         run, summary = train_config(grpo_config(base, name, reward), folder / "runs")
         assert set(summary["validation"]) == {"reward", "kl"}
@@ -217,6 +243,24 @@ def test_grpo_raises_the_reward_and_a_flipped_reward_lowers_it(base, run_cli):
         code, out, err = run_cli("eval", run.root, "eval.reward=keyword=yes")
         assert code == 0, err
         found[name] = json.loads(run.metrics.read_text())["policy"]
+        runs[name] = run
+    run = runs["grpo-up"]
+    held_out = folder / "held-out.txt"  # eval.prompts: one prompt set for runs tuned on different data
+    held_out.write_text("say:\nname:\ngive:\n")
+    code, out, err = run_cli("eval", run.root, "eval.reward=keyword=yes", f"eval.prompts={held_out}")
+    assert code == 0, err
+    shared = json.loads(run.metrics.read_text())["policy"]
+    assert (shared["split"], shared["prompts"]) == (str(held_out), 3)
+    assert shared["reward"]["policy_mean"] > shared["reward"]["reference_mean"], shared
+    # eval.reference: the base run itself is the same network as the adapters switched off
+    code, out, err = run_cli("eval", run.root, "eval.reward=keyword=yes", f"eval.reference={base[1]}")
+    assert code == 0, err
+    again = json.loads(run.metrics.read_text())["policy"]
+    assert again["reference_run"] == str(base[1])
+    assert again["kl"]["mean"] == pytest.approx(found["grpo-up"]["kl"]["mean"], abs=1e-4)
+    assert again["reward"] == found["grpo-up"]["reward"]
+    code, out, err = run_cli("eval", run.root, f"eval.prompts={folder / 'missing.txt'}")
+    assert code != 0 and "prompts file not found" in out + err
     up, down = found["grpo-up"]["reward"], found["grpo-down"]["reward"]
     assert up["policy_mean"] > up["reference_mean"] + 0.3, found
     assert down["policy_mean"] < down["reference_mean"] - 0.3, found
@@ -230,8 +274,6 @@ def test_a_grpo_run_resumes_bit_identically(base, tmp_path):
 
 
 def test_grpo_needs_prompts_with_a_reward(base):
-    from genlab.core.errors import GenlabError
-
     raw = grpo_config(base, "x", "keyword=yes").to_dict()
     raw["data"]["reward"] = None
     with pytest.raises(GenlabError, match="needs data.reward"):

@@ -418,16 +418,19 @@ def data_augment(target: str, overrides: tuple[str, ...], copies: int, seed: int
 @click.option("--prompts", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Prompts: one per line (.txt) or JSONL records with a 'prompt'.")
 @click.option("--k", "k", type=int, default=8, show_default=True, help="Completions sampled per prompt.")
+@click.option("--pairs", type=int, default=1, show_default=True,
+              help="Pairs per prompt at most: best with worst, second best with second worst, ... while the "
+              "chosen one scores higher (each completion in one pair at most).")
 @click.option("--max-tokens", type=int, default=64, show_default=True, help="Longest completion, in tokens.")
 @click.option("--temperature", type=float, default=1.0, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Preference JSONL to write (prompt, chosen, rejected): data.source=prefs of a DPO fine-tune.")
 @THREADS_OPTION
-def data_prefs(run: Path, reward: str, prompts: Path, k: int, max_tokens: int, temperature: float, seed: int,
-               out: Path, threads: int | None) -> None:
+def data_prefs(run: Path, reward: str, prompts: Path, k: int, pairs: int, max_tokens: int, temperature: float,
+               seed: int, out: Path, threads: int | None) -> None:
     """Preference pairs from language-model RUN: k completions of each prompt, ranked by the reward; the best is
-    chosen, the worst rejected (prompts whose completions tie give none)."""
+    chosen, the worst rejected (prompts whose completions tie give none; --pairs takes more from each)."""
     from genlab.modalities.prefs.sampling import build_prefs, read_prompts
     from genlab.nn.decoding import SamplingConfig
     from genlab.pipeline import open_run
@@ -436,7 +439,7 @@ def data_prefs(run: Path, reward: str, prompts: Path, k: int, max_tokens: int, t
     scorer = load_reward(reward)
     loaded = open_run(run)
     summary = build_prefs(loaded, scorer, read_prompts(prompts), k, out, seed,
-                          SamplingConfig(max_new_tokens=max_tokens, temperature=temperature))
+                          SamplingConfig(max_new_tokens=max_tokens, temperature=temperature), pairs)
     click.echo(json.dumps(summary, indent=2))
     click.echo(f"wrote {summary['pairs']} pairs to {out}")
 

@@ -199,6 +199,10 @@ class TrainConfig:
     # compare with the starting weights, which LoRA keeps as the adapters switched off, a full fine-tune as a copy
     objective: str = "default"
     beta: float = 0.1  # dpo, grpo: strength of the pull towards the reference (grpo: weight of its KL penalty)
+    # dpo: weight of the chosen completions' per-token NLL added to the loss (RPO, Pang et al. 2024; TRL's
+    # rpo_alpha): DPO alone can push the chosen answers down with the rejected ones and drift into text neither
+    # side looked like; 0 is plain DPO
+    dpo_nll: float = 0.0
     group_size: int = 8  # grpo: completions sampled per prompt; rewards are normalised within each group
     clip: float = 0.2  # grpo: the policy ratio is clipped to [1 - clip, 1 + clip] (PPO's surrogate)
     completion_tokens: int = 64  # grpo: longest sampled completion, in tokens
@@ -222,6 +226,8 @@ class TrainConfig:
                            "accumulate": self.accumulate, "beta": self.beta, "clip": self.clip,
                            "completion_tokens": self.completion_tokens,
                            "muon_ns_steps": self.muon_ns_steps})
+        if self.dpo_nll < 0:
+            raise GenlabError(f"config key 'train.dpo_nll' must be >= 0, got {self.dpo_nll}")
         fraction("train", {"ema_decay": self.ema_decay}, "; 0 disables EMA")
         fraction("train", {"muon_momentum": self.muon_momentum})
         if not 0 <= self.decay_fraction <= 1:

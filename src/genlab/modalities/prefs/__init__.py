@@ -21,6 +21,10 @@ from genlab.core.validate import positive
 class PrefsEval:
     reward: str = ""  # the reward to report (a built-in or module:function, genlab.rewards); empty: data.reward if set
     n_prompts: int = 20  # held-out prompts (test split, else validation) the policy and reference complete
+    prompts: str = ""  # a prompts file (.txt lines or JSONL `prompt`) to evaluate on instead: one held-out set
+    # shared by runs tuned on different data (a DPO run's pairs and a GRPO run's prompts)
+    reference: str = ""  # a language-model run to measure KL and the reference reward against instead of the run's
+    # own reference: the first base after rounds of tuning (each round's reference is the round before)
     samples_per_prompt: int = 4  # completions of each prompt, for the mean reward and the KL estimate
     completion_tokens: int = 64  # longest completion, in tokens
     seed: int = 0
@@ -34,6 +38,19 @@ class PrefsEval:
 class PrefsSampling:
     prompt: str = option("", "the prompt each completion answers")
     stop: list[str] = option([], "end a completion at this string (repeatable)", max_items=4)
+
+
+def reference_run(run, path: str):
+    """Another run to compare `run`'s policy with: a language model over the same tokens."""
+    from genlab.pipeline import open_run
+
+    other = open_run(path)
+    mine, theirs = run.dataset.tokenizer, getattr(other.dataset, "tokenizer", None)
+    if theirs is None or mine.vocab_size != theirs.vocab_size or any(
+            mine.decode([i]) != theirs.decode([i]) for i in range(mine.vocab_size)):
+        raise GenlabError(f"eval.reference={path}: not a language model with {run.paths.root}'s tokenizer")
+    other.model.net.eval()
+    return other
 
 
 class PrefsModality:
@@ -111,7 +128,7 @@ class PrefsModality:
     def evaluate(self, run, options: PrefsEval, quiet: bool = True) -> dict:
         import time
 
-        from genlab.modalities.prefs.data import encoder_of
+        from genlab.modalities.prefs.data import encoder_of, read_prompts
         from genlab.modalities.prefs.sampling import reward_and_kl
         from genlab.nn.decoding import SamplingConfig
         from genlab.rewards import load_reward
@@ -120,15 +137,22 @@ class PrefsModality:
             raise GenlabError(f"{run.paths.root} was not trained with train.objective=dpo or grpo: it has no "
                               "reference")
         ds = run.dataset
-        split = "test" if len(ds.splits["test"]) else "val"
-        prompts = ds.split_prompts(split)[: options.n_prompts]
+        if options.prompts:
+            split, prompts = options.prompts, read_prompts(options.prompts)[: options.n_prompts]
+        else:
+            split = "test" if len(ds.splits["test"]) else "val"
+            prompts = ds.split_prompts(split)[: options.n_prompts]
         if not prompts:
-            raise GenlabError("the test and validation splits hold no prompts to evaluate on")
+            raise GenlabError("the test and validation splits hold no prompts to evaluate on: give eval.prompts")
         t0 = time.perf_counter()
         name = options.reward or run.config.data.reward
         reward = load_reward(name) if name else None
+        reference = reference_run(run, options.reference) if options.reference else None
         found = reward_and_kl(run.model, encoder_of(ds), prompts, reward, options.samples_per_prompt,
-                              SamplingConfig(max_new_tokens=options.completion_tokens), options.seed)
+                              SamplingConfig(max_new_tokens=options.completion_tokens), options.seed,
+                              reference=reference and reference.model.net)
+        if reference is not None:
+            found["reference_run"] = str(reference.paths.root)
         return {"policy": {"split": split, **found},
                 "timings_seconds": {"reward_and_kl": round(time.perf_counter() - t0, 3)}}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,12 +74,16 @@ def completion_logp(model, net, completions: Completions) -> torch.Tensor:
 
 
 def build_prefs(run, reward, prompts: list[str], k: int, out: Path, seed: int = 0,
-                sampling: SamplingConfig | None = None) -> dict:
-    """Sample k completions of each prompt from `run`, rank them by `reward` and write (prompt, best = chosen,
-    worst = rejected) to `out` as JSONL; prompts whose completions all score the same give no pair. A completion
-    cut at the token limit is written like one that stopped (pairs hold whole answers)."""
+                sampling: SamplingConfig | None = None, pairs: int = 1) -> dict:
+    """Sample k completions of each prompt from `run`, rank them by `reward` and write (prompt, chosen, rejected)
+    to `out` as JSONL: the best with the worst, then (up to `pairs` per prompt) the second best with the second
+    worst, ..., while the chosen one scores higher; prompts whose completions all score the same give no pair. A
+    completion cut at the token limit is written like one that stopped (pairs hold whole answers)."""
     if k < 2:
         raise GenlabError(f"--k must be at least 2 (a pair needs two completions), got {k}")
+    if not 1 <= pairs <= k // 2:
+        raise GenlabError(f"--pairs must be between 1 and k / 2 = {k // 2} (each completion in one pair), "
+                          f"got {pairs}")
     encoder = encoder_of(run.dataset)
     cfg = sampling or SamplingConfig()
     cfg.validate()
@@ -87,14 +92,17 @@ def build_prefs(run, reward, prompts: list[str], k: int, out: Path, seed: int = 
     for prompt in prompts:
         done = sample_completions(run.model.net, encoder, prompt, k, cfg, generator)
         scores = reward.many([prompt] * k, done.texts)
-        best, worst = int(np.argmax(scores)), int(np.argmin(scores))
-        if scores[best] == scores[worst]:
-            ties += 1
-            continue
-        gaps.append(scores[best] - scores[worst])
-        lines.append(json.dumps({"prompt": prompt, "chosen": done.texts[best], "rejected": done.texts[worst],
-                                 "chosen_reward": scores[best], "rejected_reward": scores[worst]},
-                                ensure_ascii=False) + "\n")
+        order = np.argsort(-np.asarray(scores), kind="stable")  # best first; ties keep their sampling order
+        made = 0
+        for best, worst in zip(order[:pairs], order[::-1][:pairs], strict=True):
+            if scores[best] <= scores[worst]:
+                break
+            made += 1
+            gaps.append(scores[best] - scores[worst])
+            lines.append(json.dumps({"prompt": prompt, "chosen": done.texts[best], "rejected": done.texts[worst],
+                                     "chosen_reward": scores[best], "rejected_reward": scores[worst]},
+                                    ensure_ascii=False) + "\n")
+        ties += made == 0
     if not lines:
         raise GenlabError(f"every prompt's {k} completions scored the same under reward {reward.name!r}: no pairs")
     atomic_write_bytes(Path(out), "".join(lines).encode())
@@ -122,16 +130,17 @@ def best_of_n_kl(n: int) -> float:
 
 @torch.no_grad()
 def reward_and_kl(model, encoder: PairEncoder, prompts: list[str], reward, samples: int, cfg: SamplingConfig,
-                  seed: int = 0) -> dict:
+                  seed: int = 0, reference=None) -> dict:
     """Mean reward of the policy's completions and of the reference's, and the Monte Carlo estimate of
-    KL(policy || reference) over whole completions: the mean of log pi(y|x) - log pi_ref(y|x), y ~ pi."""
+    KL(policy || reference) over whole completions: the mean of log pi(y|x) - log pi_ref(y|x), y ~ pi. The
+    reference is the run's own unless another network over the same tokens is given."""
     generator = torch.Generator(device=model.device).manual_seed(seed)
     baseline = torch.Generator(device=model.device).manual_seed(seed + 1)  # its own: runs of one base compare
     log_ratios, mine, theirs = [], [], []
     for prompt in prompts:
         done = sample_completions(model.net, encoder, prompt, samples, cfg, generator)
         policy = completion_logp(model, model.net, done)
-        with model.reference_net() as ref:
+        with model.reference_net() if reference is None else nullcontext(reference) as ref:
             log_ratios += (policy - completion_logp(model, ref, done)).tolist()
             if reward is not None:
                 base = sample_completions(ref, encoder, prompt, samples, cfg, baseline)
