@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -34,6 +33,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from genlab.metrics.text import distinct_n  # noqa: E402
 from genlab.modalities.prefs.data import encoder_of  # noqa: E402
 from genlab.modalities.prefs.sampling import best_of_n_kl, reward_and_kl, sample_completions  # noqa: E402
+from genlab.modalities.text.data import read_documents  # noqa: E402
 from genlab.nn.decoding import SamplingConfig  # noqa: E402
 from genlab.pipeline import open_run  # noqa: E402
 from genlab.rewards import load_reward  # noqa: E402
@@ -45,8 +45,7 @@ def prompts(out: str, folder: str = "/usr/share/games/fortunes", words: int = 4)
     """The first `words` words of every fortune of the recipe's eight files, one opener a line, deduplicated."""
     seen, lines = set(), []
     for name in FORTUNES:
-        text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", Path(folder, name).read_text(encoding="utf-8", errors="replace"))
-        for record in re.split(r"\n%\n", text):
+        for record in read_documents(Path(folder, name), "fortune"):
             opener = " ".join(record.split()[:words])
             if len(opener.split()) == words and opener not in seen:
                 seen.add(opener)

@@ -29,15 +29,15 @@ sys.path.insert(0, str(ROOT / "src"))
 from genlab.metrics.text import regular_verse  # noqa: E402
 from genlab.modalities.prefs.data import encoder_of, read_prompts  # noqa: E402
 from genlab.modalities.prefs.sampling import best_of_n, sample_completions  # noqa: E402
+from genlab.modalities.text.data import read_documents  # noqa: E402
 from genlab.nn.decoding import SamplingConfig  # noqa: E402
 from genlab.pipeline import open_run  # noqa: E402
 from genlab.rewards import load_reward  # noqa: E402
 
 
 def titles(corpus: str, stem: str, held_out: int = 100) -> None:
-    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", Path(corpus).read_text(encoding="utf-8"))
-    records = [r.strip() for r in re.split(r"\n%\n", text) if r.strip()]
-    unique = list(dict.fromkeys(r.splitlines()[0].strip() for r in records))  # 《无题》 titles many poems
+    records = read_documents(corpus, "fortune")
+    unique = list(dict.fromkeys(r.strip().splitlines()[0].strip() for r in records))  # 《无题》 titles many poems
     found = [unique[i] for i in np.random.default_rng(0).permutation(len(unique))]
     for name, part in (("test", found[:held_out]), ("train", found[held_out:])):
         Path(f"{stem}-{name}.txt").write_text("\n".join(part) + "\n", encoding="utf-8")

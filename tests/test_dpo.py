@@ -142,13 +142,13 @@ def test_a_step_raises_the_chosen_completion_and_lowers_the_rejected(base, run_c
     ds = load_dataset(cfg.data, base_dir(cfg))
     model = build_model(cfg, ds.spec())
     batch = ds.train_stream(4, 0).next()
-    before = model.sequence_logp(batch)[0].detach()
+    before = model.sequence_logp(batch).detach()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-2)
     model.phase_loss("lm", batch, torch.Generator())[0].backward()
     optimizer.step()
     with torch.no_grad():
-        after = model.sequence_logp(batch)[0]
-        reference = model.sequence_logp(batch, reference=True)[0]
+        after = model.sequence_logp(batch)
+        reference = model.sequence_logp(batch, reference=True)
     change = after - before
     assert float(change[0::2].sum()) > 0 > float(change[1::2].sum())  # chosen up, rejected down
     torch.testing.assert_close(reference, before)  # the reference stayed where the policy started

@@ -113,16 +113,16 @@ class LanguageModel(GenerativeModel):
             return nll.mean()
         return (nll * batch.mask).sum() / batch.mask.sum().clamp(min=1)
 
-    def sequence_logp(self, batch: Batch, reference: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def sequence_logp(self, batch: Batch, reference: bool = False) -> torch.Tensor:
         """Log-probability of each row's weighted tokens (a completion given its prompt), under the policy or,
-        without gradients, under the reference; and how many tokens each row weighs."""
+        without gradients, under the reference."""
         if batch.mask is None:
             raise GenlabError("train.objective=dpo needs preference pairs: data.source=prefs")
         if not reference:
             with self.without_dropout():
-                return -(self.token_nll(batch.x, segments=batch.segments) * batch.mask).sum(1), batch.mask.sum(1)
+                return -(self.token_nll(batch.x, segments=batch.segments) * batch.mask).sum(1)
         with torch.no_grad(), self.reference_net() as net:
-            return -(self.net_nll(net, batch.x, segments=batch.segments) * batch.mask).sum(1), batch.mask.sum(1)
+            return -(self.net_nll(net, batch.x, segments=batch.segments) * batch.mask).sum(1)
 
     def dpo_terms(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Direct preference optimisation (Rafailov et al. 2023) on rows (chosen, rejected, chosen, ...):
@@ -133,12 +133,13 @@ class LanguageModel(GenerativeModel):
         if batch.x.shape[0] % 2:
             raise GenlabError("a preference batch holds (chosen, rejected) row pairs: make train.batch_size / "
                               "(processes x train.accumulate) a whole number of pairs")
-        policy, tokens = self.sequence_logp(batch)
-        ratio = policy - self.sequence_logp(batch, reference=True)[0]
+        policy = self.sequence_logp(batch)
+        ratio = policy - self.sequence_logp(batch, reference=True)
         margin = self.beta * (ratio[0::2] - ratio[1::2])
         loss = -F.logsigmoid(margin).mean()
         if self.train_options.dpo_nll:
-            loss = loss - self.train_options.dpo_nll * (policy[0::2] / tokens[0::2].clamp(min=1)).mean()
+            tokens = batch.mask[0::2].sum(1).clamp(min=1)
+            loss = loss - self.train_options.dpo_nll * (policy[0::2] / tokens).mean()
         return loss, {"loss": loss, "reward_margin": margin.mean().detach(),
                       "reward_accuracy": (margin > 0).float().mean(),
                       "chosen_logratio": ratio[0::2].mean().detach(), "rejected_logratio": ratio[1::2].mean().detach()}

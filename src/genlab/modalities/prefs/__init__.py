@@ -49,7 +49,6 @@ def reference_run(run, path: str):
     if theirs is None or mine.vocab_size != theirs.vocab_size or any(
             mine.decode([i]) != theirs.decode([i]) for i in range(mine.vocab_size)):
         raise GenlabError(f"eval.reference={path}: not a language model with {run.paths.root}'s tokenizer")
-    other.model.net.eval()
     return other
 
 
